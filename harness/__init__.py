@@ -1,0 +1,26 @@
+"""A benchmark harness for diffusion-model samplers.
+
+The public API for plugin authors and users is re-exported here; `harness.hookspecs`
+is the plugin author's reference.
+"""
+
+from .errors import HarnessError, ParameterError, PluginError, UnknownNameError
+from .hookspecs import HARNESS_API_VERSION, hookimpl
+from .model import DataSpec, NetworkScoreModel, NFECounter, ScoreModel
+from .noise import SampleNoise
+from .oracle import GaussianMixture
+from .registry import ModelSpec, Origin
+from .sampler import Capabilities, NoParams, Params, Sampler, param
+from .sampling import generate
+from .schedules import SCHEDULES, TimeGrid, make_grid
+from .sde import EDMSDE, SDE, SubVPSDE, VESDE, VPSDE, make_sde
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HARNESS_API_VERSION", "Capabilities", "DataSpec", "EDMSDE", "GaussianMixture",
+    "HarnessError", "ModelSpec", "NFECounter", "NetworkScoreModel", "NoParams", "Origin",
+    "ParameterError", "Params", "PluginError", "SCHEDULES", "SDE", "SampleNoise", "Sampler",
+    "ScoreModel", "SubVPSDE", "TimeGrid", "UnknownNameError", "VESDE", "VPSDE", "generate",
+    "hookimpl", "make_grid", "make_sde", "param",
+]

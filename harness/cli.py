@@ -1,0 +1,53 @@
+"""The ``harness`` command: each subcommand lives in its own module under `commands`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Optional, Sequence
+
+from .errors import HarnessError
+from .plugin_manager import DISABLE_ENV, TRACE_ENV
+
+#: Subcommand modules; each provides add_parser(subparsers) and sets a `func` default.
+COMMANDS = ("plugins", "run", "report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness", description="Benchmark diffusion-model samplers.")
+    parser.add_argument("--disable-plugin", action="append", default=[], metavar="NAME",
+                        help=f"do not load this plugin (repeatable; also ${DISABLE_ENV})")
+    parser.add_argument("--trace-hooks", action="store_true",
+                        help=f"print every plugin hook call to stderr (also ${TRACE_ENV})")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"harness.commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.disable_plugin:
+        current = [n for n in os.environ.get(DISABLE_ENV, "").split(",") if n]
+        os.environ[DISABLE_ENV] = ",".join(current + args.disable_plugin)
+    if args.trace_hooks:
+        os.environ[TRACE_ENV] = "1"
+    try:
+        return int(args.func(args) or 0)
+    except HarnessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

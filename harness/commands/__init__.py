@@ -1,0 +1,1 @@
+"""Subcommands of the ``harness`` command line, one module each."""

@@ -1,0 +1,103 @@
+"""``harness plugins``: every registered sampler, model and metric, and where it comes from."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+from ..plugin_manager import LoadedPlugins, get_plugins
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plugins", help="list registered samplers, models and metrics",
+        description="List every registered sampler, model and metric with its origin "
+                    "(module, distribution, version) and declared capabilities.")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(func=run)
+
+
+def describe(loaded: LoadedPlugins) -> dict[str, Any]:
+    """Everything `harness plugins` shows, as plain data."""
+    samplers = []
+    for name, entry in loaded.samplers.entries():
+        sampler = entry.item
+        defaults = sampler.make_params()
+        samplers.append({
+            "name": name, "summary": sampler.summary, "citation": sampler.citation,
+            "origin": entry.origin.to_dict(),
+            "capabilities": sampler.capabilities.to_dict(defaults),
+            "params": [_jsonable(row) for row in sampler.params.describe()],
+        })
+    models = [{"name": name, "description": entry.item.description,
+               "options": entry.item.options, "origin": entry.origin.to_dict()}
+              for name, entry in loaded.models.entries()]
+    metrics = []
+    for name, entry in loaded.metrics.entries():
+        metric = entry.item
+        metrics.append({"name": name, "unit": getattr(metric, "unit", None),
+                        "higher_is_better": getattr(metric, "higher_is_better", None),
+                        "origin": entry.origin.to_dict()})
+    return {
+        "samplers": samplers, "models": models, "metrics": metrics,
+        "plugins": [o.to_dict() for o in loaded.plugins],
+        "disabled": loaded.disabled,
+        "failures": [{"plugin": f.plugin, "stage": f.stage, "message": f.message}
+                     for f in loaded.failures],
+    }
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    def fix(v):
+        if isinstance(v, float) and math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if isinstance(v, tuple):
+            return list(v)
+        return v
+    return {k: fix(v) for k, v in row.items()}
+
+
+def _origin(o: dict[str, Any]) -> str:
+    dist = f"{o['distribution']} {o['version']}" if o["distribution"] else "(no distribution)"
+    return f"{o['module']}  [{dist}]"
+
+
+def format_text(info: dict[str, Any]) -> str:
+    lines = [f"Samplers ({len(info['samplers'])}):"]
+    for s in info["samplers"]:
+        caps = s["capabilities"]
+        kind = "stochastic" if caps["stochastic"] else "deterministic"
+        nfe = f"{caps['nfe_per_step']} NFE/step"
+        if caps["final_step_nfe"] is not None:
+            nfe += f" ({caps['final_step_nfe']} on the last)"
+        flags = ", PF-ODE" if caps["pf_ode"] else ""
+        lines.append(f"  {s['name']:<22} {kind}, order {caps['order']:g}, {nfe}{flags}")
+        lines.append(f"  {'':<22} from {_origin(s['origin'])}")
+        params = ", ".join(f"{p['name']}={p['default']}" for p in s["params"])
+        if params:
+            lines.append(f"  {'':<22} params: {params}")
+    lines.append(f"Models ({len(info['models'])}):")
+    for m in info["models"]:
+        lines.append(f"  {m['name']:<22} {m['description']}")
+        lines.append(f"  {'':<22} from {_origin(m['origin'])}")
+    lines.append(f"Metrics ({len(info['metrics'])}):")
+    for m in info["metrics"]:
+        better = "higher" if m["higher_is_better"] else "lower"
+        lines.append(f"  {m['name']:<22} [{m['unit']}] {better} is better; "
+                     f"from {_origin(m['origin'])}")
+    if info["disabled"]:
+        lines.append(f"Disabled: {', '.join(info['disabled'])}")
+    if info["failures"]:
+        lines.append(f"Failed plugins ({len(info['failures'])}):")
+        for f in info["failures"]:
+            lines.append(f"  {f['plugin']} ({f['stage']}): {f['message']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    info = describe(get_plugins())
+    print(json.dumps(info, indent=2) if args.json else format_text(info))
+    return 1 if info["failures"] else 0
+

@@ -1,0 +1,74 @@
+"""What a metric is: a named measurement with a unit and a direction, computed per trial.
+
+Metrics are plugins (hook `harness_register_metrics`). The runner prepares each metric
+once per suite (e.g. reference statistics) and then calls `compute` once per trial with
+a `TrialContext`; a metric returns one or more named values. Metrics measure; they do
+not log, time or decide devices — the runner does.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from torch import Tensor
+
+from .model import ScoreModel
+from .sampler import Params, Sampler
+from .schedules import TimeGrid
+
+
+@dataclass
+class SuiteContext:
+    """What is shared by every trial of a suite; built once by the runner."""
+
+    model: ScoreModel
+    model_name: str
+    device: Any
+    #: Options from the suite for each metric, keyed by metric name.
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: A cache any metric may use for once-per-suite work (keyed by its own names).
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrialContext:
+    """One trial: a sampler with its params on a grid, and the samples it produced."""
+
+    suite: SuiteContext
+    sampler: Sampler
+    params: Params
+    grid: TimeGrid
+    seed: int
+    #: The generated samples, (N, *data.shape), on the CPU.
+    samples: Tensor
+    #: Generates more samples of this trial on demand: f(indices) -> tensor.
+    generate: Optional[Callable[[list[int]], Tensor]] = None
+
+
+class Metric(ABC):
+    """A measurement of a trial. Subclasses set the class attributes and `compute`."""
+
+    #: Unique name; also the key of the main value in `compute`'s result.
+    name: str
+    #: Unit of the main value, e.g. "bits/dim", "nats", "FID", "NFE", "s".
+    unit: str
+    higher_is_better: bool
+    description: str = ""
+
+    def applies_to(self, suite: SuiteContext) -> bool:
+        """Whether this metric can be computed for the suite's model (default: yes)."""
+        return True
+
+    def prepare(self, suite: SuiteContext) -> None:
+        """Once-per-suite work (reference statistics, test data); default: nothing."""
+
+    @abstractmethod
+    def compute(self, trial: TrialContext) -> dict[str, float]:
+        """Values for this trial: at least {self.name: value}; extras like
+        f"{self.name}_stderr" may follow."""
+
+    def params(self) -> dict[str, Any]:
+        """Conventions to log with the values (units, estimator, sample counts...)."""
+        return {}

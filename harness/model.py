@@ -1,0 +1,212 @@
+"""The one model interface every sampler and metric talks to.
+
+A `ScoreModel` couples a network with its forward SDE and exposes
+
+* `denoise(x, sigma)`: the denoiser D(x; sigma) in the EDM convention, i.e. for
+  x = x_0 + sigma n (unscaled variable), D approximates E[x_0 | x];
+* `score(x, t)`: grad log p_t(x) in the SDE's own (scaled) variable;
+* `ode_drift(x, t)`: the probability-flow ODE drift dx/dt;
+* `data`: what the data look like (shape, value range, quantisation levels);
+* `nfe`: network evaluations, counted here at the boundary and nowhere else.
+
+The two views are tied by x_t = s(t) x_unscaled and
+score(x, t) = (s D(x / s; sigma) - x) / (s^2 sigma^2).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .sde import SDE, Time, _expand
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shape of one sample, its value range and, for quantised data, the number of levels.
+
+    `levels` is what makes bits/dim right: a value range (lo, hi) with `levels` equally
+    spaced values has bin width (hi - lo) / (levels - 1). `levels=None` is continuous data.
+    """
+
+    shape: tuple[int, ...]
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    levels: Optional[int] = None
+
+    @property
+    def dim(self) -> int:
+        n = 1
+        for size in self.shape:
+            n *= size
+        return n
+
+    @property
+    def bin_width(self) -> Optional[float]:
+        if self.levels is None:
+            return None
+        lo, hi = self.value_range
+        return (hi - lo) / (self.levels - 1)
+
+
+class NFECounter:
+    """Counts network evaluations: calls, and rows (one row = one sample evaluated once)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls = 0
+        self.rows = 0
+
+    def add(self, batch: int) -> None:
+        self.calls += 1
+        self.rows += batch
+
+    def per_sample(self, num_samples: int) -> float:
+        """Mean evaluations per sample over everything counted since the last reset."""
+        return self.rows / num_samples if num_samples else 0.0
+
+    def __repr__(self) -> str:
+        return f"NFECounter(calls={self.calls}, rows={self.rows})"
+
+
+def per_sample(value: Union[float, Tensor], x: Tensor) -> Tensor:
+    """A noise level or time as a (B,) tensor on x's device and dtype (no host sync)."""
+    if isinstance(value, Tensor):
+        value = value.to(device=x.device, dtype=x.dtype)
+        return value.expand(x.shape[0]) if value.ndim == 0 else value
+    return torch.full((x.shape[0],), value, device=x.device, dtype=x.dtype)
+
+
+class ScoreModel(nn.Module, ABC):
+    """A score network with its SDE. Subclasses implement `_denoise` (and may add `_score`)."""
+
+    def __init__(self, sde: SDE, data: DataSpec):
+        super().__init__()
+        self.sde = sde
+        self.data = data
+        self.nfe = NFECounter()
+
+    # --- what subclasses provide (uncounted) ----------------------------------------
+    @abstractmethod
+    def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """D(x; sigma) for unscaled x and per-sample sigma of shape (B,)."""
+
+    def _score(self, x: Tensor, t: Tensor) -> Tensor:
+        """grad log p_t(x); by default derived from the denoiser."""
+        s = _expand(self.sde.scale(t), x)
+        sigma = self.sde.sigma(t)
+        denoised = self._denoise(x / s, sigma)
+        return (s * denoised - x) / (s**2 * _expand(sigma, x) ** 2)
+
+    # --- the counted interface ----------------------------------------------------
+    def denoise(self, x: Tensor, sigma: Union[float, Tensor]) -> Tensor:
+        """D(x; sigma) in the EDM convention. One network evaluation per call."""
+        self.nfe.add(x.shape[0])
+        return self._denoise(x, per_sample(sigma, x))
+
+    def score(self, x: Tensor, t: Time) -> Tensor:
+        """grad log p_t(x) in the SDE's scaled variable. One network evaluation per call."""
+        self.nfe.add(x.shape[0])
+        return self._score(x, per_sample(t, x))
+
+    def ode_drift(self, x: Tensor, t: Time) -> Tensor:
+        """dx/dt of the probability-flow ODE at (x, t). One network evaluation per call."""
+        return self.sde.ode_drift(x, t, self.score(x, t))
+
+    def forward(self, x: Tensor, t: Time) -> Tensor:
+        return self.score(x, t)
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for tensor in self.parameters():
+            return tensor.dtype
+        for tensor in self.buffers():
+            return tensor.dtype
+        return torch.get_default_dtype()
+
+
+Parametrization = Literal["eps", "x0", "v", "score"]
+PARAMETRIZATIONS: tuple[str, ...] = ("eps", "x0", "v", "score")
+
+
+def _condition_on_t(t: Tensor, sigma: Tensor) -> Tensor:
+    return t
+
+
+class NetworkScoreModel(ScoreModel):
+    """Adapts a network `net(x_t, c)` trained on `sde` to the model interface.
+
+    The network sees the SDE's scaled variable x_t = s(t) x and a conditioning value
+    c = condition(t, sigma) (the time t by default; pass e.g. `lambda t, s: s` for a
+    network conditioned on the noise level). Its output is read according to
+    `parametrization` (with x_t = alpha x_0 + beta eps, alpha = s, beta = s sigma):
+
+    * ``"eps"``:   the noise eps;
+    * ``"x0"``:    the clean sample x_0 (this is what EDM-preconditioned networks give);
+    * ``"v"``:     v = alpha eps - beta x_0 (Salimans & Ho 2022);
+    * ``"score"``: grad log p_t(x_t).
+
+    Each is converted once, here, into the denoiser D; samplers never see the difference.
+    """
+
+    def __init__(self, network: nn.Module, sde: SDE, data: DataSpec,
+                 parametrization: Parametrization = "eps",
+                 condition: Callable[[Tensor, Tensor], Tensor] = _condition_on_t):
+        super().__init__(sde, data)
+        if parametrization not in PARAMETRIZATIONS:
+            from .errors import ParameterError
+
+            raise ParameterError(
+                f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, "
+                f"got {parametrization!r}")
+        self.network = network
+        self.parametrization = parametrization
+        self.condition = condition
+
+    def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        t = self.sde.t_of_sigma(sigma)
+        s = _expand(self.sde.scale(t), x)
+        sig = _expand(sigma, x)
+        out = self.network(s * x, self.condition(t, sigma))
+        return from_prediction(self.parametrization, out, x, s, sig)
+
+
+def from_prediction(parametrization: str, out: Tensor, x: Tensor, s, sigma) -> Tensor:
+    """The denoiser D(x; sigma) from a network output; x is unscaled, x_t = s x."""
+    if parametrization == "eps":
+        return x - sigma * out
+    if parametrization == "x0":
+        return out
+    if parametrization == "v":
+        alpha, beta = s, s * sigma
+        return (alpha * (s * x) - beta * out) / (alpha**2 + beta**2)
+    if parametrization == "score":
+        return x + s * sigma**2 * out
+    raise ValueError(parametrization)
+
+
+def to_prediction(parametrization: str, denoised: Tensor, x: Tensor, s, sigma) -> Tensor:
+    """Inverse of `from_prediction`: what a network of that parametrization would output."""
+    if parametrization == "eps":
+        return (x - denoised) / sigma
+    if parametrization == "x0":
+        return denoised
+    if parametrization == "v":
+        eps = (x - denoised) / sigma
+        return s * eps - s * sigma * denoised
+    if parametrization == "score":
+        return (denoised - x) / (s * sigma**2)
+    raise ValueError(parametrization)

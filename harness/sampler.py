@@ -1,0 +1,221 @@
+"""The sampler contract: one call shape, validated hyperparameters, capabilities as data.
+
+A sampler is a function
+
+    fn(model, x, grid, noise, callback, params) -> samples
+
+* `model`: a `ScoreModel` (`score`, `denoise`, `ode_drift`, `sde`); every call counts NFE;
+* `x`: the initial state at t = grid.t[0], shape (B, *data.shape), in the SDE's variable;
+* `grid`: a `TimeGrid` (plain floats: t, sigma, scale), t descending to 0;
+* `noise`: `noise(x)` returns the next standard-normal draw of every sample's own stream;
+* `callback`: None or a function called with a dict after each step
+  (keys: ``i``, ``t``, ``x``; samplers may add more);
+* `params`: an instance of the sampler's `Params` subclass, already validated.
+
+It returns the final state. Samplers contain no timing, logging, I/O or device logic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol, Union
+
+from torch import Tensor
+
+from .errors import ParameterError, unknown_name
+
+Callback = Optional[Callable[[dict], None]]
+
+
+def param(default: Any, *, ge: float | None = None, gt: float | None = None,
+          le: float | None = None, lt: float | None = None,
+          choices: tuple | None = None, doc: str = "") -> Any:
+    """Declare a hyperparameter with its default, allowed range or choices, and meaning."""
+    limits = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "doc": doc}
+    return field(default=default, metadata=limits)
+
+
+_CHECKS = {
+    "ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+    "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<"),
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base of every sampler's hyperparameters: a frozen dataclass checked on creation.
+
+    Declare fields with `param(default, ge=..., le=..., choices=..., doc=...)`; types come
+    from the annotations (int, float, bool, str). Invalid values raise `ParameterError`
+    naming the parameter and what is allowed, before any compute happens.
+    """
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = _coerce(f.name, getattr(self, f.name), hints.get(f.name))
+            object.__setattr__(self, f.name, value)
+            meta = f.metadata
+            if meta.get("choices") is not None and value not in meta["choices"]:
+                options = ", ".join(repr(c) for c in meta["choices"])
+                raise ParameterError(f"parameter {f.name!r} must be one of {options}, "
+                                     f"got {value!r}")
+            for key, (ok, symbol) in _CHECKS.items():
+                bound = meta.get(key)
+                if bound is not None and not ok(value, bound):
+                    raise ParameterError(f"parameter {f.name!r} must be {symbol} {bound}, "
+                                         f"got {value!r}")
+        self.check()
+
+    def check(self) -> None:
+        """Constraints between parameters; raise `ParameterError` naming them."""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "Params":
+        """Build from a mapping; unknown keys are refused with the known ones listed."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ParameterError(str(unknown_name("parameter", key, known)))
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """Each parameter's name, type, default, limits and meaning (for listings)."""
+        hints = typing.get_type_hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):
+            limits = {k: v for k, v in f.metadata.items() if v is not None and k != "doc"}
+            rows.append({"name": f.name, "type": getattr(hints.get(f.name), "__name__", "?"),
+                         "default": f.default, **limits, "doc": f.metadata.get("doc", "")})
+        return rows
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ParameterError(f"parameter {name!r} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParameterError(f"parameter {name!r} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParameterError(f"parameter {name!r} must be a number, got {value!r}")
+        if math.isnan(value):
+            raise ParameterError(f"parameter {name!r} must not be NaN")
+        return float(value)
+    if kind is str and not isinstance(value, str):
+        raise ParameterError(f"parameter {name!r} must be a string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class NoParams(Params):
+    """For samplers without hyperparameters."""
+
+
+NFEPerStep = Union[int, Callable[[Any], int]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a sampler promises, checked by the harness and its conformance kit.
+
+    Attributes:
+        stochastic: draws noise during sampling (False: output is a function of x_T).
+        order: convergence order of the underlying scheme (ODE order, or SDE weak order).
+        nfe_per_step: network evaluations per step, or a function of the params.
+        final_step_nfe: evaluations of the last step when it lands on sigma = 0
+            (e.g. 1 for Heun, whose last step is Euler); None means `nfe_per_step`.
+        pf_ode: integrates the probability-flow ODE deterministically using only
+            `model.ode_drift` and arithmetic on the state, so the harness may run it
+            from data to noise to measure the likelihood of its own discretised flow.
+    """
+
+    stochastic: bool
+    order: float
+    nfe_per_step: NFEPerStep = 1
+    final_step_nfe: Optional[NFEPerStep] = None
+    pf_ode: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pf_ode and self.stochastic:
+            raise ParameterError("a sampler cannot be both stochastic and a "
+                                 "deterministic probability-flow ODE integrator (pf_ode)")
+        if self.order <= 0:
+            raise ParameterError(f"order must be positive, got {self.order}")
+
+    def per_step(self, params: Params) -> int:
+        return _resolve(self.nfe_per_step, params)
+
+    def expected_nfe(self, steps: int, params: Params, final_sigma_zero: bool = True) -> int:
+        """Network evaluations per sample for a run of `steps` steps."""
+        per_step = self.per_step(params)
+        if self.final_step_nfe is None or not final_sigma_zero:
+            return steps * per_step
+        return (steps - 1) * per_step + _resolve(self.final_step_nfe, params)
+
+    def to_dict(self, params: Params) -> dict[str, Any]:
+        return {"stochastic": self.stochastic, "order": self.order,
+                "nfe_per_step": self.per_step(params),
+                "final_step_nfe": (None if self.final_step_nfe is None
+                                   else _resolve(self.final_step_nfe, params)),
+                "pf_ode": self.pf_ode}
+
+
+def _resolve(value: NFEPerStep, params: Params) -> int:
+    return int(value(params) if callable(value) else value)
+
+
+class SamplerFn(Protocol):
+    def __call__(self, model: Any, x: Tensor, grid: Any, noise: Callable[[Tensor], Tensor],
+                 callback: Callback, params: Any) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A registered sampler: its function, parameter class, capabilities and source."""
+
+    name: str
+    fn: SamplerFn
+    capabilities: Capabilities
+    params: type[Params] = NoParams
+    citation: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ParameterError(f"sampler name must be alphanumeric with _ or -, "
+                                 f"got {self.name!r}")
+        if not (isinstance(self.params, type) and issubclass(self.params, Params)):
+            raise ParameterError(f"sampler {self.name!r}: params must be a Params subclass")
+        if not callable(self.fn):
+            raise ParameterError(f"sampler {self.name!r}: fn must be callable")
+
+    def make_params(self, values: Mapping[str, Any] | None = None) -> Params:
+        """Validated parameters; errors name this sampler and the offending parameter."""
+        try:
+            return self.params.from_mapping(values or {})
+        except ParameterError as err:
+            raise ParameterError(f"sampler {self.name!r}: {err}") from None
+
+    def expected_nfe(self, steps: int, params: Params, final_sigma_zero: bool = True) -> int:
+        return self.capabilities.expected_nfe(steps, params, final_sigma_zero)
+
+    def __call__(self, model, x, grid, noise, callback: Callback = None,
+                 params: Params | None = None) -> Tensor:
+        return self.fn(model, x, grid, noise, callback,
+                       self.make_params() if params is None else params)
+
+    @property
+    def summary(self) -> str:
+        doc = (self.fn.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""

@@ -1,0 +1,39 @@
+"""Shared fixtures: the installed plugins, the exact oracles, float64 by default."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.oracle import mixture_64d, ring_2d
+from harness.plugin_manager import get_plugins
+from harness.sde import make_sde
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def plugins():
+    loaded = get_plugins()
+    assert not loaded.failures, loaded.failures
+    return loaded
+
+
+def all_sampler_names() -> list[str]:
+    """Every registered sampler: tests parametrised over it cover new plugins too."""
+    return get_plugins().samplers.names()
+
+
+@pytest.fixture(params=["vp", "subvp", "ve", "edm"])
+def sde(request):
+    return make_sde(request.param)
+
+
+@pytest.fixture
+def ring(sde):
+    return ring_2d(sde)
+
+
+@pytest.fixture(scope="session")
+def gmm64_vp():
+    return mixture_64d(make_sde("vp"))
