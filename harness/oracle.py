@@ -59,23 +59,36 @@ class GaussianMixture(ScoreModel):
         return self.means.shape[0]
 
     # --- exact quantities in the unscaled variable at noise level sigma -------------
-    def _components(self, x: Tensor, sigma: Tensor):
-        """Per-component variance (B, K, D), x - mu (B, K, D) and log w_k N_k (B, K)."""
-        var = self.variances[None] + (sigma**2)[:, None, None]
-        diff = x[:, None, :] - self.means[None]
-        log_norm = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1)
-        return var, diff, log_norm + torch.log(self.weights)[None]
+    def _posterior(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """log w_k N(x; mu_k, v_k + sigma^2) (B, K), and 1/var, mu/var, each (B or 1, K, D).
+
+        When every row shares one sigma (always so inside samplers) the quadratic forms
+        are (B, D) x (D, K) products and nothing of size B x K x D is materialised.
+        """
+        shared = bool((sigma == sigma[0]).all())
+        var = self.variances[None] + (sigma[:1] if shared else sigma)[:, None, None] ** 2
+        inv = var.reciprocal()
+        mu_inv = self.means[None] * inv
+        log_det = torch.log(2 * math.pi * var).sum(-1)
+        if shared:
+            quad = (x**2 @ inv[0].T - 2 * x @ mu_inv[0].T
+                    + (self.means * mu_inv[0]).sum(-1))
+        else:
+            diff = x[:, None, :] - self.means[None]
+            quad = (diff**2 * inv).sum(-1)
+        return -0.5 * (quad + log_det) + torch.log(self.weights), inv, mu_inv
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
-        var, diff, log_joint = self._components(x, sigma)
-        resp = torch.softmax(log_joint, dim=1)[..., None]
-        posterior_means = self.means[None] + self.variances[None] / var * diff
-        return (resp * posterior_means).sum(1)
+        # E[x_0 | x] = sum_k r_k (mu_k + v_k / (v_k + sigma^2) (x - mu_k))
+        #            = x - sigma^2 * score, with score = sum_k r_k (mu_k - x) / var_k.
+        return x + _expand(sigma, x) ** 2 * self._unscaled_score(x, sigma)
 
     def _unscaled_score(self, x: Tensor, sigma: Tensor) -> Tensor:
-        var, diff, log_joint = self._components(x, sigma)
-        resp = torch.softmax(log_joint, dim=1)[..., None]
-        return -(resp * diff / var).sum(1)
+        log_joint, inv, mu_inv = self._posterior(x, sigma)
+        resp = torch.softmax(log_joint, dim=1)
+        if inv.shape[0] == 1:
+            return resp @ mu_inv[0] - x * (resp @ inv[0])
+        return (resp[..., None] * (mu_inv - x[:, None, :] * inv)).sum(1)
 
     def _score(self, x: Tensor, t: Tensor) -> Tensor:
         # Computed directly rather than from D: no cancellation in (sD - x) / sigma^2.
@@ -87,7 +100,7 @@ class GaussianMixture(ScoreModel):
         """Exact log p_t(x) in nats, one value per row of x (x in the SDE's scaled variable)."""
         t = _per_row(t, x)
         s = self.sde.scale(t)
-        _, _, log_joint = self._components(x / s[:, None], self.sde.sigma(t))
+        log_joint, _, _ = self._posterior(x / s[:, None], self.sde.sigma(t))
         return torch.logsumexp(log_joint, dim=1) - x.shape[1] * torch.log(s)
 
     def sample(self, n: int, t: Time = 0.0, generator: Optional[torch.Generator] = None

@@ -79,3 +79,16 @@ def test_invalid_parameters_are_refused():
         GaussianMixture([1.0], [[0.0]], [-1.0], sde)
     with pytest.raises(ValueError, match="weights"):
         GaussianMixture([1.0, 2.0], [[0.0]], [1.0], sde)
+
+
+def test_per_row_noise_levels_match_row_by_row_evaluation():
+    # Exercises the general path (rows at different t) against the shared-sigma path.
+    model = mixture_64d(make_sde("vp"), dim=6)
+    t = torch.tensor([0.05, 0.3, 0.3, 0.9], dtype=torch.float64)
+    x = model.sample(4, 0.3, torch.Generator().manual_seed(5))
+    together = model.score(x, t)
+    rows = torch.cat([model.score(x[i:i + 1], float(t[i])) for i in range(4)])
+    torch.testing.assert_close(together, rows, rtol=1e-10, atol=1e-12)
+    logp = model.log_prob(x, t)
+    torch.testing.assert_close(logp, torch.cat([model.log_prob(x[i:i + 1], float(t[i]))
+                                                for i in range(4)]))

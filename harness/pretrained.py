@@ -1,0 +1,120 @@
+"""The shipped, hash-verified digits models: the EDM score model and the FID classifier.
+
+Both live in the package's `weights/` folder as safetensors + JSON manifest pairs
+(`harness.checkpoint`), written by `harness train digits` and `harness train classifier`.
+Every load re-hashes the weight file and refuses it when the hash differs from the
+manifest's. The architecture is rebuilt from the config recorded in the manifest, so a
+checkpoint trained with other hyperparameters loads without code changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import torch
+from torch import Tensor
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .classifier import ARCHITECTURE as CLASSIFIER_ARCHITECTURE
+from .classifier import ClassifierConfig, DigitsClassifier, DigitsFeatureExtractor
+from .digits import DIGITS_SPEC
+from .model import NetworkScoreModel, ScoreModel
+from .sde import make_sde
+from .unet import ARCHITECTURE as UNET_ARCHITECTURE
+from .unet import EDMPrecond, UNetConfig
+
+SCORE_MODEL_FILE = "digits_edm.safetensors"
+CLASSIFIER_FILE = "digits_classifier.safetensors"
+
+Device = Union[str, torch.device]
+PathLike = Union[str, Path]
+
+
+@contextlib.contextmanager
+def shipped_checkpoint(file_name: str) -> Iterator[Path]:
+    """A filesystem path to a checkpoint in the package's `weights/` folder.
+
+    An installed package normally lies on disk and the path is used as it is. From a
+    package that does not (a zip), `importlib.resources` reads the weights and their
+    manifest into a temporary folder, since the loader needs both side by side.
+    """
+    folder = Path(__file__).resolve().parent / "weights"
+    if folder.is_dir():
+        yield folder / file_name
+        return
+    package = __name__.rpartition(".")[0] or "harness"
+    source = resources.files(package).joinpath("weights")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in (file_name, Path(file_name).stem + ".json"):
+            entry = source.joinpath(name)
+            if entry.is_file():
+                (Path(tmp) / name).write_bytes(entry.read_bytes())
+        yield Path(tmp) / file_name
+
+
+def _sigma_condition(t: Tensor, sigma: Tensor) -> Tensor:
+    """The EDM network is conditioned on the noise level, not on the time."""
+    return sigma
+
+
+def _checkpoint(path: Optional[PathLike], default: str, device: Device) -> Checkpoint:
+    if path is not None:
+        return load_checkpoint(path, device)
+    with shipped_checkpoint(default) as shipped:
+        return load_checkpoint(shipped, device)
+
+
+def _expect(checkpoint: Checkpoint, kind: str, architecture: str) -> None:
+    manifest = checkpoint.manifest
+    found = (manifest.get("kind"), manifest.get("architecture", {}).get("name"))
+    if found != (kind, architecture):
+        raise CheckpointError(
+            f"{checkpoint.manifest_path} describes a {found[0]!r} with architecture "
+            f"{found[1]!r}; expected a {kind!r} with architecture {architecture!r}")
+
+
+def build_digits_model(checkpoint: Checkpoint, device: Device = "cpu") -> ScoreModel:
+    """A `NetworkScoreModel` (x0-parametrised, sigma-conditioned) from a loaded checkpoint."""
+    _expect(checkpoint, "score_model", UNET_ARCHITECTURE)
+    manifest = checkpoint.manifest
+    network = EDMPrecond(UNetConfig.from_dict(manifest["architecture"]["config"]))
+    network.load_state_dict(checkpoint.tensors)
+    network.to(device).eval()
+    for p in network.parameters():
+        p.requires_grad_(False)
+    sde = make_sde(manifest["sde"]["name"], **manifest["sde"]["params"])
+    model = NetworkScoreModel(network, sde, DIGITS_SPEC, parametrization="x0",
+                              condition=_sigma_condition)
+    model.eval()
+    model.sha256 = checkpoint.sha256  # type: ignore[attr-defined]
+    model.manifest = manifest  # type: ignore[attr-defined]
+    return model
+
+
+def load_digits_model(device: Device = "cpu", path: Optional[PathLike] = None) -> ScoreModel:
+    """The shipped EDM digits score model (or the checkpoint at `path`), hash-verified.
+
+    Returns a `NetworkScoreModel` over `EDMSDE(sigma_min, sigma_max)` from the manifest,
+    with `DIGITS_SPEC` as its data; extra attributes `sha256` and `manifest` identify it.
+    """
+    return build_digits_model(_checkpoint(path, SCORE_MODEL_FILE, device), device)
+
+
+def load_feature_extractor(device: Device = "cpu",
+                           path: Optional[PathLike] = None) -> DigitsFeatureExtractor:
+    """The shipped digits classifier (or the one at `path`) as a frozen FID extractor.
+
+    Its `sha256` is the verified weight file's hash; `manifest` holds its metrics.
+    """
+    checkpoint = _checkpoint(path, CLASSIFIER_FILE, device)
+    _expect(checkpoint, "classifier", CLASSIFIER_ARCHITECTURE)
+    classifier = DigitsClassifier(
+        ClassifierConfig.from_dict(checkpoint.manifest["architecture"]["config"]))
+    classifier.load_state_dict(checkpoint.tensors)
+    extractor = DigitsFeatureExtractor(classifier.to(device), sha256=checkpoint.sha256)
+    extractor.manifest = checkpoint.manifest  # type: ignore[attr-defined]
+    return extractor.eval()

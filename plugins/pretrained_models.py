@@ -1,0 +1,38 @@
+"""Built-in models: the shipped digits score network, and users' diffusers checkpoints."""
+
+from __future__ import annotations
+
+from harness import ModelSpec, hookimpl
+
+harness_api_version = 1
+
+
+def _load_digits(device="cpu", path=None):
+    from harness.pretrained import load_digits_model
+
+    return load_digits_model(device, path)
+
+
+def _load_diffusers(device="cpu", path=None):
+    from harness.diffusers_model import load_diffusers_unet
+    from harness.errors import ParameterError
+
+    if path is None:
+        raise ParameterError("model 'diffusers' needs option path=<local directory of a "
+                             "saved UNet2DModel>")
+    return load_diffusers_unet(path, device)
+
+
+@hookimpl
+def harness_register_models(register):
+    register(ModelSpec(
+        "digits", _load_digits,
+        "the shared pretrained score model: EDM U-Net on 8x8 digits (shipped, "
+        "sha256-verified)",
+        {"path": "a checkpoint (.safetensors with its .json manifest) of the same "
+                 "architecture; default: the shipped weights"}))
+    register(ModelSpec(
+        "diffusers", _load_diffusers,
+        "a diffusers UNet2DModel (eps-prediction DDPM) from a local directory; needs "
+        "pip install .[diffusers]",
+        {"path": "local directory written by save_pretrained (no hub access)"}))
