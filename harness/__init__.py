@@ -5,7 +5,9 @@ is the plugin author's reference.
 """
 
 from .errors import HarnessError, ParameterError, PluginError, UnknownNameError
+from .fid import FID, KID, reference_stats
 from .hookspecs import HARNESS_API_VERSION, hookimpl
+from .likelihood import NLLResult, discretised_flow_nll, ode_nll
 from .model import DataSpec, NetworkScoreModel, NFECounter, ScoreModel
 from .noise import SampleNoise
 from .oracle import GaussianMixture
@@ -19,8 +21,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HARNESS_API_VERSION", "Capabilities", "DataSpec", "EDMSDE", "GaussianMixture",
-    "HarnessError", "ModelSpec", "NFECounter", "NetworkScoreModel", "NoParams", "Origin",
+    "FID", "HarnessError", "KID", "ModelSpec", "NFECounter", "NLLResult", "NetworkScoreModel", "NoParams", "Origin",
     "ParameterError", "Params", "PluginError", "SCHEDULES", "SDE", "SampleNoise", "Sampler",
-    "ScoreModel", "SubVPSDE", "TimeGrid", "UnknownNameError", "VESDE", "VPSDE", "generate",
-    "hookimpl", "make_grid", "make_sde", "param",
+    "ScoreModel", "SubVPSDE", "TimeGrid", "UnknownNameError", "VESDE", "VPSDE", "discretised_flow_nll",
+    "generate", "hookimpl", "make_grid", "make_sde", "ode_nll", "param", "reference_stats",
 ]

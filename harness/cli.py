@@ -12,7 +12,7 @@ from .errors import HarnessError
 from .plugin_manager import DISABLE_ENV, TRACE_ENV
 
 #: Subcommand modules; each provides add_parser(subparsers) and sets a `func` default.
-COMMANDS = ("plugins", "run", "report")
+COMMANDS = ("plugins", "run", "report", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,8 @@ from harness.oracle import mixture_64d, ring_2d
 from harness.plugin_manager import get_plugins
 from harness.sde import make_sde
 
-torch.set_num_threads(2)
+# Small tensors dominate the tests; one thread avoids spin-wait contention on 2 cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

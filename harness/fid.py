@@ -1,0 +1,331 @@
+"""Fréchet distance (FID) and kernel distance (KID) with pluggable feature extractors.
+
+FID (Heusel et al. 2017) fits Gaussians to the features of real and generated samples,
+d^2 = |mu_1 - mu_2|^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)); KID (Binkowski et al. 2018) is
+the unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets. Both
+are computed by torchmetrics (`FrechetInceptionDistance`, `KernelInceptionDistance`),
+which accept any `nn.Module` as the feature extractor. The extractors here:
+
+* `IdentityFeatures`: the flattened samples themselves, for low-dimensional oracles;
+* `digits_extractor`: the shipped digits classifier (`harness.pretrained`), imported only
+  when asked for;
+* `inception_extractor`: InceptionV3 from a weights file the user has locally
+  (torchmetrics' `feature_extractor_weights_path`); nothing is ever downloaded.
+
+Every extractor here returns float64 features, so torchmetrics' sums (which it keeps in
+float64) start from float64 values and the FID it returns is float64 too (it casts the
+result back to the features' dtype). Each extractor has a `sha256` naming its weights:
+reference statistics are cached on disk per (data identity, extractor hash), so a change
+of either recomputes them (pitfall: "pipeline drift"). FID is biased upward at small N:
+compare at equal N only; N is returned with every value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+PathLike = Union[str, Path]
+CACHE_ENV = "HARNESS_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """`$HARNESS_CACHE_DIR`, else `~/.cache/harness`."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "harness")
+
+
+# --- feature extractors -------------------------------------------------------------------
+
+class IdentityFeatures(nn.Module):
+    """Samples flattened to (N, D) float64: FID/KID on the raw coordinates (oracles)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.num_features = int(dim)
+        self.sha256 = hashlib.sha256(f"identity:{dim}".encode()).hexdigest()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1).double()
+
+
+class Float64Features(nn.Module):
+    """Wraps a feature extractor so that its features come out as float64, eval mode always.
+
+    `sha256` and `num_features` are taken from the wrapped module (which must have them).
+    """
+
+    def __init__(self, extractor: nn.Module, sha256: Optional[str] = None,
+                 num_features: Optional[int] = None):
+        super().__init__()
+        self.extractor = extractor.eval()
+        self.sha256 = sha256 or getattr(extractor, "sha256")
+        self.num_features = int(num_features or getattr(extractor, "num_features"))
+
+    def train(self, mode: bool = True) -> "Float64Features":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        return self.extractor(x).flatten(1).double()
+
+
+def digits_extractor(device: Union[str, torch.device] = "cpu") -> Float64Features:
+    """The shipped digits classifier's feature layer (N, 1, 8, 8) in [-1, 1] -> (N, F)."""
+    from .pretrained import load_feature_extractor  # heavy, and only needed here
+
+    return Float64Features(load_feature_extractor(device))
+
+
+class _InceptionInput(nn.Module):
+    """Images in [-1, 1], (N, C, H, W) with C in {1, 3} -> uint8 RGB, what InceptionV3 takes.
+
+    Quantised to uint8 (round half up of (x + 1) 127.5, clipped), grey repeated to RGB;
+    the resizing to 299 x 299 is torchmetrics' (bilinear with antialias).
+    """
+
+    def __init__(self, inception: nn.Module):
+        super().__init__()
+        self.inception = inception
+
+    def forward(self, x: Tensor) -> Tensor:
+        images = ((x.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().to(torch.uint8)
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        return self.inception(images)
+
+
+def file_sha256(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inception_extractor(weights_path: PathLike, feature: int = 2048) -> Float64Features:
+    """InceptionV3 (torch-fidelity's FID network) from a local weights file; no download.
+
+    Needs the `torch-fidelity` package (torchmetrics' image extra). The extractor's hash
+    is the weight file's sha256.
+    """
+    path = Path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"InceptionV3 weights not found at {path}; this harness "
+                                f"never downloads them: pass a local file")
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+        inception = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(feature)],
+                                       feature_extractor_weights_path=str(path))
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(f"InceptionV3 features need torch-fidelity "
+                                  f"(pip install torch-fidelity): {err}") from None
+    return Float64Features(_InceptionInput(inception), sha256=file_sha256(path),
+                           num_features=feature)
+
+
+# --- reference statistics, cached on disk ------------------------------------------------
+
+@dataclass(frozen=True)
+class ReferenceStats:
+    """Feature statistics of a reference set, exactly as torchmetrics accumulates them.
+
+    `features_sum` and `features_cov_sum` (sum of x and of x x^T, float64) restore the
+    metric's state bit for bit; `mean` and `cov` (unbiased) are for reading and logging.
+    `features` (float64, N x F) is kept only when asked for (KID needs every feature).
+    """
+
+    data_id: str
+    extractor_sha256: str
+    n: int
+    features_sum: Tensor
+    features_cov_sum: Tensor
+    features: Optional[Tensor] = None
+
+    @property
+    def mean(self) -> Tensor:
+        return self.features_sum / self.n
+
+    @property
+    def cov(self) -> Tensor:
+        mean = self.mean
+        return (self.features_cov_sum - self.n * torch.outer(mean, mean)) / (self.n - 1)
+
+
+def cache_key(data_id: str, extractor_sha256: str) -> str:
+    return hashlib.sha256(f"{data_id}\n{extractor_sha256}".encode()).hexdigest()
+
+
+def cache_path(data_id: str, extractor_sha256: str, cache_dir: Optional[PathLike] = None
+               ) -> Path:
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return folder / "fid" / f"{cache_key(data_id, extractor_sha256)[:32]}.pt"
+
+
+@torch.no_grad()
+def extract(extractor: nn.Module, images: Tensor, batch_size: int = 500,
+            device: Union[str, torch.device, None] = None) -> Tensor:
+    """Features (N, F) in float64 on the CPU, computed in batches on `device`."""
+    device = device if device is not None else _module_device(extractor)
+    parts = [extractor(images[i:i + batch_size].to(device)).double().cpu()
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(parts)
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def reference_stats(data_id: str, images: Callable[[], Tensor], extractor: nn.Module, *,
+                    keep_features: bool = False, cache_dir: Optional[PathLike] = None,
+                    use_cache: bool = True, batch_size: int = 500) -> ReferenceStats:
+    """Reference statistics for (data_id, extractor.sha256), from the disk cache if there.
+
+    `images()` is called only on a cache miss. `data_id` must change whenever the data
+    do (e.g. it holds the split and a fingerprint). A cached file without features is
+    recomputed when `keep_features` asks for them.
+    """
+    sha = str(extractor.sha256)
+    path = cache_path(data_id, sha, cache_dir)
+    if use_cache and path.is_file():
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if (stored["data_id"] == data_id and stored["extractor_sha256"] == sha
+                and (stored.get("features") is not None or not keep_features)):
+            return ReferenceStats(data_id, sha, int(stored["n"]), stored["features_sum"],
+                                  stored["features_cov_sum"], stored.get("features"))
+    features = extract(extractor, images(), batch_size)
+    if features.shape[0] < 2:
+        raise ValueError("reference statistics need at least two reference samples")
+    stats = ReferenceStats(data_id, sha, features.shape[0], features.sum(0),
+                           features.T @ features, features if keep_features else None)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"data_id": data_id, "extractor_sha256": sha, "n": stats.n,
+                    "mean": stats.mean, "cov": stats.cov,
+                    "features_sum": stats.features_sum,
+                    "features_cov_sum": stats.features_cov_sum,
+                    "features": stats.features}, tmp)
+        tmp.replace(path)  # atomic: concurrent processes never read half a file
+    return stats
+
+
+# --- FID ------------------------------------------------------------------------------------
+
+def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
+    """|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)) in float64.
+
+    Tr (cov1 cov2)^(1/2) is the sum of the square roots of the eigenvalues of cov1 cov2
+    (real and >= 0 for covariance matrices; rounding is clipped), as in torchmetrics.
+    """
+    mu1, mu2, cov1, cov2 = (t.double() for t in (mu1, mu2, cov1, cov2))
+    eig = torch.linalg.eigvals(cov1 @ cov2).real.clamp(min=0)
+    return float((mu1 - mu2).square().sum() + cov1.trace() + cov2.trace()
+                 - 2 * eig.sqrt().sum())
+
+
+class FID:
+    """FID of sample sets against fixed reference statistics (torchmetrics underneath).
+
+    `fid(samples)` returns (value, n). The reference state is loaded once and kept
+    across calls (`reset_real_features=False`); each call resets only the samples' state.
+    """
+
+    def __init__(self, extractor: nn.Module, reference: ReferenceStats,
+                 batch_size: int = 500):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        if reference.extractor_sha256 != str(extractor.sha256):
+            raise ValueError("reference statistics were computed with another extractor")
+        self.reference = reference
+        self.batch_size = batch_size
+        self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
+        self.metric.to(_module_device(extractor))
+        device = self.metric.real_features_sum.device
+        self.metric.real_features_sum = reference.features_sum.to(device)
+        self.metric.real_features_cov_sum = reference.features_cov_sum.to(device)
+        self.metric.real_features_num_samples = torch.tensor(reference.n, device=device)
+
+    @torch.no_grad()
+    def __call__(self, samples: Tensor) -> tuple[float, int]:
+        self.metric.reset()
+        device = self.metric.real_features_sum.device
+        for i in range(0, len(samples), self.batch_size):
+            self.metric.update(samples[i:i + self.batch_size].to(device), real=False)
+        return float(self.metric.compute()), int(samples.shape[0])
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """A metric over several seeds: per-seed values, mean, sample std (ddof 1), N each."""
+
+    per_seed: dict[int, float]
+    mean: float
+    std: float
+    num_samples: int
+
+    def params(self) -> dict[str, Any]:
+        return {"seeds": sorted(self.per_seed), "num_samples_per_seed": self.num_samples,
+                "std": "sample standard deviation over seeds (ddof=1)"}
+
+
+def over_seeds(metric: Callable[[Tensor], tuple[float, int]],
+               samples_by_seed: Mapping[int, Tensor]) -> SeedSummary:
+    """Apply `metric` (e.g. a `FID`) to each seed's samples; mean and std over seeds.
+
+    Every seed must have the same number of samples (FID is only comparable at equal N).
+    """
+    values, sizes = {}, set()
+    for seed, samples in sorted(samples_by_seed.items()):
+        values[seed], n = metric(samples)
+        sizes.add(n)
+    if len(sizes) != 1:
+        raise ValueError(f"seeds have different sample counts {sorted(sizes)}; FID is "
+                         f"only comparable at equal N")
+    vals = torch.tensor(list(values.values()), dtype=torch.float64)
+    std = float(vals.std()) if len(vals) > 1 else math.nan
+    return SeedSummary(values, float(vals.mean()), std, sizes.pop())
+
+
+# --- KID ------------------------------------------------------------------------------------
+
+class KID:
+    """KID (Binkowski et al. 2018) against reference features; `kid(samples)` ->
+    (mean, std over subsets, n). Subsets are drawn from a generator seeded by `seed`, so
+    the value is reproducible; `subset_size` is capped at the smaller set's size."""
+
+    def __init__(self, extractor: nn.Module, reference: ReferenceStats,
+                 subset_size: int = 1000, subsets: int = 100, seed: int = 0):
+        if reference.features is None:
+            raise ValueError("KID needs reference features: reference_stats(keep_features=True)")
+        if reference.extractor_sha256 != str(extractor.sha256):
+            raise ValueError("reference features were computed with another extractor")
+        self.extractor, self.reference = extractor, reference
+        self.subset_size, self.subsets, self.seed = subset_size, subsets, seed
+
+    @torch.no_grad()
+    def __call__(self, samples: Tensor) -> tuple[float, float, int]:
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        features = extract(self.extractor, samples)
+        size = min(self.subset_size, features.shape[0], self.reference.n)
+        with warnings.catch_warnings():  # its "stores all features" notice: we know
+            warnings.simplefilter("ignore", UserWarning)
+            metric = KernelInceptionDistance(feature=nn.Identity(), subsets=self.subsets,
+                                             subset_size=size)
+        metric.update(self.reference.features, real=True)
+        metric.update(features, real=False)
+        # torchmetrics draws its subsets from the global generator: fork and seed it.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            mean, std = metric.compute()
+        return float(mean), float(std), int(features.shape[0])

@@ -1,0 +1,406 @@
+"""Built-in metrics: FID, KID, NLL (reference and discretised flow) and oracle distances.
+
+Each is a `harness.metric.Metric` registered through `harness_register_metrics`, the
+same door a third-party metric uses. Options come from the suite, keyed by metric name
+(`suite.options["nll"]["num_points"]`, ...); the defaults are the class's `DEFAULTS`.
+Work shared by every trial of a suite (reference statistics, the model's reference NLL)
+is done once and kept in `suite.cache`. Metric evaluations leave the model's NFE counter
+as they found it, so they never leak into a trial's sampling NFE.
+
+Reference data (the "real" side of FID/KID, the test points of the NLL, the exact samples
+of the oracle distances) come from `reference_data(model, split, num, seed)`: a model may
+provide its own through a `reference_data(split, num, seed) -> ReferenceData` method;
+otherwise the Gaussian-mixture oracles give exact samples and the digits model the
+fixed digits split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import Tensor
+
+from harness import hookimpl
+from harness.errors import ParameterError
+from harness.likelihood import discretised_flow_nll, ode_nll
+from harness.metric import Metric, SuiteContext, TrialContext
+from harness.model import ScoreModel
+from harness.oracle import GaussianMixture
+
+harness_api_version = 1
+
+
+# --- reference data ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """Samples of the data distribution in the model's data variable, with an identity.
+
+    `data_id` must change whenever the samples do: it keys the on-disk statistics cache.
+    """
+
+    data_id: str
+    data: Tensor
+    description: str = ""
+
+
+def _tensor_digest(*tensors: Tensor) -> str:
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.detach().cpu().double().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _is_digits(model: ScoreModel) -> bool:
+    from harness.digits import DIGITS_SPEC
+
+    return model.data == DIGITS_SPEC
+
+
+def has_reference_data(model: ScoreModel) -> bool:
+    return (callable(getattr(model, "reference_data", None))
+            or isinstance(model, GaussianMixture) or _is_digits(model))
+
+
+def reference_data(model: ScoreModel, split: str = "test", num: Optional[int] = None,
+                   seed: int = 0) -> ReferenceData:
+    """Reference samples for `model`: its own provider, exact oracle samples, or digits.
+
+    Oracle: `num` (default 10,000) exact samples of the noise-free mixture from a
+    generator seeded by (seed, split), so "train" and "test" never share samples.
+    Digits: the first `num` images (default all) of `harness.digits.load_split(split)`.
+    """
+    provider = getattr(model, "reference_data", None)
+    if callable(provider):
+        return provider(split=split, num=num, seed=seed)
+    if isinstance(model, GaussianMixture):
+        num = 10_000 if num is None else int(num)
+        split_seed = int(hashlib.sha256(f"{seed}:{split}".encode()).hexdigest()[:15], 16)
+        gen = torch.Generator(device=model.means.device).manual_seed(split_seed)
+        data = model.sample_clean(num, generator=gen).cpu()
+        mixture = _tensor_digest(model.weights, model.means, model.variances)
+        return ReferenceData(f"gmm:{mixture}:{split}:n={num}:seed={seed}", data,
+                             f"{num} exact samples of the noise-free mixture ({split})")
+    if _is_digits(model):
+        from harness.digits import load_split, split_fingerprint
+
+        images, _ = load_split(split)
+        images = images if num is None else images[:int(num)]
+        return ReferenceData(f"digits:{split}:n={len(images)}:{split_fingerprint()[:16]}",
+                             images, f"first {len(images)} digits {split} images")
+    raise ParameterError(f"no reference data for model {type(model).__name__}: give it a "
+                         f"reference_data(split, num, seed) method returning ReferenceData")
+
+
+@contextlib.contextmanager
+def nfe_untouched(model: ScoreModel) -> Iterator[None]:
+    """Run metric work without leaving its evaluations in the model's NFE counter."""
+    calls, rows = model.nfe.calls, model.nfe.rows
+    try:
+        yield
+    finally:
+        model.nfe.calls, model.nfe.rows = calls, rows
+
+
+class _Configured(Metric):
+    """A metric with defaults that the suite's options override (unknown keys refused)."""
+
+    DEFAULTS: dict[str, Any] = {}
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {}
+
+    def options(self, suite: SuiteContext) -> dict[str, Any]:
+        given = dict(suite.options.get(self.name, {}))
+        unknown = sorted(set(given) - set(self.DEFAULTS))
+        if unknown:
+            raise ParameterError(f"metric {self.name!r}: unknown option(s) "
+                                 f"{', '.join(unknown)}; known: {', '.join(self.DEFAULTS)}")
+        return {**self.DEFAULTS, **given}
+
+    def params(self) -> dict[str, Any]:
+        """The conventions of the last suite this metric was prepared for."""
+        return dict(self.info)
+
+
+# --- FID and KID -----------------------------------------------------------------------------
+
+def _postprocess(samples: Tensor, model: ScoreModel, how: str) -> Tensor:
+    lo, hi = model.data.value_range
+    if how == "none" or not (math.isfinite(lo) and math.isfinite(hi)):
+        return samples
+    samples = samples.clamp(lo, hi)
+    if how == "quantize" and model.data.levels is not None:
+        width = model.data.bin_width
+        samples = lo + ((samples - lo) / width).round() * width
+    elif how not in ("clamp", "quantize"):
+        raise ParameterError(f"postprocess must be none, clamp or quantize, got {how!r}")
+    return samples
+
+
+def _extractor(suite: SuiteContext, opts: dict[str, Any]):
+    from harness import fid
+
+    kind = opts["extractor"]
+    if kind == "auto":
+        kind = ("inception" if opts["inception_weights"] else
+                "identity" if isinstance(suite.model, GaussianMixture) else
+                "digits" if _is_digits(suite.model) else None)
+        if kind is None:
+            raise ParameterError("no default FID feature extractor for this model: set "
+                                 "extractor = 'inception' with inception_weights = PATH")
+    key = ("metrics.extractor", kind, opts["inception_weights"])
+    if key not in suite.cache:
+        if kind == "identity":
+            suite.cache[key] = fid.IdentityFeatures(suite.model.data.dim)
+        elif kind == "digits":
+            suite.cache[key] = fid.digits_extractor(suite.device)
+        elif kind == "inception":
+            if not opts["inception_weights"]:
+                raise ParameterError("extractor 'inception' needs inception_weights = PATH")
+            suite.cache[key] = fid.inception_extractor(opts["inception_weights"]).to(
+                suite.device)
+        else:
+            raise ParameterError(f"extractor must be auto, identity, digits or inception, "
+                                 f"got {kind!r}")
+    return kind, suite.cache[key]
+
+
+class _FeatureMetric(_Configured):
+    DEFAULTS = {"extractor": "auto", "inception_weights": None, "split": "test",
+                "num_reference": None, "seed": 0, "postprocess": "clamp", "cache_dir": None}
+    keep_features = False
+
+    def applies_to(self, suite: SuiteContext) -> bool:
+        return has_reference_data(suite.model)
+
+    def prepare(self, suite: SuiteContext) -> None:
+        from harness import fid
+
+        opts = self.options(suite)
+        kind, extractor = _extractor(suite, opts)
+        ref = reference_data(suite.model, opts["split"], opts["num_reference"], opts["seed"])
+        stats = fid.reference_stats(ref.data_id, lambda: ref.data, extractor,
+                                    keep_features=self.keep_features,
+                                    cache_dir=opts["cache_dir"])
+        suite.cache[f"metrics.{self.name}"] = (extractor, stats, opts)
+        self.info = {f"{self.name}_extractor": kind,
+                     f"{self.name}_extractor_sha256": stats.extractor_sha256,
+                     f"{self.name}_reference": ref.data_id,
+                     f"{self.name}_num_reference": stats.n,
+                     f"{self.name}_postprocess": opts["postprocess"],
+                     f"{self.name}_accumulation": "float64"}
+
+    def _state(self, trial: TrialContext):
+        key = f"metrics.{self.name}"
+        if key not in trial.suite.cache:
+            self.prepare(trial.suite)
+        return trial.suite.cache[key]
+
+
+class FIDMetric(_FeatureMetric):
+    """FID (Heusel et al. 2017) of the trial's samples against the reference split."""
+
+    name = "fid"
+    unit = "FID"
+    higher_is_better = False
+    description = "Frechet distance of feature Gaussians to the reference data (lower is better)"
+
+    def compute(self, trial: TrialContext) -> dict[str, float]:
+        from harness.fid import FID
+
+        extractor, stats, opts = self._state(trial)
+        samples = _postprocess(trial.samples, trial.suite.model, opts["postprocess"])
+        value, n = FID(extractor, stats)(samples)
+        return {"fid": value, "fid_num_samples": float(n), "fid_num_reference": float(stats.n)}
+
+
+class KIDMetric(_FeatureMetric):
+    """KID (Binkowski et al. 2018): unbiased polynomial-kernel MMD^2 over feature subsets."""
+
+    name = "kid"
+    unit = "KID"
+    higher_is_better = False
+    description = "kernel distance of features to the reference data (lower is better)"
+    DEFAULTS = {**_FeatureMetric.DEFAULTS, "subset_size": 1000, "subsets": 100}
+    keep_features = True
+
+    def compute(self, trial: TrialContext) -> dict[str, float]:
+        from harness.fid import KID
+
+        extractor, stats, opts = self._state(trial)
+        samples = _postprocess(trial.samples, trial.suite.model, opts["postprocess"])
+        kid = KID(extractor, stats, subset_size=opts["subset_size"], subsets=opts["subsets"],
+                  seed=opts["seed"])
+        mean, std, n = kid(samples)
+        return {"kid": mean, "kid_std": std, "kid_num_samples": float(n)}
+
+
+# --- likelihood ------------------------------------------------------------------------------
+
+class _NLLMetric(_Configured):
+    unit = "bits/dim"
+    higher_is_better = False
+    DEFAULTS = {"num_points": 256, "num_probes": 4, "probe": "rademacher",
+                "method": "hutchinson", "eps": None, "seed": 0, "split": "test",
+                "batch_size": None}
+
+    def applies_to(self, suite: SuiteContext) -> bool:
+        return has_reference_data(suite.model)
+
+    def _points(self, suite: SuiteContext, opts: dict[str, Any]) -> Tensor:
+        key = ("metrics.nll_points", opts["split"], opts["num_points"], opts["seed"])
+        if key not in suite.cache:
+            ref = reference_data(suite.model, opts["split"], opts["num_points"], opts["seed"])
+            suite.cache[key] = ref.data
+        return suite.cache[key]
+
+    def _values(self, result) -> dict[str, float]:
+        name = self.name
+        self.info = {f"{name}_{k.removeprefix('nll_')}": v for k, v in result.params().items()}
+        return {name: result.bits_per_dim, f"{name}_stderr": result.bits_per_dim_stderr,
+                f"{name}_nats": result.nats, f"{name}_nats_per_dim": result.nats_per_dim,
+                f"{name}_nfe_mean": result.nfe_mean, f"{name}_nfe_max": result.nfe_max,
+                f"{name}_num_points": float(result.num_points)}
+
+
+class NLLMetric(_NLLMetric):
+    """The model's test NLL by the PF-ODE, dopri5 (Song et al. 2021, App. D.2).
+
+    A property of the model, not of the sampler: computed once per suite and repeated for
+    every trial so that tables line up.
+    """
+
+    name = "nll"
+    #: The runner computes it once per suite (the trial passed has no sampler or samples).
+    per_suite = True
+    description = ("test-set NLL by the probability-flow ODE (dopri5, Hutchinson), "
+                   "bits/dim with dequantisation offset from the data spec")
+    DEFAULTS = {**_NLLMetric.DEFAULTS, "solver": "dopri5", "rtol": 1e-5, "atol": 1e-5}
+
+    def compute(self, trial: TrialContext) -> dict[str, float]:
+        suite = trial.suite
+        opts = self.options(suite)
+        key = ("metrics.nll", tuple(sorted(opts.items(), key=lambda kv: kv[0])))
+        if key not in suite.cache:
+            with nfe_untouched(suite.model):
+                suite.cache[key] = ode_nll(
+                    suite.model, self._points(suite, opts), method=opts["method"],
+                    probe=opts["probe"], num_probes=opts["num_probes"], eps=opts["eps"],
+                    solver=opts["solver"], rtol=opts["rtol"], atol=opts["atol"],
+                    seed=opts["seed"], batch_size=opts["batch_size"])
+        return self._values(suite.cache[key])
+
+
+class FlowNLLMetric(_NLLMetric):
+    """NLL under the sampler's own discretised PF-ODE flow on the trial's grid.
+
+    Only for samplers declaring `capabilities.pf_ode`; for the others `compute` returns
+    no values at all (the metric is omitted for that trial, never reported as NaN).
+    """
+
+    name = "flow_nll"
+    description = ("test-set NLL of the sampler's own discretised PF-ODE flow at the "
+                   "trial's step budget (deterministic ODE samplers only)")
+    # eps is not an option: the flow starts at the grid's smallest positive time.
+    DEFAULTS = {k: v for k, v in _NLLMetric.DEFAULTS.items() if k != "eps"}
+
+    def compute(self, trial: TrialContext) -> dict[str, float]:
+        if not trial.sampler.capabilities.pf_ode:
+            return {}
+        suite = trial.suite
+        opts = self.options(suite)
+        key = ("metrics.flow_nll", trial.sampler.name, repr(trial.params), trial.grid.t,
+               tuple(sorted(opts.items(), key=lambda kv: kv[0])))
+        if key not in suite.cache:
+            with nfe_untouched(suite.model):
+                suite.cache[key] = discretised_flow_nll(
+                    suite.model, trial.sampler, trial.grid, self._points(suite, opts),
+                    params=trial.params, method=opts["method"], probe=opts["probe"],
+                    num_probes=opts["num_probes"], seed=opts["seed"],
+                    batch_size=opts["batch_size"])
+        return self._values(suite.cache[key])
+
+
+# --- distances to exact samples (oracles) ----------------------------------------------------
+
+class _OracleMetric(_Configured):
+    higher_is_better = False
+    DEFAULTS = {"num_reference": 10_000, "seed": 0}
+
+    def applies_to(self, suite: SuiteContext) -> bool:
+        return isinstance(suite.model, GaussianMixture)
+
+    def _exact(self, suite: SuiteContext, opts: dict[str, Any]) -> Tensor:
+        key = ("metrics.exact", opts["num_reference"], opts["seed"])
+        if key not in suite.cache:
+            suite.cache[key] = reference_data(suite.model, "test", opts["num_reference"],
+                                              opts["seed"]).data
+        return suite.cache[key]
+
+
+class SlicedWassersteinMetric(_OracleMetric):
+    """Sliced 2-Wasserstein distance to exact samples of the oracle (Bonneel et al. 2015)."""
+
+    name = "sliced_wasserstein"
+    unit = "SW2"
+    description = "sliced 2-Wasserstein distance to exact oracle samples (lower is better)"
+    DEFAULTS = {**_OracleMetric.DEFAULTS, "num_projections": 256}
+
+    def compute(self, trial: TrialContext) -> dict[str, float]:
+        from harness.two_sample import sliced_wasserstein
+
+        opts = self.options(trial.suite)
+        exact = self._exact(trial.suite, opts)
+        result = sliced_wasserstein(trial.samples, exact, opts["num_projections"], p=2.0,
+                                    seed=opts["seed"])
+        self.info = {"sliced_wasserstein_projections": opts["num_projections"],
+                     "sliced_wasserstein_num_reference": exact.shape[0],
+                     "sliced_wasserstein_stderr": "projection noise only"}
+        return {self.name: result.distance, f"{self.name}_stderr": result.stderr}
+
+
+class MMDOracleMetric(_OracleMetric):
+    """Unbiased MMD^2 (Gaussian kernel) to exact oracle samples (Gretton et al. 2012).
+
+    The bandwidth is the median pairwise distance of the exact samples, fixed once per
+    suite so that every sampler is measured with the same kernel.
+    """
+
+    name = "mmd_oracle"
+    unit = "MMD^2"
+    description = "unbiased Gaussian-kernel MMD^2 to exact oracle samples (lower is better)"
+    DEFAULTS = {"num_reference": 2000, "seed": 0, "bandwidth": None}
+
+    def compute(self, trial: TrialContext) -> dict[str, float]:
+        from harness.two_sample import gaussian_mmd2, median_bandwidth
+
+        opts = self.options(trial.suite)
+        exact = self._exact(trial.suite, opts)
+        bandwidth = opts["bandwidth"]
+        if bandwidth is None:
+            key = ("metrics.mmd_bandwidth", opts["num_reference"], opts["seed"])
+            if key not in trial.suite.cache:
+                trial.suite.cache[key] = median_bandwidth(exact, exact[:0])
+            bandwidth = trial.suite.cache[key]
+        result = gaussian_mmd2(trial.samples, exact, bandwidth)
+        self.info = {"mmd_oracle_kernel": "gaussian exp(-|x-y|^2 / (2 h^2))",
+                     "mmd_oracle_bandwidth": result.bandwidth,
+                     "mmd_oracle_estimator": "unbiased U-statistic",
+                     "mmd_oracle_num_reference": exact.shape[0]}
+        return {self.name: result.mmd2, f"{self.name}_bandwidth": result.bandwidth}
+
+
+METRICS = (FIDMetric, KIDMetric, NLLMetric, FlowNLLMetric, SlicedWassersteinMetric,
+           MMDOracleMetric)
+
+
+@hookimpl
+def harness_register_metrics(register):
+    for cls in METRICS:
+        register(cls())

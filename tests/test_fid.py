@@ -1,0 +1,197 @@
+"""FID and KID through torchmetrics against independent computations and closed forms."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg
+from torch import nn
+
+from harness import fid
+from harness.fid import (FID, KID, IdentityFeatures, frechet_distance, over_seeds,
+                         reference_stats)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _gaussian(n, mean, cov_root, seed):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, len(mean), generator=gen, dtype=torch.float64)
+    return torch.as_tensor(mean, dtype=torch.float64) + z @ cov_root.T
+
+
+class TanhFeatures(nn.Module):
+    """A stand-in learned extractor: fixed random linear map and tanh, float32 inside."""
+
+    def __init__(self, dim_in, dim_out, seed=0, tag="a"):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.linear = nn.Linear(dim_in, dim_out)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(dim_out, dim_in, generator=gen) / dim_in**0.5)
+            self.linear.bias.zero_()
+        self.num_features = dim_out
+        self.sha256 = f"tanh-{tag}-{seed}"
+
+    def forward(self, x):
+        return torch.tanh(self.linear(x.flatten(1).float())).double()
+
+
+def _scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """The Fréchet formula with scipy's matrix square root (Heusel et al. 2017, Eq. 6)."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    c1, c2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(c1 @ c2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * root))
+
+
+@pytest.mark.parametrize("extractor", [IdentityFeatures(6), TanhFeatures(6, 5)],
+                         ids=["identity", "learned"])
+def test_fid_equals_scipy_sqrtm_on_the_same_features(extractor, tmp_path):
+    root = torch.tril(torch.full((6, 6), 0.3, dtype=torch.float64)) + torch.eye(6)
+    real = _gaussian(700, [0.0] * 6, root, seed=1)
+    fake = _gaussian(500, [0.3, -0.2, 0.0, 0.1, 0.5, 0.0], 0.8 * root, seed=2)
+    stats = reference_stats("test:gauss", lambda: real, extractor, cache_dir=tmp_path)
+    value, n = FID(extractor, stats)(fake)
+    with torch.no_grad():
+        expected = _scipy_fid(extractor(real).numpy(), extractor(fake).numpy())
+    assert n == 500 and stats.n == 700
+    assert value == pytest.approx(expected, rel=1e-6)
+    assert stats.features_sum.dtype == torch.float64
+    assert FID(extractor, stats).metric.real_features_cov_sum.dtype == torch.float64
+
+
+def test_fid_of_a_set_with_itself_is_zero(tmp_path):
+    x = _gaussian(400, [1.0, 2.0, 3.0], torch.eye(3, dtype=torch.float64) * 2, seed=3)
+    extractor = IdentityFeatures(3)
+    stats = reference_stats("test:self", lambda: x, extractor, cache_dir=tmp_path)
+    value, _ = FID(extractor, stats)(x)
+    assert abs(value) < 1e-9 * float(stats.cov.trace())
+
+
+def test_frechet_formula_matches_the_closed_form_for_known_moments():
+    # Commuting (diagonal) covariances: Tr(S1 + S2 - 2 (S1 S2)^(1/2)) = sum (s1 - s2)^2.
+    mu1, mu2 = torch.tensor([0.0, 1.0, -1.0]), torch.tensor([0.5, 1.0, 0.0])
+    s1, s2 = torch.tensor([1.0, 2.0, 0.5]), torch.tensor([1.5, 1.0, 0.5])
+    closed = float(((mu1 - mu2) ** 2).sum() + ((s1 - s2) ** 2).sum())
+    value = frechet_distance(mu1, torch.diag(s1**2), mu2, torch.diag(s2**2))
+    assert value == pytest.approx(closed, rel=1e-12)
+    # Non-commuting covariances: scipy's sqrtm on the exact matrices.
+    a = torch.tensor([[2.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
+    b = torch.tensor([[1.0, -0.3], [-0.3, 0.5]], dtype=torch.float64)
+    expected = float(np.trace(a.numpy() + b.numpy() - 2 * linalg.sqrtm(a.numpy() @ b.numpy())))
+    assert frechet_distance(torch.zeros(2), a, torch.zeros(2), b) == pytest.approx(expected)
+
+
+def test_fid_of_samples_from_two_gaussians_approaches_the_closed_form(tmp_path):
+    # N(0, I) against N(m, diag(s^2)); FID's bias is O(D / N), small at N = 40k in 4-D.
+    m = torch.tensor([0.5, 0.0, -0.5, 0.2], dtype=torch.float64)
+    s = torch.tensor([1.0, 1.5, 0.7, 1.0], dtype=torch.float64)
+    closed = float((m**2).sum() + ((s - 1) ** 2).sum())
+    real = _gaussian(40_000, [0.0] * 4, torch.eye(4, dtype=torch.float64), seed=4)
+    fake = _gaussian(40_000, m.tolist(), torch.diag(s), seed=5)
+    extractor = IdentityFeatures(4)
+    stats = reference_stats("test:two", lambda: real, extractor, cache_dir=tmp_path)
+    value, _ = FID(extractor, stats)(fake)
+    assert value == pytest.approx(closed, abs=0.02)
+
+
+def test_reference_statistics_are_cached_per_data_and_extractor(tmp_path):
+    x = _gaussian(50, [0.0] * 6, torch.eye(6, dtype=torch.float64), seed=6)
+    calls = []
+
+    def images():
+        calls.append(1)
+        return x
+
+    first, second = TanhFeatures(6, 4, tag="a"), TanhFeatures(6, 4, tag="b")
+    a = reference_stats("data:1", images, first, cache_dir=tmp_path)
+    assert len(calls) == 1 and fid.cache_path("data:1", first.sha256, tmp_path).is_file()
+    b = reference_stats("data:1", images, first, cache_dir=tmp_path)       # hit
+    assert len(calls) == 1
+    torch.testing.assert_close(b.features_cov_sum, a.features_cov_sum, rtol=0, atol=0)
+    reference_stats("data:1", images, second, cache_dir=tmp_path)          # other extractor
+    assert len(calls) == 2
+    reference_stats("data:2", images, first, cache_dir=tmp_path)           # other data
+    assert len(calls) == 3
+    kept = reference_stats("data:1", images, first, cache_dir=tmp_path, keep_features=True)
+    assert len(calls) == 4 and kept.features.shape == (50, 4)              # needs features
+    stored = torch.load(fid.cache_path("data:1", first.sha256, tmp_path), weights_only=True)
+    assert stored["n"] == 50 and stored["cov"].shape == (4, 4)
+    torch.testing.assert_close(stored["mean"], a.mean)
+    with pytest.raises(ValueError, match="another extractor"):
+        FID(second, a)
+
+
+def test_fid_over_seeds_reports_mean_and_std_at_equal_n(tmp_path):
+    extractor = IdentityFeatures(3)
+    real = _gaussian(300, [0.0] * 3, torch.eye(3, dtype=torch.float64), seed=7)
+    stats = reference_stats("test:seeds", lambda: real, extractor, cache_dir=tmp_path)
+    metric = FID(extractor, stats)
+    samples = {s: _gaussian(200, [0.3] * 3, torch.eye(3, dtype=torch.float64), seed=10 + s)
+               for s in range(3)}
+    summary = over_seeds(metric, samples)
+    values = [metric(samples[s])[0] for s in range(3)]
+    assert summary.per_seed == {s: pytest.approx(v) for s, v in enumerate(values)}
+    assert summary.mean == pytest.approx(np.mean(values))
+    assert summary.std == pytest.approx(np.std(values, ddof=1))
+    assert summary.num_samples == 200
+    with pytest.raises(ValueError, match="equal N"):
+        over_seeds(metric, {0: samples[0], 1: samples[1][:150]})
+
+
+def test_kid_equals_the_unbiased_polynomial_mmd(tmp_path):
+    extractor = IdentityFeatures(5)
+    real = _gaussian(120, [0.0] * 5, torch.eye(5, dtype=torch.float64), seed=8)
+    fake = _gaussian(120, [0.4] * 5, torch.eye(5, dtype=torch.float64), seed=9)
+    stats = reference_stats("test:kid", lambda: real, extractor, cache_dir=tmp_path,
+                            keep_features=True)
+    # One subset of all N points is a permutation of the whole set: a deterministic value.
+    mean, std, n = KID(extractor, stats, subset_size=5000, subsets=1)(fake)
+    kernel = lambda a, b: (a @ b.T / 5 + 1) ** 3  # noqa: E731
+    kxx, kyy, kxy = kernel(real, real), kernel(fake, fake), kernel(real, fake)
+    off = lambda k: (k.sum() - k.trace()) / (120 * 119)  # noqa: E731
+    assert mean == pytest.approx(float(off(kxx) + off(kyy) - 2 * kxy.mean()), rel=1e-10)
+    assert n == 120 and std == 0.0
+    again = KID(extractor, stats, subset_size=50, subsets=20, seed=3)
+    assert again(fake)[0] == again(fake)[0]            # seeded subsets: reproducible
+    self_kid = KID(extractor, stats, subset_size=100, subsets=20)(real)[0]
+    assert abs(self_kid) < 0.2 * mean
+
+
+def test_inception_needs_local_weights_and_gets_uint8_rgb(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        fid.inception_extractor(tmp_path / "missing.pth")
+    seen = {}
+
+    def fake_inception(images):
+        seen["images"] = images
+        return torch.zeros(images.shape[0], 7)
+
+    wrapper = fid._InceptionInput(fake_inception)
+    x = torch.tensor([-1.0, 0.0, 1.0, 2.0]).reshape(1, 1, 2, 2)
+    wrapper(x)
+    images = seen["images"]
+    assert images.dtype == torch.uint8 and images.shape == (1, 3, 2, 2)
+    assert images[0, :, 0, 0].tolist() == [0, 0, 0]
+    assert images[0, 0].flatten().tolist() == [0, 128, 255, 255]
+
+
+def test_digits_extractor_is_float64_and_named_by_its_hash():
+    weights = Path(fid.__file__).parent / "weights" / "digits_classifier.safetensors"
+    if not weights.is_file():
+        pytest.skip("the shipped digits classifier is not in harness/weights yet")
+    extractor = fid.digits_extractor("cpu")
+    features = extractor(torch.zeros(3, 1, 8, 8))
+    assert features.dtype == torch.float64 and features.shape == (3, extractor.num_features)
+    assert len(extractor.sha256) == 64 and not math.isnan(float(features.sum()))

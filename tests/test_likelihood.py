@@ -1,0 +1,175 @@
+"""NLL by the PF-ODE against the Gaussian-mixture oracle's closed-form log p_eps(x)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.errors import ParameterError
+from harness.likelihood import AugmentedDrift, discretised_flow_nll, flow_grid, ode_nll
+from harness.oracle import mixture_64d, ring_2d
+from harness.plugin_manager import get_sampler
+from harness.schedules import make_grid
+from harness.sde import EDMSDE, VPSDE
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny tensors: thread hand-offs cost more than they save on a shared CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _points(model, n, seed=1):
+    return model.sample_clean(n, generator=torch.Generator().manual_seed(seed))
+
+
+def _exact_nll(model, x, eps):
+    return -model.log_prob(x, eps)
+
+
+# In 2-D the Hutchinson noise per point is large (the ring's components have std 0.1, so
+# the score's Jacobian is large): many points are needed to resolve 0.01 nats/dim.
+@pytest.mark.parametrize("preset, sde, n", [(ring_2d, VPSDE(), 4096),
+                                            (mixture_64d, EDMSDE(), 128)],
+                         ids=["ring2d-vp", "gmm64d-edm"])
+def test_hutchinson_nll_matches_closed_form(preset, sde, n):
+    model = preset(sde)
+    x = _points(model, n)
+    result = ode_nll(model, x, num_probes=4, probe="rademacher")
+    exact = float(_exact_nll(model, x, sde.t_min).mean())
+    error = result.nats - exact
+    assert result.probe_stderr > 0
+    assert abs(error) <= 3 * result.probe_stderr, (error, result.probe_stderr)
+    assert abs(error) / result.dim <= 0.01
+    assert result.eps == sde.t_min and result.solver == "dopri5"
+    assert result.values.shape == (n, 4)
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), EDMSDE()], ids=["vp", "edm"])
+def test_exact_trace_matches_closed_form_per_point(sde):
+    model = ring_2d(sde)
+    x = _points(model, 64, seed=2)
+    result = ode_nll(model, x, method="exact")
+    exact = _exact_nll(model, x, sde.t_min)
+    per_point = result.values[:, 0] - exact
+    # Without probe noise only the solver's error is left: small for every point.
+    assert per_point.abs().max() / result.dim < 5e-3
+    assert abs(result.nats - float(exact.mean())) / result.dim < 1e-3
+    assert result.probe_stderr == 0.0 and result.num_probes == 1
+
+
+def test_exact_divergence_is_the_jacobian_trace_in_64d():
+    model = mixture_64d(VPSDE())
+    x = _points(model, 3, seed=3)
+    flow = AugmentedDrift(model, probes=None)
+    state = torch.cat([x, torch.zeros(3, 1, dtype=x.dtype)], dim=1)
+    divergence = flow.ode_drift(state, 0.3)[:, -1]
+    for i in range(3):
+        jac = torch.autograd.functional.jacobian(
+            lambda row: model.ode_drift(row[None], 0.3)[0], x[i])
+        torch.testing.assert_close(divergence[i], jac.trace())
+
+
+def test_exact_trace_and_hutchinson_agree():
+    model = ring_2d(VPSDE())
+    x = _points(model, 96, seed=3)
+    exact = ode_nll(model, x, method="exact")
+    hutch = ode_nll(model, x, num_probes=8, probe="gaussian", seed=5)
+    assert hutch.probe_stderr > 0
+    assert abs(hutch.nats - exact.nats) <= 3 * hutch.probe_stderr
+    # The trajectories are identical, so the two differ by probe noise only: per point,
+    # the z-scores of the K-probe means have about unit spread.
+    per_point_se = hutch.values.std(1) / math.sqrt(hutch.num_probes)
+    z = (hutch.values.mean(1) - exact.values[:, 0]) / per_point_se
+    assert 0.5 < float(z.std()) < 1.6
+
+
+def test_hutchinson_error_shrinks_like_inverse_sqrt_probes():
+    model = ring_2d(VPSDE())
+    x = _points(model, 256, seed=4)
+    truth = ode_nll(model, x, method="exact").values[:, 0]
+    few = ode_nll(model, x, num_probes=2, probe="gaussian", seed=11)
+    many = ode_nll(model, x, num_probes=8, probe="gaussian", seed=12)
+    rms = lambda r: float((r.values.mean(1) - truth).pow(2).mean().sqrt())  # noqa: E731
+    # 4x the probes: half the error, both measured against the truth and as reported.
+    assert 1.6 < rms(few) / rms(many) < 2.5
+    assert 1.6 < few.probe_stderr / many.probe_stderr < 2.5
+
+
+def test_discretised_flow_of_heun_approaches_reference_and_beats_euler():
+    sde = VPSDE()
+    model = ring_2d(sde)
+    x = _points(model, 64, seed=6)
+    reference = ode_nll(model, x, method="exact")
+    errors = {}
+    for name in ("euler", "heun"):
+        for steps in (30, 100):
+            grid = make_grid(sde, "karras", steps)
+            result = discretised_flow_nll(model, get_sampler(name), grid, x, method="exact")
+            assert result.eps == grid.t[-2] and result.solver == f"{name}:{steps - 1} steps"
+            errors[name, steps] = abs(result.nats - reference.nats)
+    assert errors["heun", 100] < 0.01
+    assert errors["heun", 100] < errors["heun", 30] / 4          # second order: ~(30/100)^2
+    assert errors["euler", 100] > 5 * errors["heun", 100]
+
+
+def test_probes_are_per_sample_and_fixed():
+    """A point's estimate depends only on (seed, index), not on its batch (fixed grid)."""
+    sde = EDMSDE()
+    model = ring_2d(sde)
+    x = _points(model, 8, seed=7)
+    grid = make_grid(sde, "karras", 12)
+    heun = get_sampler("heun")
+    whole = discretised_flow_nll(model, heun, grid, x, num_probes=3, seed=9)
+    part = discretised_flow_nll(model, heun, grid, x[[5, 2]], num_probes=3, seed=9,
+                                indices=[5, 2])
+    torch.testing.assert_close(part.values, whole.values[[5, 2]])
+    other_seed = discretised_flow_nll(model, heun, grid, x, num_probes=3, seed=10)
+    assert not torch.allclose(other_seed.values, whole.values)
+    # The right-hand side is deterministic: same state, same output (probes held fixed).
+    flow = AugmentedDrift(model, torch.randn(3, 8, 2, dtype=torch.float64))
+    state = torch.randn(8, 5, dtype=torch.float64)
+    torch.testing.assert_close(flow.ode_drift(state, 1.0), flow.ode_drift(state, 1.0))
+
+
+def test_batches_report_nfe_mean_and_max():
+    model = ring_2d(VPSDE())
+    x = _points(model, 48, seed=8)
+    result = ode_nll(model, x, batch_size=16, probe="gaussian", num_probes=2)
+    assert result.nfe_max >= result.nfe_mean > 10
+    assert result.values.shape == (48, 2)
+
+
+def test_refuses_non_ode_samplers_and_bad_options():
+    sde = VPSDE()
+    model = ring_2d(sde)
+    x = _points(model, 4)
+    with pytest.raises(ParameterError, match="pf_ode"):
+        discretised_flow_nll(model, get_sampler("euler_maruyama"), make_grid(sde, "karras", 5),
+                             x)
+    with pytest.raises(ParameterError, match="probe"):
+        ode_nll(model, x, probe="uniform")
+    with pytest.raises(ParameterError, match="eps"):
+        ode_nll(model, x, eps=2.0)
+    flow = AugmentedDrift(model, torch.ones(1, 4, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="ode_drift"):
+        flow.score(x, 0.5)
+    reverse = flow_grid(make_grid(sde, "uniform_t", 4))
+    assert reverse.t[0] == pytest.approx(sde.t_min) and reverse.t[-1] == sde.T
+    assert reverse.steps == 3
+
+
+def test_params_state_units_and_conventions():
+    model = ring_2d(VPSDE())
+    result = ode_nll(model, _points(model, 16), num_probes=2)
+    params = result.params()
+    assert params["nll_bits_per_dim_formula"] == "nats / (D log 2)"
+    assert params["nll_eps"] == model.sde.t_min and params["nll_solver"] == "dopri5"
+    assert params["nll_rtol"] == 1e-5 and params["nll_dequantisation"].startswith("none")
+    assert result.bits_per_dim == pytest.approx(result.nats / (2 * math.log(2)))
+    assert result.nats_per_dim == pytest.approx(result.nats / 2)

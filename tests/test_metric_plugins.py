@@ -1,0 +1,133 @@
+"""The built-in metric plugins: registration, units, values on the oracle, omissions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import harness_plugins.metrics as metrics_plugin
+from harness.errors import ParameterError
+from harness.metric import Metric, SuiteContext, TrialContext
+from harness.model import DataSpec, NetworkScoreModel
+from harness.oracle import ring_2d
+from harness.plugin_manager import get_plugins, load_plugins
+from harness.sampling import generate
+from harness.schedules import make_grid
+from harness.sde import VPSDE
+
+NAMES = {"fid", "kid", "nll", "flow_nll", "sliced_wasserstein", "mmd_oracle"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    installed = get_plugins()
+    if NAMES <= set(installed.metrics.names()):       # the entry point is installed
+        return installed.metrics
+    loaded = load_plugins(entry_points=[], extra=[("metrics", metrics_plugin)])
+    assert not loaded.failures, loaded.failures
+    return loaded.metrics
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    model = ring_2d(VPSDE())
+    small = {"num_reference": 600}
+    options = {"fid": {**small, "cache_dir": str(tmp_path_factory.mktemp("cache"))},
+               "kid": {**small, "subset_size": 100, "subsets": 5,
+                       "cache_dir": str(tmp_path_factory.mktemp("cache"))},
+               "nll": {"num_points": 24, "num_probes": 2},
+               "flow_nll": {"num_points": 24, "num_probes": 2},
+               "sliced_wasserstein": {**small, "num_projections": 64},
+               "mmd_oracle": {"num_reference": 400}}
+    return SuiteContext(model=model, model_name="gmm-ring-2d", device="cpu", options=options)
+
+
+def _trial(suite, sampler_name, steps, n=300):
+    sampler = get_plugins().samplers.get(sampler_name)
+    grid = make_grid(suite.model.sde, "karras", steps)
+    params = sampler.make_params()
+    samples = generate(suite.model, sampler, grid, 0, range(n), params=params)
+    return TrialContext(suite=suite, sampler=sampler, params=params, grid=grid, seed=0,
+                        samples=samples)
+
+
+def test_every_builtin_metric_is_registered_with_unit_and_direction(registry):
+    assert NAMES <= set(registry.names())
+    for name in NAMES:
+        metric = registry.get(name)
+        assert isinstance(metric, Metric) and metric.name == name
+        assert isinstance(metric.unit, str) and metric.unit
+        assert metric.higher_is_better is False and metric.description
+
+
+def test_metrics_on_the_oracle_rank_a_good_sampler_above_a_poor_one(registry, suite):
+    good, poor = _trial(suite, "heun", 30), _trial(suite, "euler", 3)
+    for name in ("fid", "kid", "sliced_wasserstein", "mmd_oracle"):
+        metric = registry.get(name)
+        assert metric.applies_to(suite)
+        metric.prepare(suite)
+        values = metric.compute(good)
+        assert math.isfinite(values[name])
+        assert values[name] < metric.compute(poor)[name], name
+    assert registry.get("fid").params()["fid_extractor"] == "identity"
+    assert registry.get("fid").compute(good)["fid_num_samples"] == 300
+
+
+def test_nll_is_a_model_property_in_bits_per_dim_and_leaves_nfe_alone(registry, suite):
+    metric = registry.get("nll")
+    trial = _trial(suite, "heun", 10, n=8)
+    before = (suite.model.nfe.calls, suite.model.nfe.rows)
+    values = metric.compute(trial)
+    assert (suite.model.nfe.calls, suite.model.nfe.rows) == before
+    assert values["nll"] == pytest.approx(values["nll_nats"] / (2 * math.log(2)))
+    assert values["nll_stderr"] > 0 and values["nll_nfe_mean"] > 10
+    assert metric.params()["nll_solver"] == "dopri5"
+    assert metric.params()["nll_eps"] == suite.model.sde.t_min
+    # Another sampler gets the same numbers (computed once per suite).
+    assert metric.compute(_trial(suite, "euler", 5, n=8)) == values
+
+
+def test_flow_nll_only_for_pf_ode_samplers(registry, suite):
+    metric = registry.get("flow_nll")
+    values = metric.compute(_trial(suite, "heun", 10, n=8))
+    assert values["flow_nll_nfe_mean"] == 2 * 9 and math.isfinite(values["flow_nll"])
+    assert metric.compute(_trial(suite, "euler_maruyama", 10, n=8)) == {}
+
+
+def test_options_are_checked_and_oracle_metrics_skip_other_models(registry, suite):
+    bad = SuiteContext(model=suite.model, model_name="x", device="cpu",
+                       options={"nll": {"num_point": 3}})
+    with pytest.raises(ParameterError, match="num_point"):
+        registry.get("nll").compute(_trial(bad, "heun", 4, n=2))
+
+    class Net(torch.nn.Module):
+        def forward(self, x, t):
+            return x
+
+    other = NetworkScoreModel(Net(), VPSDE(), DataSpec(shape=(5,)))
+    plain = SuiteContext(model=other, model_name="plain", device="cpu")
+    assert not registry.get("sliced_wasserstein").applies_to(plain)
+    assert not registry.get("fid").applies_to(plain)
+    with pytest.raises(ParameterError, match="reference_data"):
+        metrics_plugin.reference_data(other)
+
+
+def test_reference_data_splits_differ_and_models_can_supply_their_own():
+    model = ring_2d(VPSDE())
+    test = metrics_plugin.reference_data(model, "test", 50)
+    train = metrics_plugin.reference_data(model, "train", 50)
+    assert test.data_id != train.data_id and not torch.equal(test.data, train.data)
+    torch.testing.assert_close(metrics_plugin.reference_data(model, "test", 50).data, test.data)
+    mine = metrics_plugin.ReferenceData("mine:1", torch.zeros(3, 2))
+    model.reference_data = lambda split, num, seed: mine
+    assert metrics_plugin.reference_data(model, "test") is mine
