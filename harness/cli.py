@@ -9,7 +9,7 @@ import sys
 from typing import Optional, Sequence
 
 from .errors import HarnessError
-from .plugin_manager import DISABLE_ENV, TRACE_ENV
+from .plugin_manager import DISABLE_ENV, TRACE_ENV, get_plugins
 
 #: Subcommand modules; each provides add_parser(subparsers) and sets a `func` default.
 COMMANDS = ("plugins", "run", "report", "train")
@@ -39,6 +39,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.environ[DISABLE_ENV] = ",".join(current + args.disable_plugin)
     if args.trace_hooks:
         os.environ[TRACE_ENV] = "1"
+    if args.disable_plugin or args.trace_hooks:
+        get_plugins(refresh=True)  # the options must apply even if plugins were loaded
     try:
         return int(args.func(args) or 0)
     except HarnessError as err:

@@ -55,7 +55,9 @@ def harness_register_samplers(register: Callable[["Sampler"], None]) -> None:
     A ``harness.Sampler`` names the sampler (unique across all plugins), its function
     (see ``harness.sampler`` for the call shape), its ``Params`` dataclass with declared
     ranges, its ``Capabilities`` (stochastic, order, NFE per step, PF-ODE) and a citation.
-    Registering a name that another plugin already registered is an error for both.
+    A name that is already registered is refused: the later plugin fails to load (with
+    a message naming both origins) and the first keeps the name. Built-in plugins load
+    first, so a third-party plugin can never displace a built-in.
     """
 
 

@@ -21,6 +21,7 @@ from .registry import ModelSpec, Origin, Registry
 from .sampler import Sampler
 
 ENTRY_POINT_GROUP = "harness"
+HARNESS_DIST = "diffusion-sampler-harness"
 TRACE_ENV = "HARNESS_TRACE_HOOKS"
 DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
 
@@ -94,7 +95,8 @@ def load_plugins(*, entry_points: Optional[Iterable[Any]] = None,
         entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
 
     candidates: list[tuple[str, Callable[[], Any], Origin]] = []
-    for ep in sorted(entry_points, key=lambda e: e.name):
+    # Built-ins load first, so a third-party plugin can never take a built-in's name.
+    for ep in sorted(entry_points, key=lambda e: (_dist_of(e)[0] != HARNESS_DIST, e.name)):
         dist, version = _dist_of(ep)
         origin = Origin(ep.name, getattr(ep, "value", ep.name), dist, version)
         candidates.append((ep.name, ep.load, origin))
@@ -173,6 +175,7 @@ def _collect(pm: pluggy.PluginManager, plugin: object, origin: Origin,
     except Exception as err:
         loaded.failures.append(PluginFailure(origin.plugin, "register",
                                              f"{type(err).__name__}: {err}"))
+        loaded.plugins.remove(origin)
 
 
 _default: Optional[LoadedPlugins] = None

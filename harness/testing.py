@@ -1,0 +1,589 @@
+"""The conformance kit: the checks a sampler must pass before its numbers mean anything.
+
+One call runs them all and raises `ConformanceError` (an `AssertionError`) saying what
+is wrong::
+
+    from harness.testing import check_sampler
+    report = check_sampler("dpmpp_2m")          # or a `harness.Sampler` object
+    print(report)
+
+and one line turns them into a pytest test, one case per sampler::
+
+    from harness.testing import conformance_test
+    test_conformance = conformance_test("dpmpp_2m", "ddim")
+
+The checks run in the order of `CHECKS`, each a `check_*` function below: registration,
+parameters, output (shape, dtype, device, finite), seed, batch (independence), nfe,
+capabilities (deterministic, stochastic, pf_ode), model (the output follows it),
+final_step (no noise left at sigma = 0) and convergence (to the exact 64-D Gaussian
+mixture under VP and EDM). The expensive convergence check runs only when all the cheap
+ones pass, so a broken sampler is reported within a second. docs/plugins.md has the table
+of what each check demands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import time
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+from .errors import ParameterError
+from .noise import SampleNoise
+from .oracle import GaussianMixture, mixture_64d
+from .plugin_manager import get_plugins
+from .sampler import Capabilities, Params, Sampler
+from .sampling import generate
+from .schedules import TimeGrid, make_grid
+from .sde import make_sde
+
+#: Batch independence: sample i may differ only by float64 rounding between batches.
+BATCH_RTOL = 1e-9
+#: `pf_ode` round trip data -> noise -> data in `ROUNDTRIP_STEPS` steps each way: allowed
+#: rms error relative to the data's rms (first-order Euler makes about 0.01).
+ROUNDTRIP_STEPS = 128
+ROUNDTRIP_TOL = 0.05
+#: Convergence: allowed distance of the sample mean and covariance from the exact
+#: moments, in standard errors of an exact sample of the same size (which sits near 1).
+MOMENT_Z = 2.5
+#: Convergence: allowed relative excess of the sliced Wasserstein distance to exact
+#: samples over that between two exact sample sets of the same size.
+SW_MARGIN = 0.5
+#: Convergence problems: the oracle's forward processes.
+PROCESSES = ("vp", "edm")
+
+
+class ConformanceError(AssertionError):
+    """A sampler failed the kit; `report` has every check's result."""
+
+    def __init__(self, report: "ConformanceReport"):
+        self.report = report
+        lines = [f"sampler {report.sampler!r} fails the conformance kit:"]
+        lines += [f"  [{r.name}] {r.message}" for r in report.failures]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: str  # "passed", "failed" or "skipped"
+    message: str
+    seconds: float = 0.0
+
+
+@dataclass
+class ConformanceReport:
+    """The result of `check_sampler`: one `CheckResult` per check, in order."""
+
+    sampler: str
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.results)
+
+    def result(self, name: str) -> CheckResult:
+        return next(r for r in self.results if r.name == name)
+
+    def __str__(self) -> str:
+        lines = [f"conformance of sampler {self.sampler!r} ({self.seconds:.1f} s):"]
+        lines += [f"  {r.status:<7} {r.name:<13} {r.message} ({r.seconds:.2f} s)"
+                  for r in self.results]
+        return "\n".join(lines)
+
+
+class _Fail(Exception):
+    """A check's verdict: the message says what is wrong and what to do."""
+
+
+@dataclass
+class _Setup:
+    sampler: Sampler
+    params: Params
+    device: torch.device
+    steps: int
+    samples: int
+    schedule: str
+
+
+# --- the oracle the checks run on -------------------------------------------------------
+
+class KitMixture(GaussianMixture):
+    """The exact Gaussian mixture, fast when a batch shares one sigma, counting raw calls.
+
+    Sampler loops evaluate a whole batch at one noise level; then every quantity is a
+    few (B, D) x (D, K) products instead of (B, K, D) temporaries. `raw_rows` counts
+    rows reaching the uncounted `_denoise`/`_score`, so the kit can tell evaluations
+    that bypass the counted interface (`model.nfe`).
+    """
+
+    def __init__(self, source: GaussianMixture, shift: float = 0.0,
+                 dtype: Optional[torch.dtype] = None):
+        super().__init__(source.weights, source.means + shift, source.variances.sqrt(),
+                         source.sde, dtype=dtype or source.means.dtype)
+        self.raw_rows = 0
+
+    def _shared(self, x: Tensor, sigma: Tensor):
+        """Responsibilities (B, K) and variances (K, D) when sigma is one number."""
+        if sigma.numel() == 0 or not bool((sigma == sigma[0]).all()):
+            return None
+        var = self.variances + sigma[0] ** 2
+        inv = 1 / var
+        quad = ((x * x) @ inv.T - 2 * x @ (self.means * inv).T
+                + (self.means**2 * inv).sum(1))
+        log_joint = torch.log(self.weights) - 0.5 * (quad + torch.log(2 * math.pi * var)
+                                                     .sum(1))
+        return torch.softmax(log_joint, dim=1), var
+
+    def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.raw_rows += x.shape[0]
+        shared = self._shared(x, sigma)
+        if shared is None:
+            return super()._denoise(x, sigma)
+        resp, var = shared
+        shrink = self.variances / var                    # Tweedie: mu + shrink (x - mu)
+        return resp @ (self.means * (1 - shrink)) + x * (resp @ shrink)
+
+    def _score(self, x: Tensor, t: Tensor) -> Tensor:
+        self.raw_rows += x.shape[0]
+        return super()._score(x, t)
+
+    def _unscaled_score(self, x: Tensor, sigma: Tensor) -> Tensor:
+        shared = self._shared(x, sigma)
+        if shared is None:
+            return super()._unscaled_score(x, sigma)
+        resp, var = shared
+        return resp @ (self.means / var) - x * (resp @ (1 / var))
+
+
+def kit_oracle(process: str = "vp", shift: float = 0.0, device: Any = "cpu",
+               dtype: torch.dtype = torch.float64) -> KitMixture:
+    """The 64-D mixture (`harness.oracle.mixture_64d`) under a process, as the kit uses it."""
+    return KitMixture(mixture_64d(make_sde(process)), shift, dtype).to(device)
+
+
+class _DriftOnly:
+    """A model through which only `ode_drift` works: all that `pf_ode` promises to use."""
+
+    def __init__(self, model: KitMixture):
+        self._model = model
+        self.forbidden: list[str] = []
+
+    def ode_drift(self, x: Tensor, t: Any) -> Tensor:
+        return self._model.ode_drift(x, t)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("score", "denoise", "forward", "_score", "_denoise"):
+            self.forbidden.append(name)
+            raise _Fail(f"declares pf_ode=True but called model.{name}; a PF-ODE "
+                        f"integrator may only use model.ode_drift")
+        return getattr(self._model, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.__getattr__("forward")
+
+
+# --- the checks ---------------------------------------------------------------------------
+
+def _run(s: _Setup, model: Any, x: Tensor, grid: TimeGrid, noise: Callable,
+         callback: Optional[Callable] = None) -> Tensor:
+    with torch.no_grad():
+        return s.sampler.fn(model, x, grid, noise, callback, s.params)
+
+
+def _start(s: _Setup, model: KitMixture, seed: int, n: int) -> tuple[Tensor, SampleNoise]:
+    noise = SampleNoise(seed, range(n), model.data.shape, device=s.device, dtype=model.dtype)
+    return model.sde.prior_std * noise(), noise
+
+
+def check_registration(s: _Setup) -> str:
+    """A `Sampler` with capabilities, citation, docstring and the contract's call shape."""
+    sampler = s.sampler
+    if not isinstance(sampler.capabilities, Capabilities):
+        raise _Fail("capabilities must be a harness.Capabilities")
+    if not sampler.citation.strip():
+        raise _Fail("no citation: pass Sampler(citation=...) naming the paper and algorithm")
+    if not sampler.summary:
+        raise _Fail("the sampler function has no docstring; its first line is the "
+                    "summary `harness plugins` shows")
+    try:
+        inspect.signature(sampler.fn).bind(*range(6))
+    except TypeError:
+        raise _Fail("fn must accept (model, x, grid, noise, callback, params)") from None
+    for steps in (1, 5):
+        nfe = sampler.expected_nfe(steps, s.params)
+        if not isinstance(nfe, int) or nfe < 1:
+            raise _Fail(f"expected_nfe({steps}) = {nfe!r}: the capabilities must give a "
+                        f"positive number of evaluations")
+    return f"capabilities {sampler.capabilities.to_dict(s.params)}"
+
+
+def _violations(f: dataclasses.Field, kind: Any) -> Iterable[tuple[str, Any]]:
+    """(description, value) pairs that the field's declared limits must refuse."""
+    meta = f.metadata
+    if kind is bool:
+        return
+    one = 1 if kind is int else 1.0
+    steps = {"ge": -one, "gt": 0, "le": one, "lt": 0}
+    for key, step in steps.items():
+        bound = meta.get(key)
+        if bound is not None and math.isfinite(bound):
+            yield f"{key}={bound}", (int(bound) if kind is int else float(bound)) + step
+    choices = meta.get("choices")
+    if choices:
+        bad = max(choices) + 1 if kind is int else "not-" + "-".join(map(str, choices))
+        yield "choices", bad
+
+
+def check_parameters(s: _Setup) -> str:
+    """Every declared range and choice is enforced, naming the parameter."""
+    hints = typing.get_type_hints(s.sampler.params)
+    tried = 0
+    for f in dataclasses.fields(s.sampler.params):
+        kind = hints.get(f.name, type(f.default))
+        for limit, value in _violations(f, kind):
+            tried += 1
+            try:
+                s.sampler.make_params({f.name: value})
+            except ParameterError as err:
+                if f.name not in str(err):
+                    raise _Fail(f"refusing {f.name}={value!r} ({limit}) with a message "
+                                f"that does not name the parameter: {err}") from None
+            else:
+                raise _Fail(f"parameter {f.name!r} declares {limit} but {value!r} was "
+                            f"accepted")
+    return f"{tried} out-of-range values refused" if tried else "no declared ranges"
+
+
+def check_output(s: _Setup) -> str:
+    """Shape, dtype and device of the input; finite; input untouched; callback per step."""
+    model = kit_oracle("vp", device=s.device, dtype=torch.float32)
+    grid = make_grid(model.sde, "karras", 8)
+    x, noise = _start(s, model, seed=1, n=8)
+    before, seen = x.clone(), []
+    out = _run(s, model, x, grid, noise, seen.append)
+    if not isinstance(out, Tensor):
+        raise _Fail(f"returned {type(out).__name__}, not a tensor")
+    got = (tuple(out.shape), out.dtype, out.device)
+    if got != (tuple(x.shape), x.dtype, x.device):
+        raise _Fail(f"output has shape, dtype, device {got}; the input had "
+                    f"{(tuple(x.shape), x.dtype, x.device)}")
+    if not torch.isfinite(out).all():
+        raise _Fail(f"{int((~torch.isfinite(out)).sum())} NaN/Inf values in the output")
+    if not torch.equal(x, before):
+        raise _Fail("modified its input x in place")
+    if len(seen) != grid.steps or not all({"i", "t", "x"} <= set(d) for d in seen):
+        raise _Fail(f"the callback must be called once per step ({grid.steps}) with a "
+                    f"dict holding 'i', 't', 'x'; it was called {len(seen)} times")
+    return f"(8, 64) float32 on {x.device}, finite, callback once per step"
+
+
+def check_seed(s: _Setup) -> str:
+    """The same seed gives identical output."""
+    model = kit_oracle("vp", device=s.device)
+    grid = make_grid(model.sde, "karras", 8)
+    a, b = (generate(model, s.sampler, grid, 3, range(8), s.params) for _ in range(2))
+    if not torch.equal(a, b):
+        raise _Fail(f"two runs with the same seed differ (max |diff| "
+                    f"{(a - b).abs().max():.3g}): the sampler draws randomness outside "
+                    f"the `noise` source it is given (e.g. torch.randn with the global "
+                    f"generator)")
+    return "identical"
+
+
+def check_batch(s: _Setup) -> str:
+    """Sample i is the same whatever else is in its batch, and wherever it sits there."""
+    model = kit_oracle("vp", device=s.device)
+    grid = make_grid(model.sde, "karras", 8)
+    whole = generate(model, s.sampler, grid, 5, range(16), s.params)
+    halves = torch.cat([generate(model, s.sampler, grid, 5, range(i, i + 8), s.params)
+                        for i in (0, 8)])
+    backwards = generate(model, s.sampler, grid, 5, range(15, -1, -1), s.params).flip(0)
+    for other, how in ((halves, "two batches of 8"), (backwards, "reversed order")):
+        diff = (other - whole).abs().flatten(1).amax(1)
+        tol = BATCH_RTOL * (1 + whole.abs().flatten(1).amax(1))
+        if (diff > tol).any():
+            i = int((diff / tol).argmax())
+            raise _Fail(f"sample {i} differs by {diff[i]:.3g} between one batch of 16 and "
+                        f"{how}: a sample's result depends on the others in its batch "
+                        f"(batch statistics, noise coupled across the batch); use noise(x) "
+                        f"(one stream per sample) and per-sample quantities")
+    return "sample i identical in batches of 16, 8 + 8 and reversed"
+
+
+def check_nfe(s: _Setup) -> str:
+    """The model's own count equals `expected_nfe`; nothing bypasses the counter."""
+    model = kit_oracle("vp", device=s.device)
+    counted = []
+    for steps, to_zero in ((3, True), (8, True), (8, False)):
+        grid = make_grid(model.sde, "karras", steps)
+        if not to_zero:   # stop at sigma_min: the last step is an ordinary one
+            grid = TimeGrid(grid.t[:-1], grid.sigma[:-1], grid.scale[:-1], grid.schedule)
+            steps -= 1
+        model.nfe.reset()
+        model.raw_rows = 0
+        generate(model, s.sampler, grid, 0, range(4), s.params)
+        expected = s.sampler.expected_nfe(steps, s.params, grid.sigma[-1] == 0)
+        end = "sigma = 0" if to_zero else f"sigma = {grid.sigma[-1]:.3g}"
+        if model.raw_rows != model.nfe.rows:
+            raise _Fail(f"{(model.raw_rows - model.nfe.rows) / 4:g} evaluations per sample "
+                        f"bypassed the counted interface (model._denoise/_score); call "
+                        f"model.denoise, model.score or model.ode_drift")
+        if model.nfe.rows != 4 * expected:
+            caps = s.sampler.capabilities
+            raise _Fail(f"declares {expected} NFE for {steps} steps ending at {end} "
+                        f"(nfe_per_step={caps.per_step(s.params)}, final_step_nfe="
+                        f"{caps.final_step_nfe!r}) but the model was evaluated "
+                        f"{model.nfe.rows / 4:g} times per sample")
+        counted.append(f"{steps} steps to {end}: {expected}")
+    return "; ".join(counted)
+
+
+def check_capabilities(s: _Setup) -> str:
+    """What `Capabilities` declares holds: (non-)dependence on the noise, `pf_ode`."""
+    caps = s.sampler.capabilities
+    model = kit_oracle("vp", device=s.device)
+    grid = make_grid(model.sde, "karras", 8)
+    x, _ = _start(s, model, seed=2, n=8)
+    outs, draws = [], 0
+    for seed in (10, 11):
+        noise = SampleNoise(seed, range(8), model.data.shape, s.device, model.dtype)
+        outs.append(_run(s, model, x, grid, noise))
+        draws += noise.draws
+    same = torch.equal(*outs)
+    if not caps.stochastic and not same:
+        raise _Fail(f"declares stochastic=False but its output changes with the noise "
+                    f"stream (max |diff| {(outs[0] - outs[1]).abs().max():.3g})")
+    found = "stochastic" if caps.stochastic else "deterministic"
+    if caps.stochastic and same:
+        # Capabilities describe the defaults; e.g. langevin with S_churn=0 is deterministic.
+        if s.params == s.sampler.make_params():
+            raise _Fail(f"declares stochastic=True but its output does not depend on the "
+                        f"noise ({draws} draws); declare stochastic=False")
+        found = "deterministic at these params (stochastic at the defaults)"
+    if caps.pf_ode:
+        found += "; " + _check_pf_ode(s)
+    return found
+
+
+def _check_pf_ode(s: _Setup) -> str:
+    """Only `ode_drift` is used, and data -> noise -> data returns to the start."""
+    model = kit_oracle("vp", device=s.device)
+    proxy = _DriftOnly(model)
+    grid = make_grid(model.sde, "karras", ROUNDTRIP_STEPS)
+    data = kit_oracle("vp").sample_clean(16, torch.Generator().manual_seed(4)).to(s.device)
+    unused = SampleNoise(0, range(16), model.data.shape, s.device, model.dtype)
+    noised = _run(s, proxy, data, grid.reversed(), unused)
+    back = _run(s, proxy, noised, grid, unused)
+    if proxy.forbidden:  # in case the sampler swallowed the exception
+        raise _Fail(f"declares pf_ode=True but called model.{proxy.forbidden[0]}")
+    error = float((back - data).pow(2).mean().sqrt() / data.pow(2).mean().sqrt())
+    if not error <= ROUNDTRIP_TOL:
+        raise _Fail(f"declares pf_ode=True but integrating the reversed grid (data -> "
+                    f"noise) and then the grid returns to the data with relative rms error "
+                    f"{error:.3g} at {ROUNDTRIP_STEPS} steps (allowed {ROUNDTRIP_TOL})")
+    return f"ode_drift only; round trip error {error:.2g} at {ROUNDTRIP_STEPS} steps"
+
+
+def check_model(s: _Setup) -> str:
+    """The output follows the model: shifting the mixture shifts the samples."""
+    grid = make_grid(make_sde("vp"), "karras", 32)
+    base, moved = (generate(kit_oracle("vp", shift, s.device), s.sampler, grid, 6,
+                            range(16), s.params) for shift in (0.0, 1.0))
+    shift = float((moved - base).mean())
+    if not 0.5 <= shift <= 1.5:
+        raise _Fail(f"output does not follow the model: moving every mixture component by "
+                    f"+1 moves the samples by {shift:.3g} on average (expected about 1); "
+                    f"the update must come from model.denoise, model.score or "
+                    f"model.ode_drift")
+    return f"shifting the mixture by 1 shifts the samples by {shift:.3f}"
+
+
+def check_final_step(s: _Setup) -> str:
+    """Noise drawn after the last network evaluation cannot be denoised: it must not
+    reach the output. Found by replaying a run's draws up to that point, then others."""
+    model = kit_oracle("vp", device=s.device)
+    grid = make_grid(model.sde, "karras", 16)
+    x, noise = _start(s, model, seed=8, n=64)
+    draws, calls_before = [], []
+
+    def recording(like=None):
+        z = noise(like)
+        draws.append(z.clone())
+        calls_before.append(model.nfe.calls)
+        return z
+
+    first = _run(s, model, x, grid, recording)
+    late = sum(c == model.nfe.calls for c in calls_before)
+    if not late:
+        return "no noise drawn after the last network evaluation"
+    fresh = SampleNoise(9, range(64), model.data.shape, s.device, model.dtype)
+    replay = iter(draws[: len(draws) - late])
+
+    def replaying(like=None):
+        z = next(replay, None)
+        return fresh(like) if z is None else z
+
+    second = _run(s, model, x, grid, replaying)
+    excess = float((first - second).pow(2).mean() / 2)
+    if excess > 0:
+        _, cov = model.moments()
+        raise _Fail(f"final step leaves noise in: {late} noise draw(s) after the last "
+                    f"network evaluation reach the output and add variance {excess:.3g} per "
+                    f"dimension ({excess / float(cov.diag().mean()):.2%} of the oracle's); a "
+                    f"grid ending at sigma = 0 must end with the denoised mean")
+    return f"{late} draw(s) after the last evaluation do not reach the output"
+
+
+def _sliced_w2(a: Tensor, b: Tensor, directions: Tensor) -> float:
+    pa, pb = (a @ directions).sort(0).values, (b @ directions).sort(0).values
+    return float((pa - pb).pow(2).mean().sqrt())
+
+
+def check_convergence(s: _Setup) -> str:
+    """Moments and sliced W2 of the samples match the exact mixture's (VP and EDM)."""
+    found = []
+    for process in PROCESSES:
+        model, exact = kit_oracle(process, device=s.device), kit_oracle(process)
+        grid = make_grid(model.sde, s.schedule, s.steps)
+        out = generate(model, s.sampler, grid, 0, range(s.samples), s.params).double().cpu()
+        where = f"on the 64-D mixture under {process.upper()} ({s.steps} {s.schedule} steps)"
+        if not torch.isfinite(out).all():
+            raise _Fail(f"{where}: NaN/Inf in the output")
+        mean, cov = exact.moments()
+        big = exact.sample_clean(20 * s.samples, torch.Generator().manual_seed(1))
+        centred = big - mean
+        # Standard errors of the sample mean and covariance at this sample size.
+        se_mean = math.sqrt(float(cov.trace()) / s.samples)
+        # E |v v^T - C|_F^2 = E |v|^4 - 2 E v^T C v + |C|_F^2 for v = x - mean.
+        spread = (centred.pow(2).sum(1).pow(2).mean()
+                  - 2 * ((centred @ cov) * centred).sum(1).mean() + cov.pow(2).sum())
+        se_cov = math.sqrt(float(spread) / s.samples)
+        z_mean = float((out.mean(0) - mean).norm()) / se_mean
+        z_cov = float((torch.cov(out.T) - cov).norm()) / se_cov
+        for what, z in (("mean", z_mean), ("covariance", z_cov)):
+            if not z <= MOMENT_Z:
+                raise _Fail(f"{where}: the sample {what} is {z:.2f} standard errors from the "
+                            f"exact one (allowed {MOMENT_Z}; exact samples sit near 1)")
+        gen = torch.Generator().manual_seed(2)
+        directions = torch.randn(64, 256, generator=gen, dtype=torch.float64)
+        directions /= directions.norm(dim=0)
+        ref, other = big[: s.samples], big[s.samples: 2 * s.samples]
+        floor = _sliced_w2(other, ref, directions)
+        dist = _sliced_w2(out, ref, directions)
+        if not dist <= floor * (1 + SW_MARGIN):
+            raise _Fail(f"{where}: sliced W2 to exact samples {dist:.4f} exceeds the exact-"
+                        f"vs-exact floor {floor:.4f} by more than {SW_MARGIN:.0%}")
+        found.append(f"{process}: z(mean) {z_mean:.2f}, z(cov) {z_cov:.2f}, "
+                     f"SW2 {dist:.4f} (floor {floor:.4f})")
+    return "; ".join(found)
+
+
+CHECKS: dict[str, Callable[[_Setup], str]] = {
+    "registration": check_registration, "parameters": check_parameters,
+    "output": check_output, "seed": check_seed, "batch": check_batch, "nfe": check_nfe,
+    "capabilities": check_capabilities, "model": check_model,
+    "final_step": check_final_step, "convergence": check_convergence,
+}
+
+
+def check_sampler(sampler: Union[Sampler, str], params: Union[Params, Mapping, None] = None,
+                  *, checks: Optional[Iterable[str]] = None, device: Any = "cpu",
+                  steps: int = 100, samples: int = 2000, schedule: str = "karras",
+                  raise_on_failure: bool = True) -> ConformanceReport:
+    """Run the conformance checks on a sampler (an object or a registered name).
+
+    Args:
+        params: hyperparameters (a mapping or the sampler's `Params`); default: defaults.
+        checks: names from `CHECKS` to run (default: all, in order).
+        device: where the oracle, the state and the noise live.
+        steps, samples, schedule: the budget of the convergence check.
+        raise_on_failure: raise `ConformanceError` if a check fails (else just report).
+    """
+    if isinstance(sampler, str):
+        sampler = get_plugins().samplers.get(sampler)
+    wanted = list(CHECKS) if checks is None else list(checks)
+    unknown = [c for c in wanted if c not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown checks {unknown}; available: {', '.join(CHECKS)}")
+    report = ConformanceReport(getattr(sampler, "name", repr(sampler)))
+    if not isinstance(sampler, Sampler):
+        fatal = f"expected a harness.Sampler, got {type(sampler).__name__}"
+    else:
+        try:
+            fatal, params = "", (params if isinstance(params, Params)
+                                 else sampler.make_params(params))
+        except Exception as err:
+            fatal = f"params do not validate: {err}"
+    if fatal:
+        report.results.append(CheckResult("registration", "failed", fatal))
+        wanted = []
+    setup = _Setup(sampler, params, torch.device(device), steps, samples, schedule)
+    # The kit's tensors are small: one CPU thread is as fast as several on an idle machine
+    # and many times faster on a busy one, where threads of one op wait for each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run_checks(setup, wanted, report)
+    finally:
+        torch.set_num_threads(threads)
+    if raise_on_failure and report.failures:
+        raise ConformanceError(report)
+    return report
+
+
+def _run_checks(setup: _Setup, wanted: list[str], report: ConformanceReport) -> None:
+    for name in wanted:
+        failed = {r.name for r in report.failures}
+        if name == "batch" and "seed" in failed:
+            report.results.append(CheckResult(name, "skipped", "needs a sampler that "
+                                              "reproduces its own output (see seed)"))
+            continue
+        if name == "convergence" and failed:
+            report.results.append(CheckResult(name, "skipped", "fix the failures above "
+                                              "first"))
+            continue
+        start = time.perf_counter()
+        try:
+            status, message = "passed", CHECKS[name](setup)
+        except _Fail as err:
+            status, message = "failed", str(err)
+        except Exception as err:  # a crash is a failure of that check, not of the kit
+            status, message = "failed", f"raised {type(err).__name__}: {err}"
+        report.results.append(CheckResult(name, status, message,
+                                          time.perf_counter() - start))
+        if name == "registration" and status == "failed":
+            break
+
+
+def conformance_test(*samplers: Union[Sampler, str], **options: Any) -> Callable:
+    """A pytest test function running `check_sampler` on each sampler, one case each.
+
+    With no samplers, every registered sampler (so new plugins are covered). Assign it
+    to a module-level name starting with ``test_``; `options` go to `check_sampler`.
+    """
+    import pytest  # only needed here: the rest of the kit works without pytest
+
+    chosen = list(samplers) or get_plugins().samplers.names()
+    ids = [getattr(s, "name", s) for s in chosen]
+
+    @pytest.mark.parametrize("sampler", chosen, ids=ids)
+    def test_sampler_conformance(sampler):
+        print(check_sampler(sampler, **options))  # shown by pytest -rP or -s
+
+    return test_sampler_conformance

@@ -1,0 +1,34 @@
+"""Plugins used by the tests, each a small module loaded with `load_plugins(extra=...)`.
+
+Samplers that register fine but break the contract, each of which the conformance kit
+must reject with its own message: `ignores_score`, `wrong_nfe`, `batch_coupled_noise`,
+`final_step_noise`. Plugins the loader must refuse while still loading the others:
+`raises_on_import`, `wrong_signature`, `future_api_version`, `raises_in_register`,
+`duplicate_name`. `bench_plugins` serves the benchmark-runner tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+EXAMPLE_SRC = Path(__file__).parents[2] / "examples" / "harness-dpmsolver" / "src"
+
+
+def example_plugin() -> ModuleType:
+    """The example distribution's plugin module: installed, or straight from its source."""
+    try:
+        return importlib.import_module("harness_dpmsolver")
+    except ImportError:
+        pass
+    package = EXAMPLE_SRC / "harness_dpmsolver"
+    spec = importlib.util.spec_from_file_location(
+        "harness_dpmsolver", package / "__init__.py",
+        submodule_search_locations=[str(package)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
