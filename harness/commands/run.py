@@ -1,0 +1,160 @@
+"""``harness run``: run a benchmark suite and log it to MLflow and to results/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from ..plugin_manager import LoadedPlugins, get_plugins
+from ..report import records_from_jsonl, write_report
+from ..runner import SuiteRunner, environment, load_model, resolve_device, summary
+from ..sinks import LocalSink, Sinks, SuiteInfo
+from ..suite import (
+    DEFAULT_SUITE,
+    Suite,
+    Trial,
+    flatten,
+    load_suite,
+    model_identity,
+    parse_list,
+    resolve_trials,
+    short_value,
+)
+from ..tracking import (
+    DEFAULT_TRACKING_URI,
+    MLflowSink,
+    connect,
+    finished_config_hashes,
+    resolve_tracking_uri,
+)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run a benchmark suite (default: the packaged default suite)",
+        description="Run every trial (sampler x hyperparameters x steps x seed) of a suite, "
+                    "log it to MLflow (one parent run, one nested run per trial) and to "
+                    "results/<experiment>/, then print the leaderboard.")
+    parser.add_argument("suite", nargs="?", default=DEFAULT_SUITE,
+                        help="a packaged suite name (default, smoke) or a TOML file")
+    over = parser.add_argument_group("overrides of suite fields")
+    over.add_argument("--samplers", help="comma-separated samplers to run (others dropped)")
+    over.add_argument("--steps", help="comma-separated step counts for every sampler")
+    over.add_argument("--nfe", help="comma-separated NFE budgets for every sampler")
+    over.add_argument("--seeds", help="comma-separated seeds")
+    over.add_argument("--num-samples", type=int, help="samples per trial")
+    over.add_argument("--batch-size", type=int, help="samples per batch (memory, not results)")
+    over.add_argument("--metrics", help="comma-separated metrics to compute")
+    over.add_argument("--model", help="registered model name")
+    over.add_argument("--schedule", help="time grid: karras, uniform_t or log_snr")
+    over.add_argument("--device", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    over.add_argument("--dtype", help="float32 or float64")
+    over.add_argument("--experiment", help="MLflow experiment name")
+    over.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="any other field, dotted for tables, value as TOML "
+                           "(e.g. samplers.langevin.params.S_churn=[0,10])")
+    parser.add_argument("--tracking-uri",
+                        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the "
+                             f"suite's, else {DEFAULT_TRACKING_URI})")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved configuration and trials; compute nothing")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip trials whose config hash has a FINISHED run already")
+    parser.add_argument("--out", default="results",
+                        help="local results folder (default: results/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line overrides, in the form `suite.apply_overrides` takes."""
+    def listed(option: str, value: Optional[str], kind: type = str) -> Optional[list]:
+        return None if value is None else parse_list(option, value, kind)
+
+    return {
+        "samplers": listed("--samplers", args.samplers),
+        "metrics": listed("--metrics", args.metrics),
+        "steps": listed("--steps", args.steps, int),
+        "nfe": listed("--nfe", args.nfe, int),
+        "seeds": listed("--seeds", args.seeds, int),
+        "num_samples": args.num_samples, "batch_size": args.batch_size,
+        "model": args.model, "schedule": args.schedule, "device": args.device,
+        "dtype": args.dtype, "experiment": args.experiment, "set": args.set,
+    }
+
+
+def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> int:
+    plugins = plugins or get_plugins()
+    suite = load_suite(args.suite, plugins, overrides_from_args(args))
+    device = resolve_device(suite.device)
+    if args.dry_run:
+        model = load_model(suite, plugins, resolve_device("cpu"))
+        print(format_plan(suite, resolve_trials(suite, plugins, model_identity(suite, model))))
+        return 0
+
+    uri = resolve_tracking_uri(args.tracking_uri, suite.tracking_uri)
+    client = connect(uri)  # fails here, before the model is even loaded
+    model = load_model(suite, plugins, device)
+    identity = model_identity(suite, model)
+    trials = resolve_trials(suite, plugins, identity)
+    skipped = []
+    if args.resume:
+        done = finished_config_hashes(client, suite.experiment)
+        skipped = [t for t in trials if t.config_hash in done]
+        trials = [t for t in trials if t.config_hash not in done]
+
+    out_dir = Path(args.out) / suite.experiment
+    sinks = Sinks([LocalSink(out_dir), MLflowSink(client, uri, suite.experiment)])
+    runner = SuiteRunner(suite, plugins, model, device, sinks,
+                         artifacts_dir=out_dir / "samples", quiet=args.quiet)
+    print(f"suite {suite.name}: {len(trials)} trials on {suite.model} ({device}), "
+          f"{len(skipped)} skipped; tracking {uri}, experiment {suite.experiment!r}",
+          file=sys.stderr)
+    prepared = runner.prepare()
+    for name, reason in prepared.skipped.items():
+        print(f"note: metric {name!r} left out: {reason}", file=sys.stderr)
+    info = SuiteInfo(suite=suite, trials=trials, skipped=skipped, model_identity=identity,
+                     environment=environment(device, suite.dtype),
+                     sampler_origins={s.name: plugins.samplers.origin(s.name).to_dict()
+                                      for s in suite.samplers})
+    results = runner.run(info)
+
+    hashes = {t.config_hash for t in info.all_trials}
+    files = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes), out_dir,
+                         title=suite.experiment)
+    print(files["leaderboard.md"].read_text())
+    print(summary(results, len(skipped)))
+    for sink, error in sinks.dropped:
+        print(f"warning: {type(sink).__name__} stopped mid-suite ({error}); every trial is "
+              f"in {out_dir / 'trials.jsonl'}", file=sys.stderr)
+    print(f"results: {out_dir}/ (leaderboard.md, plots, samples/, trials.jsonl)")
+    if uri.startswith("sqlite:"):
+        print(f"dashboard: mlflow ui --backend-store-uri {uri}")
+    else:
+        print(f"dashboard: {uri}")
+    return 1 if any(r.status != "FINISHED" for r in results) else 0
+
+
+def _toml_like(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value, default=str)
+
+
+def format_plan(suite: Suite, trials: list[Trial]) -> str:
+    """The resolved configuration and trial list, as `--dry-run` prints it."""
+    lines = [f"suite {suite.name} ({suite.source})"]
+    lines += [f"  {k} = {_toml_like(v)}" for k, v in flatten(suite.to_dict()).items()]
+    lines.append(f"{len(trials)} trials:")
+    width = max((len(t.name) for t in trials), default=0)
+    for t in trials:
+        params = ", ".join(f"{k}={short_value(v)}" for k, v in t.params.items())
+        lines.append(f"  {t.name:<{width}}  steps={t.steps:<4} nfe={t.nfe:<4} "
+                     f"{t.config_hash[:12]}  {params}")
+    total = sum(t.nfe for t in trials) * suite.num_samples
+    lines.append(f"sampling work: {total:,} network evaluations (sample rows), "
+                 f"not counting metrics")
+    return "\n".join(lines)

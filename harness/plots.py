@@ -1,0 +1,106 @@
+"""Pictures of results: a trial's samples, and one metric against another per sampler.
+
+matplotlib with the Agg backend (no display needed); every function writes one PNG and
+returns its path. Figures are closed after saving so long suites do not accumulate them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+GRID_IMAGES = 64
+
+
+def sample_grid(samples: Tensor, value_range: tuple[float, float], path: Path,
+                title: str = "") -> Path:
+    """Images as a square grid (first 64); 2-D points (or the first two coordinates of
+    other flat data) as a scatter plot."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = samples.detach().float().cpu()
+    if samples.ndim == 4:
+        figure = _image_grid(samples[:GRID_IMAGES], value_range)
+    else:
+        figure = _scatter(samples.flatten(1))
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _image_grid(images: Tensor, value_range: tuple[float, float]) -> Any:
+    n = images.shape[0]
+    side = max(1, math.ceil(math.sqrt(n)))
+    lo, hi = value_range
+    # Clamp so that out-of-range samples show as saturated rather than rescaling the grid.
+    images = images.clamp(lo, hi)
+    c, h, w = images.shape[1:]
+    canvas = torch.full((c, side * (h + 1) + 1, side * (w + 1) + 1), lo)
+    for k in range(n):
+        row, col = divmod(k, side)
+        top, left = 1 + row * (h + 1), 1 + col * (w + 1)
+        canvas[:, top:top + h, left:left + w] = images[k]
+    figure, axis = plt.subplots(figsize=(4, 4))
+    picture = canvas[0] if c == 1 else canvas.permute(1, 2, 0)
+    axis.imshow(picture.numpy(), cmap="gray" if c == 1 else None, vmin=lo, vmax=hi,
+                interpolation="nearest")
+    axis.set_axis_off()
+    return figure
+
+
+def _scatter(points: Tensor) -> Any:
+    figure, axis = plt.subplots(figsize=(4, 4))
+    y = points[:, 1] if points.shape[1] > 1 else torch.zeros(points.shape[0])
+    axis.scatter(points[:, 0].numpy(), y.numpy(), s=3, alpha=0.5)
+    axis.set_aspect("equal", adjustable="datalim")
+    axis.set_xlabel("x[0]")
+    axis.set_ylabel("x[1]" if points.shape[1] > 1 else "")
+    return figure
+
+
+def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
+                      x_label: str, y_label: str, title: str,
+                      reference: Optional[tuple[float, str]] = None,
+                      log_x: bool = False, error: Optional[str] = None) -> Optional[Path]:
+    """One line per sampler (variant): mean of `y` over seeds with error bars.
+
+    `table` has one row per (label, steps) with columns `label`, `{x}_mean`, `{y}_mean`
+    and the error column: `error`, by default `{y}_std` (the spread over seeds).
+    `reference` = (value, label) draws a horizontal line. Returns None (and writes
+    nothing) when no row has a value for `y`.
+    """
+    x_col, y_col, err_col = f"{x}_mean", f"{y}_mean", error or f"{y}_std"
+    if x_col not in table or y_col not in table or table[y_col].notna().sum() == 0:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, rows in table.dropna(subset=[x_col, y_col]).groupby("label", sort=True):
+        rows = rows.sort_values(x_col)
+        errors = rows[err_col].fillna(0.0) if err_col in rows else None
+        axis.errorbar(rows[x_col], rows[y_col], yerr=errors, marker="o", markersize=4,
+                      capsize=2, label=label)
+    if reference is not None and reference[0] is not None and math.isfinite(reference[0]):
+        axis.axhline(reference[0], color="black", linestyle="--", linewidth=1,
+                     label=reference[1])
+    if log_x:
+        axis.set_xscale("log")
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(y_label)
+    axis.set_title(title, fontsize=10)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path

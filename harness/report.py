@@ -1,0 +1,291 @@
+"""Results tables and plots, from MLflow runs or from the local JSONL copy.
+
+Both sources become the same list of trial records (`sinks.TrialResult.record` shape),
+then one table with a row per finished trial, then a leaderboard: per sampler (and grid
+variant) and step budget, the mean and standard deviation over seeds of every metric.
+`write_report` writes `leaderboard.csv`, `leaderboard.md`, `trials.csv` and the plots
+FID vs NFE, NLL vs NFE (flow NLL of the ODE samplers, with the model's reference NLL as a
+line) and FID vs wall-clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+
+from . import plots
+from .sinks import FINISHED, read_lines
+
+#: Leaderboard columns first in this order when present; other main values follow.
+PRIMARY_METRICS = ("fid", "kid", "flow_nll", "nll", "nfe", "wall_clock_s",
+                   "overhead_ratio")
+#: Per-trial values kept in trials.csv but left out of the Markdown leaderboard.
+DETAIL_METRICS = {"nfe_expected", "samples_per_s", "s_per_nfe", "network_s",
+                  "peak_memory_mb", "metrics_s"}
+KEY_COLUMNS = ["label", "sampler", "variant", "steps"]
+
+
+def main_metrics(names: Iterable[str]) -> list[str]:
+    """The headline values among metric names, primary ones first: not runner details,
+    and not an extra of another value present (`fid_num_samples` of `fid`, `kid_std`)."""
+    names = list(dict.fromkeys(names))
+    present = set(names)
+    main = [n for n in names if n not in DETAIL_METRICS
+            and not any(n.startswith(f"{other}_") for other in present if other != n)]
+    ordered = [m for m in PRIMARY_METRICS if m in main]
+    return ordered + sorted(m for m in main if m not in ordered)
+
+
+# --- sources -------------------------------------------------------------------------------
+
+#: Environment keys shown under the leaderboard (the machine and versions).
+ENVIRONMENT_KEYS = ("host", "device", "device_name", "cpu_count", "platform", "torch_threads",
+                    "dtype",
+                    "version.harness", "version.torch", "version.python", "version.mlflow")
+
+
+@dataclass
+class Results:
+    """Trial records, once-per-suite values (the reference NLL) and where they were made."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    reference: dict[str, float] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def records_from_jsonl(path: Path, hashes: Optional[set[str]] = None) -> Results:
+    """Trial records (optionally only these config hashes), the latest suite values and
+    the environment of the latest invocation, from a local trials.jsonl."""
+    out = Results()
+    invocations: dict[str, dict[str, Any]] = {}
+    for line in read_lines(Path(path)):
+        kind = line.get("kind")
+        if kind == "trial" and (hashes is None or line.get("config_hash") in hashes):
+            out.records.append(line)
+        elif kind == "suite_values":
+            out.reference = {k: v for k, v in line.get("values", {}).items() if v is not None}
+        elif kind == "suite":
+            invocations[line.get("invocation", "")] = {
+                "ran": line.get("trials", 0) > 0, **line.get("environment", {})}
+        elif kind == "suite_end" and line.get("invocation", "") in invocations:
+            if line.get("wall_s") is not None:
+                invocations[line["invocation"]]["suite_wall_s"] = round(line["wall_s"], 1)
+    out.environment = _latest_that_ran(list(invocations.values()))
+    return out
+
+
+def _latest_that_ran(invocations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The environment of the last invocation that ran trials (a --resume that found
+    nothing left says nothing about where the numbers were made)."""
+    ran = [i for i in invocations if i.pop("ran")]
+    chosen = ran[-1] if ran else (invocations[-1] if invocations else {})
+    return dict(chosen)
+
+
+def records_from_runs(runs: pd.DataFrame) -> Results:
+    """Records from `mlflow.search_runs` output (trial runs and suite runs, by tag)."""
+    out = Results()
+    if runs.empty:
+        return out
+    kinds = runs.get("tags.harness.kind", pd.Series(index=runs.index, dtype=object))
+    metric_cols = [c for c in runs.columns if c.startswith("metrics.")]
+    invocations = []
+    for _, row in runs[kinds == "suite"].sort_values("start_time").iterrows():
+        # Later suite runs override earlier ones: the latest invocation's values win.
+        for col in metric_cols:
+            name = col[len("metrics."):]
+            if "/" not in name and _number(row[col]) is not None:
+                out.reference[name] = float(row[col])
+        environment = {k: row.get(f"params.{k}") for k in ENVIRONMENT_KEYS
+                       if isinstance(row.get(f"params.{k}"), str)}
+        if _number(row.get("metrics.suite_wall_s")) is not None:
+            environment["suite_wall_s"] = round(float(row["metrics.suite_wall_s"]), 1)
+        invocations.append({"ran": (_number(row.get("metrics.trials_run")) or 0) > 0,
+                            **environment})
+    out.environment = _latest_that_ran(invocations)
+    for _, row in runs[kinds == "trial"].iterrows():
+        metrics = {c[len("metrics."):]: _number(row[c]) for c in metric_cols}
+        out.records.append({
+            "kind": "trial", "name": row.get("tags.mlflow.runName"),
+            "config_hash": row.get("tags.config_hash"), "status": row.get("status"),
+            "sampler": row.get("params.sampler"),
+            "variant": row.get("tags.harness.variant") or "",
+            "steps": _integer(row.get("params.steps")),
+            "nfe_expected": _integer(row.get("params.nfe_expected")),
+            "seed": _integer(row.get("params.seed")),
+            "num_samples": _integer(row.get("params.num_samples")),
+            "metrics": {k: v for k, v in metrics.items() if v is not None},
+            "error": row.get("tags.error"),
+            "ended": _timestamp(row.get("end_time")),
+        })
+    return out
+
+
+def _number(value: Any) -> Optional[float]:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _integer(value: Any) -> Optional[int]:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _timestamp(value: Any) -> float:
+    try:
+        return pd.Timestamp(value).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+# --- tables --------------------------------------------------------------------------------
+
+def trials_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per finished trial; for repeated (sampler, variant, steps, seed) the latest.
+
+    Failed trials are left out here (they have no metrics to compare); `failures` lists
+    them.
+    """
+    rows = []
+    for r in records:
+        if r.get("status") != FINISHED:
+            continue
+        label = r["sampler"] + (f" ({r['variant']})" if r.get("variant") else "")
+        rows.append({"label": label, "sampler": r["sampler"], "variant": r.get("variant", ""),
+                     "steps": r["steps"], "seed": r["seed"], "name": r.get("name"),
+                     "config_hash": r.get("config_hash"), "ended": r.get("ended", 0.0),
+                     "num_samples": r.get("num_samples"),
+                     **{k: v for k, v in r.get("metrics", {}).items() if v is not None}})
+    if not rows:
+        return pd.DataFrame(columns=KEY_COLUMNS + ["seed"])
+    table = pd.DataFrame(rows).sort_values("ended")
+    table = table.drop_duplicates(subset=["sampler", "variant", "steps", "seed"], keep="last")
+    return table.sort_values(["sampler", "variant", "steps", "seed"]).reset_index(drop=True)
+
+
+def failures(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Failed trials that no later run of the same configuration has made good."""
+    finished = {r.get("config_hash") for r in records if r.get("status") == FINISHED}
+    return [r for r in records
+            if r.get("status") != FINISHED and r.get("config_hash") not in finished]
+
+
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    skip = set(KEY_COLUMNS) | {"seed", "name", "config_hash", "ended", "num_samples"}
+    numeric = [c for c in table.columns
+               if c not in skip and pd.api.types.is_numeric_dtype(table[c])]
+    ordered = [m for m in PRIMARY_METRICS if m in numeric]
+    return ordered + sorted(c for c in numeric if c not in ordered)
+
+
+def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (sampler, variant, steps): seeds, and mean and std over seeds of every metric."""
+    columns = metric_columns(table)
+    if table.empty:
+        return pd.DataFrame(columns=KEY_COLUMNS + ["seeds"])
+    groups = table.groupby(KEY_COLUMNS, sort=True, dropna=False)
+    board = groups.size().rename("seeds").to_frame()
+    for col in columns:
+        board[f"{col}_mean"] = groups[col].mean()
+        # ddof=1: the spread between seeds; a single seed has no spread (NaN).
+        board[f"{col}_std"] = groups[col].std(ddof=1)
+    board = board.reset_index()
+    order = "nfe_mean" if "nfe_mean" in board else "steps"
+    return board.sort_values(["sampler", "variant", order]).reset_index(drop=True)
+
+
+def _cell(mean: Any, std: Any) -> str:
+    """`mean ± std` to 4 significant digits; the std is left out for a single seed."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    text = f"{mean:.4g}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std:.2g}"
+    return text
+
+
+def markdown(board: pd.DataFrame) -> str:
+    """The leaderboard as a Markdown table of `mean ± std` cells (main metrics only)."""
+    metrics = main_metrics(c[:-len("_mean")] for c in board.columns if c.endswith("_mean"))
+    header = ["sampler", "steps", "seeds"] + metrics
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in board.iterrows():
+        cells = [row["label"], str(int(row["steps"])), str(int(row["seeds"]))]
+        cells += [_cell(row[f"{m}_mean"], row.get(f"{m}_std")) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- files ---------------------------------------------------------------------------------
+
+def write_report(results: Results, out_dir: Path, title: str = "") -> dict[str, Path]:
+    """Write the tables and plots of these results into `out_dir`; returns name -> path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = trials_table(results.records)
+    board = leaderboard(table)
+    reference = dict(results.reference)
+    if reference.get("nll") is None and "nll" in table and table["nll"].notna().any():
+        # The model's NLL logged with every trial (not once per suite): same value.
+        reference["nll"] = float(table["nll"].mean())
+    files: dict[str, Path] = {}
+    files["trials.csv"] = out_dir / "trials.csv"
+    table.to_csv(files["trials.csv"], index=False)
+    files["leaderboard.csv"] = out_dir / "leaderboard.csv"
+    board.to_csv(files["leaderboard.csv"], index=False)
+    files["leaderboard.md"] = out_dir / "leaderboard.md"
+    files["leaderboard.md"].write_text(_markdown_page(board, results, reference, title))
+    suffix = f" ({title})" if title else ""
+    drawn = {
+        "fid_vs_nfe.png": plots.metric_by_sampler(
+            board, "nfe", "fid", out_dir / "fid_vs_nfe.png", x_label="NFE per sample",
+            y_label="FID", title=f"FID vs NFE{suffix}", log_x=True),
+        "kid_vs_nfe.png": plots.metric_by_sampler(
+            board, "nfe", "kid", out_dir / "kid_vs_nfe.png", x_label="NFE per sample",
+            y_label="KID", title=f"KID vs NFE{suffix}", log_x=True),
+        "nll_vs_nfe.png": plots.metric_by_sampler(
+            board, "nfe", "flow_nll", out_dir / "nll_vs_nfe.png", x_label="NFE per sample",
+            y_label="NLL of the discretised flow (bits/dim)",
+            title=f"NLL vs NFE (ODE samplers){suffix}", log_x=True,
+            reference=(reference.get("nll"), "reference NLL (adaptive solve)"),
+            # The flow is deterministic: no spread over seeds; show the estimator's error.
+            error="flow_nll_stderr_mean"),
+        "fid_vs_wallclock.png": plots.metric_by_sampler(
+            board, "wall_clock_s", "fid", out_dir / "fid_vs_wallclock.png",
+            x_label="wall-clock per trial (s)", y_label="FID",
+            title=f"FID vs wall-clock{suffix}", log_x=True),
+    }
+    files.update({name: path for name, path in drawn.items() if path is not None})
+    return files
+
+
+def _markdown_page(board: pd.DataFrame, results: Results, reference: dict[str, float],
+                   title: str) -> str:
+    """The leaderboard, the reference NLL, failures, and the machine it was made on."""
+    parts = [f"# {title}\n\n" if title else "", markdown(board)]
+    if reference.get("nll") is not None:
+        parts.append(f"\nReference NLL of the model (adaptive PF-ODE solve, independent of "
+                     f"the sampler): {reference['nll']:.4f} bits/dim\n")
+    failed = failures(results.records)
+    if failed:
+        parts.append(f"\nFailed trials ({len(failed)}):\n\n")
+        parts += [f"- {r.get('name')}: {r.get('error')}\n" for r in failed]
+    if results.environment:
+        shown = ", ".join(f"{k} {v}" for k, v in results.environment.items())
+        parts.append(f"\nMade on: {shown}\n")
+    return "".join(parts)
+
+
+def report_from_mlflow(tracking_uri: str, experiment: str, out_dir: Path) -> dict[str, Path]:
+    """`harness report`: read every run of the experiment back and write its report."""
+    from .tracking import search_experiment_runs
+
+    runs = search_experiment_runs(tracking_uri, experiment)
+    return write_report(records_from_runs(runs), Path(out_dir) / experiment, title=experiment)

@@ -1,0 +1,334 @@
+"""Running a suite: the model and metrics once, then every trial, recorded through sinks.
+
+How a trial runs: its sampler draws `num_samples` samples in batches of `batch_size`
+with per-sample seeds (sample i depends only on (seed, i), so batching changes nothing),
+the NFE is read from the model's own counter (rows / samples), wall-clock is measured
+around sampling only (after a warm-up, with device synchronisation), then the metrics
+see the samples. A trial that raises, returns NaN/Inf or the wrong shape is recorded as
+FAILED with its error and the suite goes on. Ctrl-C and SIGTERM (turned into an
+exception here) end the current trial as KILLED and the suite as KILLED, never FINISHED.
+
+What is measured lives here; how it is recorded lives in the sinks (`harness.sinks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import math
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from . import __version__ as harness_version
+from . import plots
+from .metric import Metric, SuiteContext, TrialContext
+from .model import ScoreModel
+from .plugin_manager import LoadedPlugins
+from .sampling import generate
+from .schedules import make_grid
+from .sinks import FAILED, FINISHED, KILLED, Sinks, SuiteInfo, TrialResult
+from .suite import Suite, SuiteError, Trial
+from .timing import clock, forward_time, peak_memory, reset_peak_memory
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Bare forward passes timed per trial for the overhead ratio (a few % of a trial's NFE).
+FORWARD_REPEATS = 3
+
+
+class TrialFailure(Exception):
+    """A trial whose output cannot be used (non-finite samples, wrong shape, bad metric)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every `finally` and interrupt handler runs."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While running a suite, SIGTERM raises `Terminated` instead of killing silently,
+    so the current trial's run is ended as KILLED rather than left RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("terminated by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; asking for absent CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SuiteError(f"device {name!r} requested but CUDA is not available here; "
+                         f"use --device cpu or auto")
+    return device
+
+
+def load_model(suite: Suite, plugins: LoadedPlugins, device: torch.device) -> ScoreModel:
+    """The suite's model on `device`, in the suite's dtype, in eval mode."""
+    model = plugins.models.get(suite.model).build(device, **suite.model_options)
+    return model.to(dtype=DTYPES[suite.dtype]).eval()
+
+
+def environment(device: torch.device, dtype: str) -> dict[str, str]:
+    """Where and with what the numbers were made (logged with every run)."""
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return {"device": str(device), "device_name": name, "dtype": dtype,
+            "cpu_count": str(os.cpu_count()),
+            "torch_threads": str(torch.get_num_threads()), "host": platform.node(),
+            "version.harness": harness_version, "version.torch": torch.__version__,
+            "version.python": platform.python_version(), "version.mlflow": version("mlflow"),
+            "platform": platform.platform()}
+
+
+def _cpu_name() -> str:
+    """The processor's model name (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _trial_seed(trial: Trial) -> int:
+    """A global torch seed from the config hash: metrics that draw random numbers give the
+    same value whatever order the trials run in (which --resume changes)."""
+    return int(trial.config_hash[:15], 16)
+
+
+@dataclass
+class PreparedMetrics:
+    """The suite's metrics after `prepare`: per trial, once per suite, and left out."""
+
+    per_trial: list[Metric] = field(default_factory=list)
+    per_suite: list[Metric] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def is_per_suite(metric: Metric) -> bool:
+    """Metrics whose value does not depend on the sampler (e.g. the model's reference
+    NLL) declare `per_suite = True`: they are computed once and logged at the parent."""
+    return bool(getattr(metric, "per_suite", False))
+
+
+class SuiteRunner:
+    """Runs the trials of one suite on one loaded model and reports to the sinks."""
+
+    def __init__(self, suite: Suite, plugins: LoadedPlugins, model: ScoreModel,
+                 device: torch.device, sinks: Sinks, artifacts_dir: Optional[Path] = None,
+                 quiet: bool = False):
+        self.suite = suite
+        self.plugins = plugins
+        self.model = model
+        self.device = device
+        self.dtype = DTYPES[suite.dtype]
+        self.sinks = sinks
+        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
+        self.quiet = quiet
+        self.progress = not quiet and sys.stderr.isatty()
+        self.context = SuiteContext(model=model, model_name=suite.model, device=device,
+                                    options={k: dict(v) for k, v in suite.metrics.items()})
+        self.metrics = PreparedMetrics()
+
+    # --- once per suite ----------------------------------------------------------------
+    def prepare(self) -> PreparedMetrics:
+        """Prepare every metric once (reference statistics, test data) and warm up."""
+        for name in self.suite.metrics:
+            metric = self.plugins.metrics.get(name)
+            if not metric.applies_to(self.context):
+                self.metrics.skipped[name] = f"does not apply to model {self.suite.model!r}"
+                continue
+            metric.prepare(self.context)
+            (self.metrics.per_suite if is_per_suite(metric) else self.metrics.per_trial
+             ).append(metric)
+        self._warm_up()
+        return self.metrics
+
+    def _warm_up(self) -> None:
+        """Forward passes at the batch sizes the trials use, untimed, so that lazy
+        initialisation and allocator growth are not charged to the first trial."""
+        n, batch = self.suite.num_samples, self.suite.batch_size
+        for size in sorted({min(batch, n)} | ({n % batch} if n % batch else set())):
+            forward_time(self.model, size, warmup=1, repeats=1, dtype=self.dtype)
+        self.model.nfe.reset()
+
+    def _network_seconds(self, calls: list[tuple[int, int]]) -> float:
+        """What a trial's network calls alone take: calls x bare forward time per batch
+        size. Timed right after the trial's sampling (the model is warm), so that both
+        see the same machine load; `forward_time` leaves the NFE counter untouched."""
+        counts: dict[int, int] = {}
+        for size, count in calls:
+            counts[size] = counts.get(size, 0) + count
+        return sum(count * forward_time(self.model, size, warmup=0,
+                                        repeats=FORWARD_REPEATS, dtype=self.dtype)
+                   for size, count in counts.items())
+
+    def suite_values(self) -> tuple[dict[str, float], dict[str, Any]]:
+        """The per-suite metrics' values; one that fails is reported, not fatal."""
+        values: dict[str, float] = {}
+        params: dict[str, Any] = {}
+        for metric in self.metrics.per_suite:
+            # A per-suite metric reads only `trial.suite`; there is no sampler or sample.
+            trial = TrialContext(suite=self.context, sampler=None, params=None, grid=None,
+                                 seed=0, samples=torch.empty(0))
+            if not self.quiet:
+                print(f"computing {metric.name} once for the suite ({metric.description})",
+                      file=sys.stderr)
+            try:
+                values.update({k: float(v) for k, v in metric.compute(trial).items()})
+                params.update(metric.params())
+            except Exception as err:  # the trials are still worth running
+                print(f"warning: per-suite metric {metric.name!r} failed: "
+                      f"{type(err).__name__}: {err}", file=sys.stderr)
+        return values, params
+
+    # --- the suite -----------------------------------------------------------------------
+    def run(self, info: SuiteInfo) -> list[TrialResult]:
+        """Run every trial of `info`; returns their results (the sinks have them too)."""
+        results: list[TrialResult] = []
+        status = KILLED
+        self.sinks.suite_started(info)
+        try:
+            with sigterm_raises():
+                # Nothing left to run (--resume): the per-suite values are not needed.
+                values, params = self.suite_values() if info.trials else ({}, {})
+                if values or params:
+                    self.sinks.suite_values(values, params)
+                bar = tqdm(info.trials, desc="trials", unit="trial", file=sys.stderr,
+                           disable=not self.progress, dynamic_ncols=True)
+                for trial in bar:
+                    bar.set_postfix_str(trial.name)
+                    results.append(self.run_trial(trial))
+            status = FAILED if any(r.status == FAILED for r in results) else FINISHED
+        finally:
+            self.sinks.suite_ended(results, status)
+        return results
+
+    def run_trial(self, trial: Trial) -> TrialResult:
+        """One trial, always ended in the sinks: FINISHED, FAILED or (re-raised) KILLED."""
+        self.sinks.trial_started(trial)
+        result = TrialResult(trial, FINISHED, started=time.time())
+        try:
+            self._measure(trial, result)
+        except Exception as err:
+            result.status = FAILED
+            result.error = f"{type(err).__name__}: {err}"
+            result.traceback = traceback.format_exc()
+        except BaseException as err:  # KeyboardInterrupt, Terminated: end it, then stop
+            reason = str(err) or type(err).__name__
+            self.sinks.trial_interrupted(trial, reason)
+            raise
+        result.ended = time.time()
+        self.sinks.trial_ended(result)
+        return result
+
+    # --- measuring one trial ---------------------------------------------------------------
+    def _measure(self, trial: Trial, result: TrialResult) -> None:
+        sampler = self.plugins.samplers.get(trial.sampler)
+        params = sampler.make_params(trial.params)
+        grid = make_grid(self.model.sde, self.suite.schedule, trial.steps)
+        n = self.suite.num_samples
+        torch.manual_seed(_trial_seed(trial))
+
+        def draw(indices: list[int]) -> Tensor:
+            return generate(self.model, sampler, grid, trial.seed, indices, params,
+                            dtype=self.dtype)
+
+        self.model.nfe.reset()
+        reset_peak_memory(self.device)
+        start = clock(self.device)
+        samples, calls = self._sample(trial, draw, n)
+        wall = clock(self.device) - start
+        memory, memory_kind = peak_memory(self.device)
+        nfe = self.model.nfe.per_sample(n)
+        network = self._network_seconds(calls)
+        result.metrics.update({
+            "nfe": nfe, "nfe_expected": float(trial.nfe), "wall_clock_s": wall,
+            "samples_per_s": n / wall if wall > 0 else math.inf,
+            "s_per_nfe": wall / nfe if nfe > 0 else math.nan,
+            "network_s": network, "overhead_ratio": wall / network if network else math.nan,
+            "peak_memory_mb": memory / 2**20,
+        })
+        result.params["peak_memory_kind"] = memory_kind
+        if self.artifacts_dir is not None:
+            path = self.artifacts_dir / f"{trial.name}.png"
+            result.artifacts["samples.png"] = plots.sample_grid(
+                samples, self.model.data.value_range, path,
+                title=f"{trial.name} ({self.suite.model}, {self.suite.schedule})")
+
+        context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
+                               seed=trial.seed, samples=samples,
+                               generate=lambda indices: draw(list(indices)).cpu())
+        start = time.perf_counter()
+        for metric in self.metrics.per_trial:
+            values = metric.compute(context)
+            for key, value in values.items():
+                if not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise TrialFailure(f"metric {metric.name!r} gave {key} = {value!r}")
+            result.metrics.update({k: float(v) for k, v in values.items()})
+            result.params.update(metric.params())
+        result.metrics["metrics_s"] = time.perf_counter() - start
+
+    def _sample(self, trial: Trial, draw: Callable[[list[int]], Tensor], n: int
+                ) -> tuple[Tensor, list[tuple[int, int]]]:
+        """All samples of a trial in batches, each checked for shape and finiteness;
+        also (batch size, network calls) per batch, for the overhead ratio."""
+        shape = tuple(self.model.data.shape)
+        batch = self.suite.batch_size
+        parts, calls = [], []
+        starts = range(0, n, batch)
+        bar = tqdm(starts, desc=trial.name, unit="batch", file=sys.stderr, leave=False,
+                   disable=not self.progress or len(starts) < 2, dynamic_ncols=True)
+        for first in bar:
+            indices = list(range(first, min(first + batch, n)))
+            before = self.model.nfe.calls
+            x = draw(indices)
+            calls.append((len(indices), self.model.nfe.calls - before))
+            if not isinstance(x, Tensor) or tuple(x.shape) != (len(indices), *shape):
+                got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise TrialFailure(f"sampler returned shape {got}, expected "
+                                   f"{(len(indices), *shape)}")
+            bad = (~torch.isfinite(x)).flatten(1).any(dim=1)
+            if bad.any():
+                raise TrialFailure(f"sampler returned NaN/Inf in {int(bad.sum())} of "
+                                   f"{len(indices)} samples (batch from sample {first})")
+            parts.append(x.detach().to("cpu"))
+        return torch.cat(parts), calls
+
+
+def summary(results: list[TrialResult], skipped: int = 0) -> str:
+    """A short account of the suite: counts, then each failed trial and its error."""
+    failed = [r for r in results if r.status == FAILED]
+    lines = [f"{len(results) - len(failed)} trials finished, {len(failed)} failed"
+             + (f", {skipped} skipped (already finished; --resume)" if skipped else "")]
+    lines += [f"  FAILED {r.trial.name}: {r.error}" for r in failed]
+    return "\n".join(lines)

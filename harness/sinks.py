@@ -1,0 +1,226 @@
+"""Where results go: a tiny sink interface, and the local JSONL sink that never loses a trial.
+
+The runner measures; sinks record. The runner calls, in order,
+
+    suite_started(info)                       once, before any trial
+    suite_values(values, params)              once-per-suite measurements (reference NLL)
+    trial_started(trial)                      before a trial computes anything
+    trial_ended(result)                       FINISHED or FAILED, with metrics or error
+    trial_interrupted(trial, reason)          Ctrl-C / SIGTERM inside a trial
+    suite_ended(results, status)              FINISHED, FAILED (some trial) or KILLED
+
+`Sinks` fans every call out and isolates the sinks from each other: one that raises is
+reported and dropped, so a tracking server going away mid-suite never stops the suite
+nor the other sinks. `LocalSink` appends every trial to `trials.jsonl` as it ends
+(flushed and fsynced per line), which is the copy of record when MLflow is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+from .suite import Suite, Trial
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+@dataclass
+class SuiteInfo:
+    """What every sink is told about the suite before it starts."""
+
+    suite: Suite
+    #: The trials this invocation runs (after --resume removed finished ones).
+    trials: list[Trial]
+    #: Trials of the suite skipped because a finished run already exists (--resume).
+    skipped: list[Trial]
+    model_identity: dict[str, Any]
+    #: device, dtype and versions (harness, torch, python, mlflow...).
+    environment: dict[str, str]
+    #: Per sampler: where it comes from (plugin module, distribution, version).
+    sampler_origins: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def all_trials(self) -> list[Trial]:
+        return self.skipped + self.trials
+
+
+@dataclass
+class TrialResult:
+    """What one trial produced: its metrics, or the error that stopped it."""
+
+    trial: Trial
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: Conventions learnt while measuring (metric estimators, memory kind): MLflow params.
+    params: dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+    #: The formatted traceback of a failure, for whoever has to fix it.
+    traceback: Optional[str] = None
+    #: Files made from the trial's samples (e.g. "samples.png"), for sinks to keep.
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    started: float = 0.0
+    ended: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        """One JSON line: enough to rebuild the results table without MLflow."""
+        t = self.trial
+        return {"kind": "trial", "name": t.name, "config_hash": t.config_hash,
+                "status": self.status, "sampler": t.sampler, "variant": variant(t),
+                "params": t.params, "steps": t.steps, "nfe_expected": t.nfe,
+                "seed": t.seed, "num_samples": t.config["num_samples"],
+                "metrics": {k: _finite_or_none(v) for k, v in self.metrics.items()},
+                "measured_params": self.params,
+                "error": self.error, "traceback": self.traceback,
+                "started": self.started, "ended": self.ended,
+                "artifacts": {k: str(v) for k, v in self.artifacts.items()},
+                "config": t.config}
+
+
+def variant(trial: Trial) -> str:
+    """The grid values that set a trial apart from its siblings, e.g. `S_churn=10`."""
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in trial.varied.items())
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class Sink(Protocol):
+    """How results are recorded. Every method may be a no-op."""
+
+    def suite_started(self, info: SuiteInfo) -> None: ...
+
+    def suite_values(self, values: dict[str, float], params: dict[str, Any]) -> None: ...
+
+    def trial_started(self, trial: Trial) -> None: ...
+
+    def trial_ended(self, result: TrialResult) -> None: ...
+
+    def trial_interrupted(self, trial: Trial, reason: str) -> None: ...
+
+    def suite_ended(self, results: list[TrialResult], status: str) -> None: ...
+
+
+class Sinks:
+    """Fans calls out to several sinks; a sink that raises is warned about and dropped."""
+
+    def __init__(self, sinks: list[Any]):
+        self.active = list(sinks)
+        self.dropped: list[tuple[Any, str]] = []
+
+    def _each(self, method: str, *args: Any) -> None:
+        for sink in list(self.active):
+            try:
+                getattr(sink, method)(*args)
+            except Exception as err:  # a recorder failing must not stop the measurements
+                message = f"{type(err).__name__}: {err}"
+                print(f"warning: {type(sink).__name__} stopped recording after an error in "
+                      f"{method}: {message}; results continue in the other sinks",
+                      file=sys.stderr)
+                self.active.remove(sink)
+                self.dropped.append((sink, message))
+
+    def suite_started(self, info: SuiteInfo) -> None:
+        self._each("suite_started", info)
+
+    def suite_values(self, values: dict[str, float], params: dict[str, Any]) -> None:
+        self._each("suite_values", values, params)
+
+    def trial_started(self, trial: Trial) -> None:
+        self._each("trial_started", trial)
+
+    def trial_ended(self, result: TrialResult) -> None:
+        self._each("trial_ended", result)
+
+    def trial_interrupted(self, trial: Trial, reason: str) -> None:
+        self._each("trial_interrupted", trial, reason)
+
+    def suite_ended(self, results: list[TrialResult], status: str) -> None:
+        self._each("suite_ended", results, status)
+
+
+def strict_json(value: Any) -> Any:
+    """Plain JSON: non-finite floats (e.g. S_tmax = inf) become the strings "inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def append_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and force it to disk, so a crash right after keeps it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(strict_json(record), default=str, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every record of a JSONL file; a torn last line (killed mid-write) is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                print(f"warning: {path}:{number}: unreadable line skipped", file=sys.stderr)
+    return records
+
+
+class LocalSink:
+    """Appends suite and trial records to `<directory>/trials.jsonl` as they happen."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.path = self.directory / "trials.jsonl"
+        self.invocation = ""
+        self.started = 0.0
+
+    def suite_started(self, info: SuiteInfo) -> None:
+        self.invocation = time.strftime("%Y%m%dT%H%M%S")
+        self.started = time.time()
+        append_line(self.path, {
+            "kind": "suite", "invocation": self.invocation, "suite": info.suite.name,
+            "experiment": info.suite.experiment, "model": info.model_identity,
+            "environment": info.environment, "trials": len(info.trials),
+            "skipped": len(info.skipped), "time": time.time()})
+
+    def suite_values(self, values: dict[str, float], params: dict[str, Any]) -> None:
+        append_line(self.path, {
+            "kind": "suite_values", "invocation": self.invocation,
+            "values": {k: _finite_or_none(v) for k, v in values.items()},
+            "params": params, "time": time.time()})
+
+    def trial_started(self, trial: Trial) -> None:
+        """Nothing: only ended trials are worth a line."""
+
+    def trial_ended(self, result: TrialResult) -> None:
+        append_line(self.path, {**result.record(), "invocation": self.invocation})
+
+    def trial_interrupted(self, trial: Trial, reason: str) -> None:
+        append_line(self.path, {"kind": "interrupted", "invocation": self.invocation,
+                                "name": trial.name, "config_hash": trial.config_hash,
+                                "reason": reason, "time": time.time()})
+
+    def suite_ended(self, results: list[TrialResult], status: str) -> None:
+        append_line(self.path, {"kind": "suite_end", "invocation": self.invocation,
+                                "status": status, "time": time.time(),
+                                "wall_s": time.time() - self.started})

@@ -1,0 +1,328 @@
+"""MLflow tracking: one parent run per suite invocation, one nested run per trial.
+
+The tracking URI is `--tracking-uri`, else `$MLFLOW_TRACKING_URI`, else the suite's
+`tracking_uri`, else the embedded store `sqlite:///mlflow.db` in the working directory.
+`connect` checks that the store answers *before* any compute, with no retries and a short
+timeout, so a wrong address fails in seconds with a clear message.
+
+`MLflowSink` talks to MLflow through `MlflowClient` with explicit run ids (no global
+"active run" state), so a trial's run can be ended as KILLED from an interrupt handler
+and nested runs never leak into each other. Every trial run carries the tag
+`config_hash`; `finished_config_hashes` is what `--resume` asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pandas as pd
+
+from .errors import HarnessError, unknown_name
+from .sinks import FAILED, KILLED, SuiteInfo, Trial, TrialResult, variant
+from .suite import flatten
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: During the start-up check: fail fast. During a suite: a few retries, then give up on
+#: MLflow for the rest of the suite (the local JSONL keeps every trial).
+CHECK_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+SUITE_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+class TrackingError(HarnessError):
+    """The tracking store cannot be used; says which URI and what to do."""
+
+
+def resolve_tracking_uri(option: Optional[str], suite_uri: str = "") -> str:
+    return option or os.environ.get("MLFLOW_TRACKING_URI") or suite_uri or DEFAULT_TRACKING_URI
+
+
+def absolute_uri(uri: str) -> str:
+    """A relative SQLite URI made absolute against the working directory now.
+
+    MLflow caches one store per URI string for the life of the process, so a relative
+    `sqlite:///mlflow.db` would keep pointing at the first working directory's file.
+    """
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = uri[len(prefix):]
+        if path and not path.startswith(":memory:"):
+            return prefix + os.path.abspath(path)
+    return uri
+
+
+@contextlib.contextmanager
+def http_limits(limits: dict[str, str], override: bool) -> Iterator[None]:
+    """Set MLflow's HTTP retry/timeout variables for a block (user settings win unless
+    `override`), restoring the environment afterwards."""
+    saved = {k: os.environ.get(k) for k in limits}
+    for key, value in limits.items():
+        if override or key not in os.environ:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def connect(uri: str) -> Any:
+    """An `MlflowClient` for `uri`, after checking the store answers (no compute yet)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with http_limits(CHECK_LIMITS, override=True):
+            client = MlflowClient(tracking_uri=absolute_uri(uri))
+            client.search_experiments(max_results=1)
+    except Exception as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise TrackingError(
+            f"the MLflow tracking store {uri!r} is not reachable "
+            f"({type(err).__name__}: {first_line[:300]}). Start the server, pass another "
+            f"--tracking-uri, or use the embedded store {DEFAULT_TRACKING_URI!r}; "
+            f"nothing was computed") from None
+    return client
+
+
+def experiment_id(client: Any, name: str, create: bool) -> Optional[str]:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name) if create else None
+
+
+def _all_runs(client: Any, experiment: str, filter_string: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment], filter_string=filter_string,
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def finished_config_hashes(client: Any, experiment: str) -> set[str]:
+    """Config hashes that already have a FINISHED trial run in the experiment."""
+    exp = experiment_id(client, experiment, create=False)
+    if exp is None:
+        return set()
+    runs = _all_runs(client, exp, "attributes.status = 'FINISHED' and "
+                                  "tags.`harness.kind` = 'trial'")
+    return {r.data.tags["config_hash"] for r in runs if "config_hash" in r.data.tags}
+
+
+def search_experiment_runs(uri: str, experiment: str) -> pd.DataFrame:
+    """Every run of the experiment as `mlflow.search_runs` gives it (a DataFrame)."""
+    import mlflow
+
+    client = connect(uri)
+    if client.get_experiment_by_name(experiment) is None:
+        names = [e.name for e in client.search_experiments(max_results=1000)]
+        raise TrackingError(f"{uri}: {unknown_name('experiment', experiment, names)}")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(absolute_uri(uri))
+    try:
+        return mlflow.search_runs(experiment_names=[experiment], max_results=100000)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def metric_key(name: str) -> str:
+    """MLflow allows letters, digits, _ - . space : / in keys; other characters become _."""
+    return re.sub(r"[^\w\-. :/]", "_", name)
+
+
+def _params(values: dict[str, Any]) -> list[Any]:
+    from mlflow.entities import Param
+
+    out = []
+    for key, value in values.items():
+        text = "" if value is None else str(value)
+        out.append(Param(metric_key(key)[:250], text[:6000]))
+    return out
+
+
+class MLflowSink:
+    """Records a suite in MLflow; see the module docstring for the run layout."""
+
+    def __init__(self, client: Any, uri: str, experiment: str):
+        self.client = client
+        self.uri = uri
+        self.experiment = experiment
+        self.experiment_id: Optional[str] = None
+        self.parent_id: Optional[str] = None
+        self.info: Optional[SuiteInfo] = None
+        self.trial_runs: dict[str, str] = {}  # config hash -> run id
+        self.started = 0.0
+
+    # --- small helpers -----------------------------------------------------------------
+    def _log(self, run_id: str, params: Optional[dict[str, Any]] = None,
+             metrics: Optional[dict[str, float]] = None,
+             tags: Optional[dict[str, str]] = None,
+             history: Optional[list[tuple[str, float, int]]] = None) -> None:
+        """log_batch in chunks within MLflow's limits (100 params or tags, 1000 metrics);
+        `history` holds (key, value, step) points, the same key at several steps."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        points = [(k, v, 0) for k, v in (metrics or {}).items()] + list(history or [])
+        metric_list = [Metric(metric_key(k), float(v), now, step)
+                       for k, v, step in points if v is not None]
+        param_list = _params(params or {})
+        tag_list = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+        with http_limits(SUITE_LIMITS, override=False):
+            for i in range(0, len(param_list), 100):
+                self.client.log_batch(run_id, params=param_list[i:i + 100])
+            for i in range(0, len(tag_list), 100):
+                self.client.log_batch(run_id, tags=tag_list[i:i + 100])
+            for i in range(0, len(metric_list), 1000):
+                self.client.log_batch(run_id, metrics=metric_list[i:i + 1000])
+
+    def _end(self, run_id: str, status: str) -> None:
+        with http_limits(SUITE_LIMITS, override=False):
+            self.client.set_terminated(run_id, status=status)
+
+    # --- the sink interface ------------------------------------------------------------
+    def suite_started(self, info: SuiteInfo) -> None:
+        self.info = info
+        self.started = time.time()
+        suite = info.suite
+        with http_limits(SUITE_LIMITS, override=False):
+            self.experiment_id = experiment_id(self.client, self.experiment, create=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run = self.client.create_run(
+                self.experiment_id, run_name=f"{suite.name}-{stamp}",
+                tags={"harness.kind": "suite", "harness.suite": suite.name})
+        self.parent_id = run.info.run_id
+        params = {f"suite.{k}": v for k, v in flatten(suite.to_dict()).items()}
+        params.update({f"model.{k}": v for k, v in flatten(info.model_identity).items()})
+        params.update(info.environment)
+        self._log(self.parent_id, params=params,
+                  metrics={"trials_planned": len(info.trials),
+                           "trials_skipped": len(info.skipped)})
+
+    def suite_values(self, values: dict[str, float], params: dict[str, Any]) -> None:
+        self._log(self.parent_id, params=params, metrics=values)
+
+    def trial_params(self, trial: Trial) -> dict[str, Any]:
+        """Everything that identifies the trial, flat, as MLflow params."""
+        info = self.info
+        suite = info.suite
+        config = trial.config
+        params: dict[str, Any] = {
+            "sampler": trial.sampler, "steps": trial.steps, "nfe_expected": trial.nfe,
+            "schedule": config["schedule"], "seed": trial.seed,
+            "num_samples": config["num_samples"], "batch_size": suite.batch_size,
+            "dtype": config["dtype"], "config_hash": trial.config_hash,
+        }
+        params.update({f"sampler.{k}": v for k, v in trial.params.items()})
+        origin = info.sampler_origins.get(trial.sampler, {})
+        params.update({f"sampler_origin.{k}": v for k, v in origin.items()})
+        params.update({f"model.{k}": v for k, v in flatten(config["model"]).items()})
+        params.update({f"metric.{k}": v for k, v in flatten(config["metrics"]).items()})
+        params.update(info.environment)
+        return params
+
+    def trial_started(self, trial: Trial) -> None:
+        with http_limits(SUITE_LIMITS, override=False):
+            run = self.client.create_run(
+                self.experiment_id, run_name=trial.name,
+                tags={"mlflow.parentRunId": self.parent_id, "harness.kind": "trial",
+                      "harness.suite": self.info.suite.name, "config_hash": trial.config_hash,
+                      "harness.variant": variant(trial)})
+        self.trial_runs[trial.config_hash] = run.info.run_id
+        self._log(run.info.run_id, params=self.trial_params(trial))
+
+    def trial_ended(self, result: TrialResult) -> None:
+        run_id = self.trial_runs[result.trial.config_hash]
+        tags = {"error": result.error} if result.error else None
+        self._log(run_id, params=result.params, metrics=result.metrics, tags=tags)
+        with http_limits(SUITE_LIMITS, override=False):
+            for path in result.artifacts.values():
+                self.client.log_artifact(run_id, str(path))
+        self._end(run_id, result.status)
+
+    def trial_interrupted(self, trial: Trial, reason: str) -> None:
+        run_id = self.trial_runs.get(trial.config_hash)
+        if run_id is not None:
+            self._log(run_id, tags={"error": f"interrupted: {reason}"})
+            self._end(run_id, KILLED)
+
+    def suite_ended(self, results_of_run: list[TrialResult], status: str) -> None:
+        """Aggregates over seeds, the results table and plots, then end the parent run.
+
+        The table covers every trial of the suite that has a finished run in the
+        experiment, so after --resume it includes the trials of earlier invocations.
+        """
+        from .report import leaderboard, records_from_runs, trials_table, write_report
+
+        try:
+            if status != KILLED:
+                hashes = {t.config_hash for t in self.info.all_trials}
+                results = records_from_runs(self._trial_runs_frame())
+                results.records = [r for r in results.records
+                                   if r.get("config_hash") in hashes]
+                parent = self.client.get_run(self.parent_id)
+                results.reference = {k: v for k, v in parent.data.metrics.items()
+                                     if "/" not in k}
+                results.environment = dict(self.info.environment)
+                self._log(self.parent_id, history=aggregate_history(
+                    leaderboard(trials_table(results.records))))
+                with tempfile.TemporaryDirectory() as tmp:
+                    files = write_report(results, Path(tmp), title=self.info.suite.experiment)
+                    with http_limits(SUITE_LIMITS, override=False):
+                        for path in files.values():
+                            self.client.log_artifact(self.parent_id, str(path))
+            failed = sum(r.status == FAILED for r in results_of_run)
+            self._log(self.parent_id, metrics={
+                "trials_failed": failed, "trials_run": len(results_of_run),
+                "suite_wall_s": time.time() - self.started})
+        finally:
+            self._end(self.parent_id, status)
+
+    def _trial_runs_frame(self) -> pd.DataFrame:
+        """This experiment's trial runs, shaped like `mlflow.search_runs` output."""
+        with http_limits(SUITE_LIMITS, override=False):
+            runs = _all_runs(self.client, self.experiment_id,
+                             "tags.`harness.kind` = 'trial'")
+        rows = []
+        for run in runs:
+            row = {"status": run.info.status, "start_time": run.info.start_time,
+                   "end_time": pd.Timestamp(run.info.end_time or 0, unit="ms")}
+            row.update({f"params.{k}": v for k, v in run.data.params.items()})
+            row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+            row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def aggregate_history(board: pd.DataFrame) -> list[tuple[str, float, int]]:
+    """Per sampler, each main metric's mean (`fid/heun`) and std over seeds
+    (`fid_std/heun`) with step = NFE: the parent run's charts then show FID (etc.)
+    against NFE, one line per sampler."""
+    from .report import main_metrics
+
+    names = main_metrics(c[:-len("_mean")] for c in board.columns if c.endswith("_mean"))
+    names = [n for n in names if n != "nfe"]
+    points: list[tuple[str, float, int]] = []
+    for _, row in board.iterrows():
+        nfe = row.get("nfe_mean", row.get("steps"))
+        if nfe is None or pd.isna(nfe):
+            continue
+        for name in names:
+            for stat, suffix in (("mean", ""), ("std", "_std")):
+                value = row.get(f"{name}_{stat}")
+                if value is not None and not pd.isna(value):
+                    points.append((f"{name}{suffix}/{row['label']}", float(value),
+                                   int(round(nfe))))
+    return points

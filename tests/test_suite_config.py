@@ -1,0 +1,183 @@
+"""Suites: parsing, overrides, dry runs, and refusing bad input before any compute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.suite import (
+    SuiteError,
+    apply_overrides,
+    build_suite,
+    load_suite,
+    model_identity,
+    read_toml,
+    resolve_trials,
+    steps_for_budget,
+    suite_path,
+)
+from tests.bench_support import TINY_SUITE, bench_environment, harness, write_suite
+
+BASE = {"model": "gmm-ring-2d", "samplers": {"euler": {}, "heun": {}}, "steps": [4, 8],
+        "num_samples": 16}
+
+
+@pytest.fixture
+def bench(monkeypatch, tmp_path):
+    yield from bench_environment(monkeypatch, tmp_path, store=False)
+
+
+def trials_of(raw, plugins):
+    suite = build_suite(raw, plugins)
+    model = plugins.models.get(suite.model).build("cpu", **suite.model_options)
+    return suite, resolve_trials(suite, plugins, model_identity(suite, model))
+
+
+def refused(raw, plugins, *fragments):
+    with pytest.raises(SuiteError) as info:
+        build_suite(raw, plugins)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+    return str(info.value)
+
+
+def test_packaged_suites_parse_and_validate(plugins):
+    for name in ("smoke", "default"):
+        raw = read_toml(suite_path(name))
+        assert raw["samplers"], name
+    smoke = load_suite("smoke", plugins)
+    assert [s.name for s in smoke.samplers] == ["euler", "heun"]
+    missing = [n for n in ("digits",) if n not in plugins.models]
+    missing += [m for m in read_toml(suite_path("default"))["metrics"]
+                if m not in plugins.metrics]
+    if missing:
+        pytest.skip(f"default suite needs {missing}, not registered yet")
+    default = load_suite("default", plugins)
+    names = {s.name for s in default.samplers}
+    assert names == {"euler", "heun", "euler_maruyama", "predictor_corrector", "langevin",
+                     "lambda_sde"}
+
+
+def test_grid_expands_to_cartesian_product_with_readable_names(plugins):
+    raw = dict(BASE, samplers={"langevin": {"params": {"S_churn": [0.0, 10.0],
+                                                       "S_noise": [1.0, 1.003]}}},
+               seeds=[0, 1])
+    suite, trials = trials_of(raw, plugins)
+    assert len(trials) == 4 * 2 * 2
+    names = [t.name for t in trials]
+    assert len(set(names)) == len(names)
+    assert "langevin-S_churn=10-S_noise=1.003-15nfe-seed1" in names
+    assert all(len(t.config_hash) == 64 for t in trials)
+
+
+def test_nfe_budgets_pick_steps_from_the_capabilities(plugins):
+    heun = plugins.samplers.get("heun")
+    pc = plugins.samplers.get("predictor_corrector")
+    euler = plugins.samplers.get("euler")
+    assert steps_for_budget(heun, heun.make_params(), 10) == 5            # 2N - 1 = 9
+    assert steps_for_budget(heun, heun.make_params(), 35) == 18           # 35 exactly
+    assert steps_for_budget(pc, pc.make_params(), 100) == 50              # 2N
+    assert steps_for_budget(euler, euler.make_params(), 20) == 20
+    raw = dict(BASE, steps=None, nfe=[10, 35])
+    _, trials = trials_of({k: v for k, v in raw.items() if v is not None}, plugins)
+    assert {(t.sampler, t.steps, t.nfe) for t in trials} == {
+        ("euler", 10, 10), ("euler", 35, 35), ("heun", 5, 9), ("heun", 18, 35)}
+
+
+def test_config_hash_covers_what_determines_the_result_only(plugins):
+    _, base = trials_of(BASE, plugins)
+    _, same = trials_of(dict(BASE, batch_size=3, device="cpu", experiment="other"), plugins)
+    _, more = trials_of(dict(BASE, num_samples=17), plugins)
+    _, other_sde = trials_of(dict(BASE, model_options={"sde": "ve"}), plugins)
+    hashes = [t.config_hash for t in base]
+    assert hashes == [t.config_hash for t in same]
+    assert not set(hashes) & {t.config_hash for t in more}
+    assert not set(hashes) & {t.config_hash for t in other_sde}
+    # Explicit defaults are the same configuration as omitted ones.
+    _, explicit = trials_of(dict(BASE, samplers={"euler": {}, "heun": {}},
+                                 schedule="karras"), plugins)
+    assert hashes == [t.config_hash for t in explicit]
+
+
+def test_overrides_replace_fields_and_select_samplers(plugins):
+    raw = dict(BASE, samplers={"euler": {"steps": [2]}, "heun": {}}, model_options={"sde": "ve"})
+    out = apply_overrides(raw, {"samplers": ["heun", "langevin"], "steps": [10, 20],
+                                "num_samples": 2000, "seeds": [0, 1],
+                                "set": ["samplers.langevin.params.S_churn=[0, 5]",
+                                        "schedule=log_snr"]})
+    suite = build_suite(out, plugins)
+    assert [s.name for s in suite.samplers] == ["heun", "langevin"]
+    assert all(s.steps == (10, 20) for s in suite.samplers)
+    assert suite.samplers[1].grid == {"S_churn": [0, 5]}
+    assert (suite.num_samples, suite.seeds, suite.schedule) == (2000, (0, 1), "log_snr")
+    assert suite.model_options == {"sde": "ve"}
+    other = build_suite(apply_overrides(raw, {"model": "gmm-64d"}), plugins)
+    assert other.model_options == {}          # options of the old model do not carry over
+    assert raw["samplers"]["euler"] == {"steps": [2]}    # the input is not modified
+
+
+def test_dry_run_prints_trials_and_computes_nothing(bench, tmp_path, capsys):
+    suite = write_suite(tmp_path / "tiny.toml", TINY_SUITE)
+    assert harness("run", suite, "--dry-run", "--samplers", "heun,langevin",
+                   "--seeds", "0,1") == 0
+    out = capsys.readouterr().out
+    assert "8 trials:" in out
+    assert "langevin-5nfe-seed1" in out and "heun-11nfe-seed0" in out
+    assert "num_samples = 32" in out
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"samplers": {"heunn": {}}}, ["unknown sampler 'heunn'", "Did you mean 'heun'"]),
+    ({"model": "gmm-ring"}, ["model", "Did you mean 'gmm-ring-2d'"]),
+    ({"metrics": {"fidd": {}}}, ["unknown metric 'fidd'"]),
+    ({"schedule": "karas"}, ["schedule", "Did you mean 'karras'"]),
+    ({"num_sample": 5}, ["unknown key 'num_sample'", "Did you mean 'num_samples'"]),
+    ({"samplers": {"heun": {"stepz": [1]}}}, ["samplers.heun", "Did you mean 'steps'"]),
+    ({"samplers": {"langevin": {"params": {"S_chrun": 1.0}}}},
+     ["samplers.langevin.params", "S_chrun", "Did you mean 'S_churn'"]),
+    ({"samplers": {"langevin": {"params": {"S_churn": [1.0, -1.0]}}}},
+     ["samplers.langevin.params", "S_churn", ">= 0.0"]),
+    ({"model_options": {"sdee": "vp"}}, ["model_options", "Did you mean 'sde'"]),
+    ({"metrics": {"nll": {"num_point": 8}}}, ["metrics.nll", "Did you mean 'num_points'"]),
+    ({"steps": [0, 4]}, ["steps must be an integer >= 1, got 0"]),
+    ({"samplers": {"heun": {"steps": [2.5]}}}, ["samplers.heun.steps", "2.5"]),
+    ({"num_samples": 0}, ["num_samples must be an integer >= 1"]),
+    ({"batch_size": -3}, ["batch_size must be an integer >= 1"]),
+    ({"seeds": [0, -1]}, ["seeds must be integers >= 0, got -1"]),
+    ({"device": "tpu"}, ["device must be one of"]),
+    ({"dtype": "float16"}, ["dtype must be one of"]),
+    ({"nfe": [10]}, ["either 'steps' or 'nfe'"]),
+    ({"samplers": {}}, ["at least one sampler"]),
+])
+def test_bad_suites_are_refused_naming_the_field(plugins, change, fragments):
+    refused(dict(BASE, **change), plugins, *fragments)
+
+
+def test_missing_required_fields_are_named(plugins):
+    refused({k: v for k, v in BASE.items() if k != "num_samples"}, plugins,
+            "'num_samples' is required")
+    refused({k: v for k, v in BASE.items() if k != "steps"}, plugins,
+            "samplers.euler: no step budget")
+
+
+def test_malformed_toml_is_reported_with_file_and_line(tmp_path, plugins):
+    path = write_suite(tmp_path / "broken.toml",
+                       'model = "gmm-ring-2d"\nnum_samples = = 4\nsteps = [1]\n')
+    with pytest.raises(SuiteError) as info:
+        load_suite(str(path), plugins)
+    message = str(info.value)
+    assert "broken.toml" in message and "line 2" in message
+
+
+def test_unknown_suite_name_and_bad_cli_values(bench, tmp_path, capsys):
+    assert harness("run", "smok", "--dry-run") == 2
+    assert "Did you mean 'smoke'" in capsys.readouterr().err
+    assert harness("run", "smoke", "--dry-run", "--steps", "4,x") == 2
+    assert "--steps: expected integers" in capsys.readouterr().err
+    assert harness("run", "smoke", "--dry-run", "--set", "noequals") == 2
+    assert "--set expects key=value" in capsys.readouterr().err
+    assert harness("run", "smoke", "--dry-run", "--samplers", "heun,eulr") == 2
+    assert "Did you mean 'euler'" in capsys.readouterr().err
+    assert not Path("mlflow.db").exists()

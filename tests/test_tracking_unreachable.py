@@ -1,0 +1,79 @@
+"""A tracking store that is not there fails fast before any compute; one that goes away
+mid-suite loses nothing: the local JSONL holds every finished trial."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.bench_support import (
+    bench_environment,
+    free_port,
+    harness,
+    shared_server,
+    write_suite,
+)
+from tests.plugins.bench_plugins import TRIPWIRE
+
+SUITE = """
+experiment = "flaky"
+model = "gmm-ring-2d"
+steps = [2, 3]
+seeds = [0, 1]
+num_samples = 16
+batch_size = 16
+device = "cpu"
+
+[samplers.tripwire_euler]
+"""
+
+
+@pytest.fixture
+def bench(monkeypatch, tmp_path):
+    yield from bench_environment(monkeypatch, tmp_path, store=False)
+
+
+def test_unreachable_server_is_refused_before_any_compute(bench, tmp_path, capsys):
+    suite = write_suite(tmp_path / "flaky.toml", SUITE)
+    TRIPWIRE.arm(at=10**6, action=lambda: None)          # counts sampler calls
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    assert harness("run", suite, "--quiet", "--tracking-uri", uri) == 2
+    assert time.monotonic() - start < 30                  # no retry storm
+    err = capsys.readouterr().err
+    assert f"the MLflow tracking store '{uri}' is not reachable" in err
+    assert "nothing was computed" in err
+    assert TRIPWIRE.calls == 0
+    assert not (tmp_path / "results").exists()
+
+
+def test_unusable_sqlite_store_is_refused(bench, tmp_path, capsys):
+    suite = write_suite(tmp_path / "flaky.toml", SUITE)
+    (tmp_path / "a-file").write_text("not a folder")
+    uri = f"sqlite:///{tmp_path}/a-file/mlflow.db"
+    assert harness("run", suite, "--quiet", "--tracking-uri", uri) == 2
+    assert "is not reachable" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_server_going_away_mid_suite_keeps_every_trial_locally(bench, tmp_path, capsys):
+    suite = write_suite(tmp_path / "flaky.toml", SUITE)
+    server = shared_server()
+    TRIPWIRE.arm(at=2, action=server.stop)                # the server dies in trial 2
+    assert harness("run", suite, "--quiet", "--tracking-uri", server.uri) == 0
+    assert not server.alive
+    captured = capsys.readouterr()
+    assert "MLflowSink stopped mid-suite" in captured.err
+    assert "4 trials finished, 0 failed" in captured.out
+    lines = [json.loads(line) for line in
+             (tmp_path / "results/flaky/trials.jsonl").read_text().splitlines()]
+    trials = [r for r in lines if r["kind"] == "trial"]
+    assert [r["status"] for r in trials] == ["FINISHED"] * 4
+    assert {r["name"] for r in trials} == {f"tripwire_euler-{n}nfe-seed{s}"
+                                           for n in (2, 3) for s in (0, 1)}
+    assert all(r["metrics"]["nfe"] == r["nfe_expected"] for r in trials)
+    # The local leaderboard was still written, from the JSONL.
+    assert "| tripwire_euler | 3 | 2 |" in (tmp_path / "results/flaky/leaderboard.md"
+                                            ).read_text()
