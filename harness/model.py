@@ -82,6 +82,11 @@ def per_sample(value: Union[float, Tensor], x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), value, device=x.device, dtype=x.dtype)
 
 
+def _is_one(value: Time) -> bool:
+    """A Python number equal to 1 (tensors are never inspected: that would sync a GPU)."""
+    return not isinstance(value, Tensor) and value == 1
+
+
 class ScoreModel(nn.Module, ABC):
     """A score network with its SDE. Subclasses implement `_denoise` (and may add `_score`)."""
 
@@ -96,12 +101,18 @@ class ScoreModel(nn.Module, ABC):
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         """D(x; sigma) for unscaled x and per-sample sigma of shape (B,)."""
 
-    def _score(self, x: Tensor, t: Tensor) -> Tensor:
-        """grad log p_t(x); by default derived from the denoiser."""
-        s = _expand(self.sde.scale(t), x)
-        sigma = self.sde.sigma(t)
-        denoised = self._denoise(x / s, sigma)
-        return (s * denoised - x) / (s**2 * _expand(sigma, x) ** 2)
+    def _score(self, x: Tensor, t: Time) -> Tensor:
+        """grad log p_t(x) = (s D(x / s; sigma) - x) / (s sigma)^2, from the denoiser.
+
+        Overrides receive t as a (B,) tensor. This default also takes a Python float (one
+        time for the whole batch, as every fixed-grid sampler has): s and sigma are then
+        plain numbers, and s = 1 (VE, EDM) costs no pass over the state.
+        """
+        s, sigma = self.sde.scale(t), self.sde.sigma(t)
+        unit = self.sde.unit_scale or _is_one(s)
+        denoised = self._denoise(x if unit else x / _expand(s, x), per_sample(sigma, x))
+        residual = denoised - x if unit else _expand(s, x) * denoised - x
+        return residual / _expand(s**2 * sigma**2, x)
 
     # --- the counted interface ----------------------------------------------------
     def denoise(self, x: Tensor, sigma: Union[float, Tensor]) -> Tensor:
@@ -112,6 +123,8 @@ class ScoreModel(nn.Module, ABC):
     def score(self, x: Tensor, t: Time) -> Tensor:
         """grad log p_t(x) in the SDE's scaled variable. One network evaluation per call."""
         self.nfe.add(x.shape[0])
+        if not isinstance(t, Tensor) and type(self)._score is ScoreModel._score:
+            return self._score(x, float(t))  # scalar coefficients: see `_score`
         return self._score(x, per_sample(t, x))
 
     def ode_drift(self, x: Tensor, t: Time) -> Tensor:
@@ -178,10 +191,13 @@ class NetworkScoreModel(ScoreModel):
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         t = self.sde.t_of_sigma(sigma)
-        s = _expand(self.sde.scale(t), x)
-        sig = _expand(sigma, x)
-        out = self.network(s * x, self.condition(t, sigma))
-        return from_prediction(self.parametrization, out, x, s, sig)
+        if self.sde.unit_scale:  # x_t = x: no pass over the state for s = 1
+            s, x_t = 1.0, x
+        else:
+            s = _expand(self.sde.scale(t), x)
+            x_t = s * x
+        out = self.network(x_t, self.condition(t, sigma))
+        return from_prediction(self.parametrization, out, x, s, _expand(sigma, x))
 
 
 def from_prediction(parametrization: str, out: Tensor, x: Tensor, s, sigma) -> Tensor:

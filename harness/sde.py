@@ -44,6 +44,9 @@ class SDE(ABC):
     #: Smallest positive time a sampling grid visits before its final step to t = 0;
     #: also the default start of likelihood integration (epsilon).
     t_min: float
+    #: s(t) = 1 for every t (VE, EDM): callers skip multiplying and dividing by s, which
+    #: would otherwise be full passes over the state on every network evaluation.
+    unit_scale: bool = False
 
     # --- the two functions that define the process -------------------------------
     @abstractmethod
@@ -94,7 +97,8 @@ class SDE(ABC):
         marginals p_t of the forward process (Song et al. 2021, Eq. 13 and App. D.1).
         """
         weight = (1 + lam**2) / 2 * self.diffusion_squared(t)
-        return self.drift(x, t) - _expand(weight, x) * score
+        rate = 0.0 if self.unit_scale else self.scale_rate(t)    # f = s'/s = 0 when s = 1
+        return _combine(rate, x, -weight, score)
 
     def ode_drift(self, x: Tensor, t: Time, score: Tensor) -> Tensor:
         """Probability-flow ODE drift f x - g^2/2 score (`reverse_drift` with lam = 0)."""
@@ -129,6 +133,18 @@ def _expand(coef: Time, x: Tensor) -> Time:
     if isinstance(coef, Tensor) and coef.ndim == 1:
         return coef.view(-1, *([1] * (x.ndim - 1)))
     return coef
+
+
+def _combine(a: Time, x: Tensor, b: Time, y: Tensor) -> Tensor:
+    """a x + b y for scalar or per-sample (B,) coefficients.
+
+    A Python-scalar a == 0 drops the term: f = 0 on VE and EDM, and 0 * x would cost a
+    pass over the state on every step for nothing.
+    """
+    by = _expand(b, y) * y
+    if not isinstance(a, Tensor) and a == 0:
+        return by
+    return _expand(a, x) * x + by
 
 
 class VPSDE(SDE):
@@ -209,6 +225,7 @@ class VESDE(SDE):
     """
 
     name = "ve"
+    unit_scale = True
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0,
                  t_min: float = 1e-5):
@@ -240,6 +257,7 @@ class EDMSDE(SDE):
     """Karras et al. (2022): s(t) = 1, sigma(t) = t, on t in [0, sigma_max]."""
 
     name = "edm"
+    unit_scale = True
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
         if not 0 < sigma_min < sigma_max:
