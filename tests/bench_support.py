@@ -81,6 +81,21 @@ def harness(*argv: str) -> int:
     return main([str(a) for a in argv])
 
 
+def tripwire_suite(experiment: str) -> str:
+    """A tiny suite of the tripwire sampler: 2 step budgets x 2 seeds on the 2-D oracle."""
+    return f"""
+experiment = "{experiment}"
+model = "gmm-ring-2d"
+steps = [2, 3]
+seeds = [0, 1]
+num_samples = 16
+batch_size = 16
+device = "cpu"
+
+[samplers.tripwire_euler]
+"""
+
+
 def write_suite(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

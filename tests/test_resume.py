@@ -14,20 +14,17 @@ import signal
 
 import pytest
 
-from tests.bench_support import bench_environment, harness, suite_runs, trial_runs, write_suite
+from tests.bench_support import (
+    bench_environment,
+    harness,
+    suite_runs,
+    trial_runs,
+    tripwire_suite,
+    write_suite,
+)
 from tests.plugins.bench_plugins import TRIPWIRE
 
-SUITE = """
-experiment = "resume"
-model = "gmm-ring-2d"
-steps = [2, 3]
-seeds = [0, 1]
-num_samples = 16
-batch_size = 16
-device = "cpu"
-
-[samplers.tripwire_euler]
-"""
+SUITE = tripwire_suite("resume")
 URI = "sqlite:///mlflow.db"
 
 

@@ -13,21 +13,12 @@ from tests.bench_support import (
     free_port,
     harness,
     shared_server,
+    tripwire_suite,
     write_suite,
 )
 from tests.plugins.bench_plugins import TRIPWIRE
 
-SUITE = """
-experiment = "flaky"
-model = "gmm-ring-2d"
-steps = [2, 3]
-seeds = [0, 1]
-num_samples = 16
-batch_size = 16
-device = "cpu"
-
-[samplers.tripwire_euler]
-"""
+SUITE = tripwire_suite("flaky")
 
 
 @pytest.fixture
