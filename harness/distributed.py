@@ -21,11 +21,12 @@ Metrics combine without approximation:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable, Optional, TypeVar
 
 import torch
@@ -48,13 +49,18 @@ def init(backend: Optional[str] = None, timeout_s: float = 1800.0) -> None:
     NCCL when CUDA is available (each rank on GPU LOCAL_RANK), else gloo. Without
     torchrun's variables, or with a world of one, nothing is initialised.
     """
-    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if dist.is_initialized() or not launched():
         return
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend, init_method="env://",
                             timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def launched() -> bool:
+    """Whether torchrun started this process as one of several (before or after `init`)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def is_distributed() -> bool:
@@ -106,6 +112,11 @@ def shard(indices: Sequence[T]) -> list[T]:
     return list(indices)[rank()::world_size()]
 
 
+def local_rows(tensor: Tensor) -> Tensor:
+    """This rank's rows of a tensor whose row i belongs to index i (its `shard`)."""
+    return tensor[rank()::world_size()]
+
+
 def _comm_device() -> torch.device:
     """Where collectives run: the rank's GPU for NCCL, the CPU for gloo."""
     if is_distributed() and dist.get_backend() == "nccl":
@@ -137,6 +148,52 @@ def broadcast_object(value: T) -> T:
     box = [value if rank() == 0 else None]
     dist.broadcast_object_list(box, src=0, device=_comm_device())
     return box[0]  # type: ignore[return-value]
+
+
+def on_rank0(work: Callable[[], T]) -> T:
+    """`work()` run on rank 0 only (e.g. talking to MLflow); its result, or the exception
+    it raised, on every rank, so that no rank waits for one that has already given up."""
+    if not is_distributed():
+        return work()
+    outcome: Optional[tuple[bool, Any]] = None
+    if rank() == 0:
+        try:
+            outcome = (True, work())
+        except Exception as err:  # re-raised below, on every rank
+            outcome = (False, err)
+    ok, value = broadcast_object(outcome)  # type: ignore[misc]
+    if not ok:
+        raise value
+    return value
+
+
+class FailedOnAnotherRank(Exception):
+    """Raised on the ranks that did not fail when another one did."""
+
+
+@contextlib.contextmanager
+def shared_failure() -> Iterator[None]:
+    """If the block raises on any rank, it raises on every rank (the others raise
+    `FailedOnAnotherRank`, naming the rank and its error).
+
+    Wrap work that can fail on one rank and not another (a sampler that returns NaN for
+    some sample indices only) before the next collective: a rank that went on alone
+    would wait for the others forever. One small collective, even when nothing failed.
+    """
+    error: Optional[Exception] = None
+    try:
+        yield
+    except Exception as err:  # re-raised below, after every rank has said how it went
+        error = err
+    if is_distributed():
+        message = None if error is None else f"{type(error).__name__}: {error}"
+        reports: list[Optional[str]] = [None] * world_size()
+        dist.all_gather_object(reports, message)
+        failed = [(r, m) for r, m in enumerate(reports) if m is not None]
+        if error is None and failed:
+            raise FailedOnAnotherRank("; ".join(f"rank {r}: {m}" for r, m in failed))
+    if error is not None:
+        raise error
 
 
 def gather_concat(tensor: Tensor) -> Tensor:

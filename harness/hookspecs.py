@@ -78,4 +78,7 @@ def harness_register_metrics(register: Callable[["Metric"], None]) -> None:
 
     A metric (``harness.metric.Metric``) declares its name, unit and
     ``higher_is_better``, and computes its value from a trial's samples and context.
+    Under torchrun every process computes it from all of the trial's samples, unless
+    the metric shares the work out itself with ``harness.distributed`` (then every
+    process must reach every collective).
     """

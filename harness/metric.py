@@ -41,7 +41,7 @@ class TrialContext:
     params: Params
     grid: TimeGrid
     seed: int
-    #: The generated samples, (N, *data.shape), on the CPU.
+    #: The generated samples, (N, *data.shape), on the CPU; all N on every process.
     samples: Tensor
     #: Generates more samples of this trial on demand: f(indices) -> tensor.
     generate: Optional[Callable[[list[int]], Tensor]] = None

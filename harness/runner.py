@@ -8,6 +8,13 @@ see the samples. A trial that raises, returns NaN/Inf or the wrong shape is reco
 FAILED with its error and the suite goes on. Ctrl-C and SIGTERM (turned into an
 exception here) end the current trial as KILLED and the suite as KILLED, never FINISHED.
 
+Under torchrun (`harness.distributed`) every process runs this same code on its own
+share of the sample indices (indices[rank::world]); the samples are gathered back into
+index order, so the metrics see exactly what one process would have drawn. The NFE is
+summed over processes and the wall-clock is the slowest process's. Only rank 0 has
+sinks; a failure on any rank fails the trial on all of them, so that none is left
+waiting in a collective.
+
 What is measured lives here; how it is recorded lives in the sinks (`harness.sinks`).
 """
 
@@ -32,10 +39,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from . import __version__ as harness_version
-from . import plots
+from . import distributed, plots
 from .metric import Metric, SuiteContext, TrialContext
 from .model import ScoreModel
 from .plugin_manager import LoadedPlugins
+from .precision import configure_model, describe
 from .sampling import generate
 from .schedules import make_grid
 from .sinks import FAILED, FINISHED, KILLED, Sinks, SuiteInfo, TrialResult
@@ -74,23 +82,36 @@ def sigterm_raises() -> Iterator[None]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when present, else CPU; asking for absent CUDA is an error."""
+    """`auto` is CUDA when present, else CPU; asking for absent CUDA is an error.
+
+    Under torchrun each process takes the GPU of its LOCAL_RANK, so a fixed `cuda:N`
+    (which every process would share) is refused there.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SuiteError(f"device {name!r} requested but CUDA is not available here; "
                          f"use --device cpu or auto")
+    if device.type == "cuda" and distributed.launched():
+        if device.index is not None:
+            raise SuiteError(f"device {name!r}: under torchrun every process uses the GPU "
+                             f"of its LOCAL_RANK; give --device cuda (or auto)")
+        device = torch.device("cuda", distributed.local_rank())
     return device
 
 
 def load_model(suite: Suite, plugins: LoadedPlugins, device: torch.device) -> ScoreModel:
-    """The suite's model on `device`, in the suite's dtype, in eval mode."""
+    """The suite's model on `device`, in the suite's dtype, in eval mode, its network in
+    the suite's `network_dtype` and compiled if asked (`harness.precision`)."""
     model = plugins.models.get(suite.model).build(device, **suite.model_options)
-    return model.to(dtype=DTYPES[suite.dtype]).eval()
+    model = model.to(dtype=DTYPES[suite.dtype]).eval()
+    network_dtype = None if suite.network_dtype == "native" else suite.network_dtype
+    return configure_model(model, dtype=network_dtype, compile=suite.compile)
 
 
-def environment(device: torch.device, dtype: str) -> dict[str, str]:
+def environment(device: torch.device, dtype: str, model: Optional[ScoreModel] = None
+                ) -> dict[str, str]:
     """Where and with what the numbers were made (logged with every run)."""
     def version(dist: str) -> str:
         try:
@@ -104,7 +125,10 @@ def environment(device: torch.device, dtype: str) -> dict[str, str]:
             "torch_threads": str(torch.get_num_threads()), "host": platform.node(),
             "version.harness": harness_version, "version.torch": torch.__version__,
             "version.python": platform.python_version(), "version.mlflow": version("mlflow"),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "world_size": str(distributed.world_size()),
+            **({"distributed_backend": torch.distributed.get_backend()}
+               if distributed.is_distributed() else {}),
+            **{k: str(v) for k, v in (describe(model) if model is not None else {}).items()}}
 
 
 def _cpu_name() -> str:
@@ -153,8 +177,8 @@ class SuiteRunner:
         self.dtype = DTYPES[suite.dtype]
         self.sinks = sinks
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
-        self.quiet = quiet
-        self.progress = not quiet and sys.stderr.isatty()
+        self.quiet = quiet or distributed.rank() != 0
+        self.progress = not self.quiet and sys.stderr.isatty()
         self.context = SuiteContext(model=model, model_name=suite.model, device=device,
                                     options={k: dict(v) for k, v in suite.metrics.items()})
         self.metrics = PreparedMetrics()
@@ -176,7 +200,7 @@ class SuiteRunner:
     def _warm_up(self) -> None:
         """Forward passes at the batch sizes the trials use, untimed, so that lazy
         initialisation and allocator growth are not charged to the first trial."""
-        n, batch = self.suite.num_samples, self.suite.batch_size
+        n, batch = len(distributed.shard(range(self.suite.num_samples))), self.suite.batch_size
         for size in sorted({min(batch, n)} | ({n % batch} if n % batch else set())):
             forward_time(self.model, size, warmup=1, repeats=1, dtype=self.dtype)
         self.model.nfe.reset()
@@ -204,7 +228,9 @@ class SuiteRunner:
                 print(f"computing {metric.name} once for the suite ({metric.description})",
                       file=sys.stderr)
             try:
-                values.update({k: float(v) for k, v in metric.compute(trial).items()})
+                with distributed.shared_failure():
+                    computed = metric.compute(trial)
+                values.update({k: float(v) for k, v in computed.items()})
                 params.update(metric.params())
             except Exception as err:  # the trials are still worth running
                 print(f"warning: per-suite metric {metric.name!r} failed: "
@@ -256,29 +282,13 @@ class SuiteRunner:
         sampler = self.plugins.samplers.get(trial.sampler)
         params = sampler.make_params(trial.params)
         grid = make_grid(self.model.sde, self.suite.schedule, trial.steps)
-        n = self.suite.num_samples
         torch.manual_seed(_trial_seed(trial))
 
         def draw(indices: list[int]) -> Tensor:
             return generate(self.model, sampler, grid, trial.seed, indices, params,
                             dtype=self.dtype)
 
-        self.model.nfe.reset()
-        reset_peak_memory(self.device)
-        start = clock(self.device)
-        samples, calls = self._sample(trial, draw, n)
-        wall = clock(self.device) - start
-        memory, memory_kind = peak_memory(self.device)
-        nfe = self.model.nfe.per_sample(n)
-        network = self._network_seconds(calls)
-        result.metrics.update({
-            "nfe": nfe, "nfe_expected": float(trial.nfe), "wall_clock_s": wall,
-            "samples_per_s": n / wall if wall > 0 else math.inf,
-            "s_per_nfe": wall / nfe if nfe > 0 else math.nan,
-            "network_s": network, "overhead_ratio": wall / network if network else math.nan,
-            "peak_memory_mb": memory / 2**20,
-        })
-        result.params["peak_memory_kind"] = memory_kind
+        samples = self._sample_timed(trial, draw, result)
         if self.artifacts_dir is not None:
             path = self.artifacts_dir / f"{trial.name}.png"
             result.artifacts["samples.png"] = plots.sample_grid(
@@ -290,26 +300,60 @@ class SuiteRunner:
                                generate=lambda indices: draw(list(indices)).cpu())
         start = time.perf_counter()
         for metric in self.metrics.per_trial:
-            values = metric.compute(context)
-            for key, value in values.items():
-                if not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise TrialFailure(f"metric {metric.name!r} gave {key} = {value!r}")
+            with distributed.shared_failure():
+                values = metric.compute(context)
+                for key, value in values.items():
+                    if not isinstance(value, (int, float)) or not math.isfinite(value):
+                        raise TrialFailure(f"metric {metric.name!r} gave {key} = {value!r}")
             result.metrics.update({k: float(v) for k, v in values.items()})
             result.params.update(metric.params())
         result.metrics["metrics_s"] = time.perf_counter() - start
 
-    def _sample(self, trial: Trial, draw: Callable[[list[int]], Tensor], n: int
+    def _sample_timed(self, trial: Trial, draw: Callable[[list[int]], Tensor],
+                      result: TrialResult) -> Tensor:
+        """Every sample of the trial (this process draws its share), with NFE, wall-clock,
+        overhead and memory recorded in `result`."""
+        n = self.suite.num_samples
+        self.model.nfe.reset()
+        reset_peak_memory(self.device)
+        distributed.barrier()  # every process starts the clock together
+        start = clock(self.device)
+        with distributed.shared_failure():
+            local, calls = self._sample(trial, draw, distributed.shard(range(n)))
+            local_wall = clock(self.device) - start
+        samples = distributed.gather_concat(local)
+        wall = distributed.all_reduce_max(local_wall)
+        rows = float(distributed.all_reduce_sum(torch.tensor([self.model.nfe.rows])))
+        memory, memory_kind = peak_memory(self.device)
+        local_network = self._network_seconds(calls)
+        # Each process's own wall over its own network time; the worst one is reported.
+        overhead = distributed.all_reduce_max(
+            local_wall / local_network if local_network else math.nan)
+        nfe = rows / n
+        result.metrics.update({
+            "nfe": nfe, "nfe_expected": float(trial.nfe), "wall_clock_s": wall,
+            "samples_per_s": n / wall if wall > 0 else math.inf,
+            "s_per_nfe": wall / nfe if nfe > 0 else math.nan,
+            "network_s": distributed.all_reduce_max(local_network),
+            "overhead_ratio": overhead,
+            "peak_memory_mb": distributed.all_reduce_max(memory) / 2**20,
+        })
+        result.params["peak_memory_kind"] = memory_kind + (
+            ", the largest over processes" if distributed.world_size() > 1 else "")
+        return samples
+
+    def _sample(self, trial: Trial, draw: Callable[[list[int]], Tensor], mine: list[int]
                 ) -> tuple[Tensor, list[tuple[int, int]]]:
-        """All samples of a trial in batches, each checked for shape and finiteness;
-        also (batch size, network calls) per batch, for the overhead ratio."""
+        """The samples of indices `mine` in batches, each checked for shape and
+        finiteness; also (batch size, network calls) per batch, for the overhead ratio."""
         shape = tuple(self.model.data.shape)
         batch = self.suite.batch_size
         parts, calls = [], []
-        starts = range(0, n, batch)
+        starts = range(0, len(mine), batch)
         bar = tqdm(starts, desc=trial.name, unit="batch", file=sys.stderr, leave=False,
                    disable=not self.progress or len(starts) < 2, dynamic_ncols=True)
         for first in bar:
-            indices = list(range(first, min(first + batch, n)))
+            indices = mine[first:first + batch]
             before = self.model.nfe.calls
             x = draw(indices)
             calls.append((len(indices), self.model.nfe.calls - before))
@@ -320,7 +364,8 @@ class SuiteRunner:
             bad = (~torch.isfinite(x)).flatten(1).any(dim=1)
             if bad.any():
                 raise TrialFailure(f"sampler returned NaN/Inf in {int(bad.sum())} of "
-                                   f"{len(indices)} samples (batch from sample {first})")
+                                   f"{len(indices)} samples (batch from sample "
+                                   f"{indices[0]})")
             parts.append(x.detach().to("cpu"))
         return torch.cat(parts), calls
 

@@ -52,13 +52,15 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites"
 DEFAULT_SUITE = "default"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+#: The network's own precision (`harness.precision`); "native": as loaded, in `dtype`.
+NETWORK_DTYPES = ("native", "fp32", "bf16", "fp16")
 
 #: Every key a suite may have at the top level, with its default (None: required).
 TOP_LEVEL_DEFAULTS: dict[str, Any] = {
     "experiment": None, "description": "", "model": None, "model_options": {},
     "samplers": None, "schedule": "karras", "steps": None, "nfe": None, "seeds": [0],
     "num_samples": None, "batch_size": 1000, "metrics": {}, "device": "auto",
-    "dtype": "float32", "tracking_uri": "",
+    "dtype": "float32", "network_dtype": "native", "compile": False, "tracking_uri": "",
 }
 SAMPLER_KEYS = ("params", "steps", "nfe")
 
@@ -108,6 +110,8 @@ class Suite:
     metrics: dict[str, dict[str, Any]]
     device: str
     dtype: str
+    network_dtype: str
+    compile: bool
     tracking_uri: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,7 +273,18 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
                          f"got {device!r}")
     dtype = _string(where, "dtype", values["dtype"])
     if dtype not in DTYPES:
-        raise SuiteError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        low = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16"}
+        hint = (f" (the sampler's state); for the network's precision use "
+                f"network_dtype = \"{low[dtype]}\" (--network-dtype {low[dtype]})"
+                if dtype in low else "")
+        raise SuiteError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got "
+                         f"{dtype!r}{hint}")
+    network_dtype = _string(where, "network_dtype", values["network_dtype"])
+    if network_dtype not in NETWORK_DTYPES:
+        raise SuiteError(f"{where}: network_dtype must be one of "
+                         f"{', '.join(NETWORK_DTYPES)}, got {network_dtype!r}")
+    if not isinstance(values["compile"], bool):
+        raise SuiteError(f"{where}: compile must be true or false, got {values['compile']!r}")
 
     steps = _counts(where, "steps", values["steps"])
     nfe = _counts(where, "nfe", values["nfe"])
@@ -285,6 +300,7 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
         num_samples=_positive(where, "num_samples", values["num_samples"]),
         batch_size=_positive(where, "batch_size", values["batch_size"]),
         metrics={k: dict(v) for k, v in metrics.items()}, device=device, dtype=dtype,
+        network_dtype=network_dtype, compile=values["compile"],
         tracking_uri=_string(where, "tracking_uri", values["tracking_uri"]))
 
 
@@ -442,6 +458,7 @@ def resolve_trials(suite: Suite, plugins: LoadedPlugins,
                         "params": params.to_dict(), "schedule": suite.schedule,
                         "steps": steps, "seed": seed, "num_samples": suite.num_samples,
                         "metrics": suite.metrics, "dtype": suite.dtype,
+                        **network_config(suite),
                     }
                     trials.append(Trial(
                         name=trial_name(entry.name, varied, nfe, seed), sampler=entry.name,
@@ -453,6 +470,17 @@ def resolve_trials(suite: Suite, plugins: LoadedPlugins,
         raise SuiteError(f"suite {suite.source}: trials with the same name "
                          f"{', '.join(duplicates)}; give distinct step budgets")
     return trials
+
+
+def network_config(suite: Suite) -> dict[str, Any]:
+    """How the network runs, for the config hash: empty for the defaults, so that trials
+    recorded before these options existed keep their hashes (and --resume finds them)."""
+    config: dict[str, Any] = {}
+    if suite.network_dtype != "native":
+        config["network_dtype"] = suite.network_dtype
+    if suite.compile:
+        config["compile"] = True
+    return config
 
 
 def weights_hash(model: Any) -> str:

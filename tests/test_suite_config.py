@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from harness.suite import (
 )
 from tests.bench_support import TINY_SUITE, bench_environment, harness, write_suite
 
+ROOT = Path(__file__).resolve().parents[1]
 BASE = {"model": "gmm-ring-2d", "samplers": {"euler": {}, "heun": {}}, "steps": [4, 8],
         "num_samples": 16}
 
@@ -96,8 +98,26 @@ def test_config_hash_covers_what_determines_the_result_only(plugins):
     assert not set(hashes) & {t.config_hash for t in other_sde}
     # Explicit defaults are the same configuration as omitted ones.
     _, explicit = trials_of(dict(BASE, samplers={"euler": {}, "heun": {}},
-                                 schedule="karras"), plugins)
+                                 schedule="karras", network_dtype="native", compile=False),
+                            plugins)
     assert hashes == [t.config_hash for t in explicit]
+    # How the network computes changes its outputs, so it is part of the configuration.
+    _, bf16 = trials_of(dict(BASE, network_dtype="bf16"), plugins)
+    _, compiled = trials_of(dict(BASE, compile=True), plugins)
+    assert len(set(hashes) | {t.config_hash for t in bf16 + compiled}) == 3 * len(hashes)
+
+
+def test_the_recorded_reference_results_keep_their_config_hashes(plugins):
+    """--resume matches recorded hashes: options added later (the network's dtype,
+    compilation) must leave the hashes of the results in results/default/ as they were."""
+    recorded = [json.loads(line) for line in
+                (ROOT / "results" / "default" / "trials.jsonl").read_text().splitlines()]
+    recorded = {r["name"]: r["config_hash"] for r in recorded if r["kind"] == "trial"}
+    suite = load_suite("default", plugins)
+    model = plugins.models.get(suite.model).build("cpu", **suite.model_options)
+    trials = resolve_trials(suite, plugins, model_identity(suite, model))
+    assert len(recorded) == len(trials) == 60
+    assert {t.name: t.config_hash for t in trials} == recorded
 
 
 def test_overrides_replace_fields_and_select_samplers(plugins):
@@ -148,6 +168,10 @@ def test_dry_run_prints_trials_and_computes_nothing(bench, tmp_path, capsys):
     ({"seeds": [0, -1]}, ["seeds must be integers >= 0, got -1"]),
     ({"device": "tpu"}, ["device must be one of"]),
     ({"dtype": "float16"}, ["dtype must be one of"]),
+    ({"dtype": "bf16"}, ["dtype must be one of float32, float64", "sampler's state",
+                         "--network-dtype bf16"]),
+    ({"network_dtype": "int8"}, ["network_dtype must be one of native, fp32, bf16, fp16"]),
+    ({"compile": "yes"}, ["compile must be true or false, got 'yes'"]),
     ({"nfe": [10]}, ["either 'steps' or 'nfe'"]),
     ({"samplers": {}}, ["at least one sampler"]),
 ])

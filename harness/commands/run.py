@@ -1,4 +1,9 @@
-"""``harness run``: run a benchmark suite and log it to MLflow and to results/."""
+"""``harness run``: run a benchmark suite and log it to MLflow and to results/.
+
+Also under torchrun (`torchrun --nproc_per_node=N -m harness.cli run ...`): every process
+loads the model and runs every trial on its share of the samples; rank 0 alone talks to
+MLflow, writes results/ and prints.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import distributed
 from ..plugin_manager import LoadedPlugins, get_plugins
 from ..report import records_from_jsonl, write_report
 from ..runner import SuiteRunner, environment, load_model, resolve_device, summary
@@ -15,6 +21,7 @@ from ..sinks import LocalSink, Sinks, SuiteInfo
 from ..suite import (
     DEFAULT_SUITE,
     Suite,
+    SuiteError,
     Trial,
     flatten,
     load_suite,
@@ -51,7 +58,11 @@ def add_parser(subparsers: Any) -> None:
     over.add_argument("--model", help="registered model name")
     over.add_argument("--schedule", help="time grid: karras, uniform_t or log_snr")
     over.add_argument("--device", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    over.add_argument("--dtype", help="float32 or float64")
+    over.add_argument("--dtype", help="the sampler's state: float32 or float64")
+    over.add_argument("--network-dtype", help="the network's precision: native (as loaded, "
+                      "in --dtype), fp32, bf16 or fp16 (autocast; the state keeps --dtype)")
+    over.add_argument("--compile", action="store_const", const=True, default=None,
+                      help="run the network through torch.compile")
     over.add_argument("--experiment", help="MLflow experiment name")
     over.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other field, dotted for tables, value as TOML "
@@ -82,45 +93,75 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": listed("--seeds", args.seeds, int),
         "num_samples": args.num_samples, "batch_size": args.batch_size,
         "model": args.model, "schedule": args.schedule, "device": args.device,
-        "dtype": args.dtype, "experiment": args.experiment, "set": args.set,
+        "dtype": args.dtype, "network_dtype": args.network_dtype, "compile": args.compile,
+        "experiment": args.experiment, "set": args.set,
     }
 
 
 def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> int:
     plugins = plugins or get_plugins()
     suite = load_suite(args.suite, plugins, overrides_from_args(args))
-    device = resolve_device(suite.device)
     if args.dry_run:
         model = load_model(suite, plugins, resolve_device("cpu"))
         print(format_plan(suite, resolve_trials(suite, plugins, model_identity(suite, model))))
         return 0
+    device = resolve_device(suite.device)
+    distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _run_suite(args, plugins, suite, device)
+    finally:
+        distributed.shutdown()
 
+
+def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
+               device: Any) -> int:
+    lead = distributed.rank() == 0
+    if suite.num_samples < distributed.world_size():
+        raise SuiteError(f"num_samples = {suite.num_samples} cannot be shared by "
+                         f"{distributed.world_size()} processes")
     uri = resolve_tracking_uri(args.tracking_uri, suite.tracking_uri)
-    client = connect(uri)  # fails here, before the model is even loaded
+    client = None
+
+    def connect_tracking() -> None:
+        nonlocal client
+        client = connect(uri)  # fails here, before the model is even loaded
+
+    distributed.on_rank0(connect_tracking)
     model = load_model(suite, plugins, device)
     identity = model_identity(suite, model)
     trials = resolve_trials(suite, plugins, identity)
     skipped = []
     if args.resume:
-        done = finished_config_hashes(client, suite.experiment)
+        done = distributed.on_rank0(
+            lambda: finished_config_hashes(client, suite.experiment))
         skipped = [t for t in trials if t.config_hash in done]
         trials = [t for t in trials if t.config_hash not in done]
 
     out_dir = Path(args.out) / suite.experiment
-    sinks = Sinks([LocalSink(out_dir), MLflowSink(client, uri, suite.experiment)])
+    sinks = (Sinks([LocalSink(out_dir), MLflowSink(client, uri, suite.experiment)])
+             if lead else Sinks([]))
     runner = SuiteRunner(suite, plugins, model, device, sinks,
-                         artifacts_dir=out_dir / "samples", quiet=args.quiet)
-    print(f"suite {suite.name}: {len(trials)} trials on {suite.model} ({device}), "
-          f"{len(skipped)} skipped; tracking {uri}, experiment {suite.experiment!r}",
-          file=sys.stderr)
+                         artifacts_dir=out_dir / "samples" if lead else None,
+                         quiet=args.quiet)
+    say = print if lead else (lambda *a, **k: None)
+    processes = (f" x {distributed.world_size()} processes"
+                 if distributed.world_size() > 1 else "")
+    say(f"suite {suite.name}: {len(trials)} trials on {suite.model} ({device}{processes}), "
+        f"{len(skipped)} skipped; tracking {uri}, experiment {suite.experiment!r}",
+        file=sys.stderr)
     prepared = runner.prepare()
     for name, reason in prepared.skipped.items():
-        print(f"note: metric {name!r} left out: {reason}", file=sys.stderr)
+        say(f"note: metric {name!r} left out: {reason}", file=sys.stderr)
     info = SuiteInfo(suite=suite, trials=trials, skipped=skipped, model_identity=identity,
-                     environment=environment(device, suite.dtype),
+                     environment=environment(device, suite.dtype, model),
                      sampler_origins={s.name: plugins.samplers.origin(s.name).to_dict()
                                       for s in suite.samplers})
     results = runner.run(info)
+    status = 1 if any(r.status != "FINISHED" for r in results) else 0
+    if not lead:
+        # torchrun stops every process as soon as one exits non-zero, which would cut
+        # rank 0's report short; rank 0's exit status is the run's.
+        return 0
 
     hashes = {t.config_hash for t in info.all_trials}
     files = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes), out_dir,
@@ -135,7 +176,7 @@ def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> in
         print(f"dashboard: mlflow ui --backend-store-uri {uri}")
     else:
         print(f"dashboard: {uri}")
-    return 1 if any(r.status != "FINISHED" for r in results) else 0
+    return status
 
 
 def _toml_like(value: Any) -> str:

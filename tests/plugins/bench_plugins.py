@@ -55,6 +55,13 @@ def nan_sampler(model, x, grid, noise, callback, params):
     return out
 
 
+def nan_for_sample_1(model, x, grid, noise, callback, params):
+    """NaN for sample index 1 only: under torchrun, one process fails and the other not."""
+    out = euler(model, x, grid, noise, callback, params).clone()
+    out[torch.tensor([i == 1 for i in noise.indices])] = math.nan
+    return out
+
+
 def wrong_shape(model, x, grid, noise, callback, params):
     """Drops the last coordinate."""
     return euler(model, x, grid, noise, callback, params)[..., :-1]
@@ -75,6 +82,7 @@ def _sampler(name, fn):
 def harness_register_samplers(register):
     register(_sampler("raising", raising))
     register(_sampler("nan_sampler", nan_sampler))
+    register(_sampler("nan_for_sample_1", nan_for_sample_1))
     register(_sampler("wrong_shape", wrong_shape))
     register(_sampler("tripwire_euler", tripwire_euler))
 
@@ -90,6 +98,19 @@ class MeanSquaredNorm(Metric):
         values = trial.samples.flatten(1).pow(2).sum(1)
         return {"msn": float(values.mean()),
                 "msn_stderr": float(values.std() / math.sqrt(len(values)))}
+
+
+class OrderProbe(Metric):
+    """sum_i (i + 1) x_i: changes if the samples come back in another order."""
+
+    name = "order_probe"
+    unit = "1"
+    higher_is_better = False
+
+    def compute(self, trial: TrialContext) -> dict[str, float]:
+        x = trial.samples.flatten(1).double()
+        weights = torch.arange(1, len(x) + 1, dtype=torch.float64)
+        return {"order_probe": float(weights @ x.sum(1))}
 
 
 class FailingMetric(Metric):
@@ -123,5 +144,6 @@ class SuiteConstant(Metric):
 @hookimpl
 def harness_register_metrics(register):
     register(MeanSquaredNorm())
+    register(OrderProbe())
     register(FailingMetric())
     register(SuiteConstant())
