@@ -75,11 +75,16 @@ class NFECounter:
 
 
 def per_sample(value: Union[float, Tensor], x: Tensor) -> Tensor:
-    """A noise level or time as a (B,) tensor on x's device and dtype (no host sync)."""
+    """A noise level or time as a (B,) tensor on x's device and dtype (no host sync).
+
+    One value for the whole batch comes back as a stride-0 view of a single element: a
+    model can then tell "one level" from "one level per row" by its strides, without
+    reading values (the exact oracle takes its matrix-product path on that).
+    """
     if isinstance(value, Tensor):
         value = value.to(device=x.device, dtype=x.dtype)
         return value.expand(x.shape[0]) if value.ndim == 0 else value
-    return torch.full((x.shape[0],), value, device=x.device, dtype=x.dtype)
+    return torch.full((1,), value, device=x.device, dtype=x.dtype).expand(x.shape[0])
 
 
 def _is_one(value: Time) -> bool:

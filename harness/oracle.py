@@ -60,45 +60,43 @@ class GaussianMixture(ScoreModel):
 
     # --- exact quantities in the unscaled variable at noise level sigma -------------
     def _posterior(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """log w_k N(x; mu_k, v_k + sigma^2) (B, K), and 1/var, mu/var, each (B or 1, K, D).
+        """log w_k N(x; mu_k, v_k + sigma^2) (B, K), and 1/var, mu/var, each (S, K, D).
 
-        When every row shares one sigma (always so inside samplers) the quadratic forms
-        are (B, D) x (D, K) products and nothing of size B x K x D is materialised.
+        sigma holds S = 1 level (shared by the batch) or S = B (one per row); the same
+        contractions serve both. For S = 1 they are (B, D) x (D, K) products and nothing
+        of size B x K x D is built; for S = B every row is exact at its own level.
         """
-        shared = bool((sigma == sigma[0]).all())
-        var = self.variances[None] + (sigma[:1] if shared else sigma)[:, None, None] ** 2
+        var = self.variances + sigma[:, None, None] ** 2
         inv = var.reciprocal()
-        mu_inv = self.means[None] * inv
-        log_det = torch.log(2 * math.pi * var).sum(-1)
-        if shared:
-            quad = (x**2 @ inv[0].T - 2 * x @ mu_inv[0].T
-                    + (self.means * mu_inv[0]).sum(-1))
-        else:
-            diff = x[:, None, :] - self.means[None]
-            quad = (diff**2 * inv).sum(-1)
-        return -0.5 * (quad + log_det) + torch.log(self.weights), inv, mu_inv
+        mu_inv = self.means * inv
+        per_level = (self.means * mu_inv).sum(-1) + torch.log(var).sum(-1)      # (S, K)
+        quad = (torch.einsum("...d,...kd->...k", x * x, inv)
+                - 2 * torch.einsum("...d,...kd->...k", x, mu_inv) + per_level)
+        log_norm = x.shape[1] * math.log(2 * math.pi)
+        return torch.log(self.weights) - 0.5 * (quad + log_norm), inv, mu_inv
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         # E[x_0 | x] = sum_k r_k (mu_k + v_k / (v_k + sigma^2) (x - mu_k))
         #            = x - sigma^2 * score, with score = sum_k r_k (mu_k - x) / var_k.
+        sigma = _levels(sigma, x)
         return x + _expand(sigma, x) ** 2 * self._unscaled_score(x, sigma)
 
     def _unscaled_score(self, x: Tensor, sigma: Tensor) -> Tensor:
         log_joint, inv, mu_inv = self._posterior(x, sigma)
         resp = torch.softmax(log_joint, dim=1)
-        if inv.shape[0] == 1:
-            return resp @ mu_inv[0] - x * (resp @ inv[0])
-        return (resp[..., None] * (mu_inv - x[:, None, :] * inv)).sum(1)
+        return (torch.einsum("...k,...kd->...d", resp, mu_inv)
+                - x * torch.einsum("...k,...kd->...d", resp, inv))
 
     def _score(self, x: Tensor, t: Tensor) -> Tensor:
         # Computed directly rather than from D: no cancellation in (sD - x) / sigma^2.
+        t = _levels(t, x)
         s = _expand(self.sde.scale(t), x)
         return self._unscaled_score(x / s, self.sde.sigma(t)) / s
 
     # --- exact density and samples (not network evaluations: not counted) ----------
     def log_prob(self, x: Tensor, t: Time) -> Tensor:
         """Exact log p_t(x) in nats, one value per row of x (x in the SDE's scaled variable)."""
-        t = _per_row(t, x)
+        t = _levels(t, x)
         s = self.sde.scale(t)
         log_joint, _, _ = self._posterior(x / s[:, None], self.sde.sigma(t))
         return torch.logsumexp(log_joint, dim=1) - x.shape[1] * torch.log(s)
@@ -107,7 +105,7 @@ class GaussianMixture(ScoreModel):
                ) -> Tensor:
         """n exact samples of p_t (t = 0: the clean mixture; its VE version has sigma_min)."""
         device, dtype = self.means.device, self.means.dtype
-        t = _per_row(t, torch.empty(n, 1, dtype=dtype, device=device))
+        t = _levels(t, self.means)
         s, sigma = self.sde.scale(t)[:, None], self.sde.sigma(t)[:, None]
         which = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.means.shape[1], generator=generator, dtype=dtype,
@@ -132,11 +130,16 @@ class GaussianMixture(ScoreModel):
         return mean, cov
 
 
-def _per_row(t: Time, x: Tensor) -> Tensor:
-    if isinstance(t, Tensor):
-        t = t.to(dtype=x.dtype, device=x.device)
-        return t.expand(x.shape[0]) if t.ndim == 0 else t
-    return torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+def _levels(t: Time, like: Tensor) -> Tensor:
+    """t (or sigma) as a (1,) tensor when one value serves the whole batch, else (B,).
+
+    Told apart by type and strides alone (a number, a 0-d tensor, or one expanded to
+    (B,)): comparing the values would read them on the host, a GPU sync per call.
+    """
+    if not isinstance(t, Tensor):
+        return torch.full((1,), float(t), dtype=like.dtype, device=like.device)
+    one = t.ndim == 0 or t.stride(0) == 0
+    return (t.reshape(-1)[:1] if one else t).to(dtype=like.dtype, device=like.device)
 
 
 def ring_2d(sde: SDE, radius: float = 1.0, std: float = 0.1, components: int = 8,

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .errors import ParameterError
+from .model import NFECounter, ScoreModel
 from .noise import SampleNoise
 from .oracle import GaussianMixture, mixture_64d
 from .plugin_manager import get_plugins
@@ -123,64 +124,38 @@ class _Setup:
 
 # --- the oracle the checks run on -------------------------------------------------------
 
-class KitMixture(GaussianMixture):
-    """The exact Gaussian mixture, fast when a batch shares one sigma, counting raw calls.
-
-    Sampler loops evaluate a whole batch at one noise level; then every quantity is a
-    few (B, D) x (D, K) products instead of (B, K, D) temporaries. `raw_rows` counts
-    rows reaching the uncounted `_denoise`/`_score`, so the kit can tell evaluations
-    that bypass the counted interface (`model.nfe`).
-    """
-
-    def __init__(self, source: GaussianMixture, shift: float = 0.0,
-                 dtype: Optional[torch.dtype] = None):
-        super().__init__(source.weights, source.means + shift, source.variances.sqrt(),
-                         source.sde, dtype=dtype or source.means.dtype)
-        self.raw_rows = 0
-
-    def _shared(self, x: Tensor, sigma: Tensor):
-        """Responsibilities (B, K) and variances (K, D) when sigma is one number."""
-        if sigma.numel() == 0 or not bool((sigma == sigma[0]).all()):
-            return None
-        var = self.variances + sigma[0] ** 2
-        inv = 1 / var
-        quad = ((x * x) @ inv.T - 2 * x @ (self.means * inv).T
-                + (self.means**2 * inv).sum(1))
-        log_joint = torch.log(self.weights) - 0.5 * (quad + torch.log(2 * math.pi * var)
-                                                     .sum(1))
-        return torch.softmax(log_joint, dim=1), var
-
-    def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
-        self.raw_rows += x.shape[0]
-        shared = self._shared(x, sigma)
-        if shared is None:
-            return super()._denoise(x, sigma)
-        resp, var = shared
-        shrink = self.variances / var                    # Tweedie: mu + shrink (x - mu)
-        return resp @ (self.means * (1 - shrink)) + x * (resp @ shrink)
-
-    def _score(self, x: Tensor, t: Tensor) -> Tensor:
-        self.raw_rows += x.shape[0]
-        return super()._score(x, t)
-
-    def _unscaled_score(self, x: Tensor, sigma: Tensor) -> Tensor:
-        shared = self._shared(x, sigma)
-        if shared is None:
-            return super()._unscaled_score(x, sigma)
-        resp, var = shared
-        return resp @ (self.means / var) - x * (resp @ (1 / var))
-
-
 def kit_oracle(process: str = "vp", shift: float = 0.0, device: Any = "cpu",
-               dtype: torch.dtype = torch.float64) -> KitMixture:
-    """The 64-D mixture (`harness.oracle.mixture_64d`) under a process, as the kit uses it."""
-    return KitMixture(mixture_64d(make_sde(process)), shift, dtype).to(device)
+               dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """The 64-D mixture (`harness.oracle.mixture_64d`) under a process, its means moved by
+    `shift` (so that a sampler can be seen to follow the model)."""
+    base = mixture_64d(make_sde(process))
+    return GaussianMixture(base.weights, base.means + shift, base.variances.sqrt(), base.sde,
+                           dtype=dtype).to(device)
+
+
+def _count_raw_rows(model: ScoreModel) -> NFECounter:
+    """Counts the rows reaching the uncounted `_denoise` and `_score`.
+
+    Every counted evaluation reaches one of them once, so more rows here than in
+    `model.nfe` means an evaluation bypassed the counted interface.
+    """
+    raw = NFECounter()
+    for name in ("_denoise", "_score"):
+        setattr(model, name, _counting(getattr(model, name), raw))
+    return raw
+
+
+def _counting(fn: Callable[..., Tensor], counter: NFECounter) -> Callable[..., Tensor]:
+    def counted(x: Tensor, *args: Any) -> Tensor:
+        counter.add(x.shape[0])
+        return fn(x, *args)
+    return counted
 
 
 class _DriftOnly:
     """A model through which only `ode_drift` works: all that `pf_ode` promises to use."""
 
-    def __init__(self, model: KitMixture):
+    def __init__(self, model: GaussianMixture):
         self._model = model
         self.forbidden: list[str] = []
 
@@ -206,7 +181,7 @@ def _run(s: _Setup, model: Any, x: Tensor, grid: TimeGrid, noise: Callable,
         return s.sampler.fn(model, x, grid, noise, callback, s.params)
 
 
-def _start(s: _Setup, model: KitMixture, seed: int, n: int) -> tuple[Tensor, SampleNoise]:
+def _start(s: _Setup, model: GaussianMixture, seed: int, n: int) -> tuple[Tensor, SampleNoise]:
     noise = SampleNoise(seed, range(n), model.data.shape, device=s.device, dtype=model.dtype)
     return model.sde.prior_std * noise(), noise
 
@@ -329,19 +304,19 @@ def check_batch(s: _Setup) -> str:
 def check_nfe(s: _Setup) -> str:
     """The model's own count equals `expected_nfe`; nothing bypasses the counter."""
     model = kit_oracle("vp", device=s.device)
-    counted = []
+    raw, counted = _count_raw_rows(model), []
     for steps, to_zero in ((3, True), (8, True), (8, False)):
         grid = make_grid(model.sde, "karras", steps)
         if not to_zero:   # stop at sigma_min: the last step is an ordinary one
             grid = TimeGrid(grid.t[:-1], grid.sigma[:-1], grid.scale[:-1], grid.schedule)
             steps -= 1
         model.nfe.reset()
-        model.raw_rows = 0
+        raw.reset()
         generate(model, s.sampler, grid, 0, range(4), s.params)
         expected = s.sampler.expected_nfe(steps, s.params, grid.sigma[-1] == 0)
         end = "sigma = 0" if to_zero else f"sigma = {grid.sigma[-1]:.3g}"
-        if model.raw_rows != model.nfe.rows:
-            raise _Fail(f"{(model.raw_rows - model.nfe.rows) / 4:g} evaluations per sample "
+        if raw.rows != model.nfe.rows:
+            raise _Fail(f"{(raw.rows - model.nfe.rows) / 4:g} evaluations per sample "
                         f"bypassed the counted interface (model._denoise/_score); call "
                         f"model.denoise, model.score or model.ode_drift")
         if model.nfe.rows != 4 * expected:

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from harness.oracle import GaussianMixture, mixture_64d
+from harness.oracle import GaussianMixture, mixture_64d, ring_2d
 from harness.sde import make_sde
+
+from .test_cuda_sync import HostReads
 
 
 def _points(model, n=16, t=0.3):
@@ -92,3 +94,30 @@ def test_per_row_noise_levels_match_row_by_row_evaluation():
     logp = model.log_prob(x, t)
     torch.testing.assert_close(logp, torch.cat([model.log_prob(x[i:i + 1], float(t[i]))
                                                 for i in range(4)]))
+
+
+@pytest.mark.parametrize("preset", [ring_2d, mixture_64d])
+def test_one_level_for_the_batch_matches_one_level_per_row(preset):
+    # A 0-d level takes the (B, D) x (D, K) products, a (B,) tensor the per-row path.
+    model = preset(make_sde("vp"))
+    x = model.sample(32, 0.5, torch.Generator().manual_seed(1))
+    one = torch.tensor(0.5, dtype=x.dtype)
+    per_row = one.repeat(32)  # equal values, but nothing tells the oracle without a read
+    for evaluate in (model.denoise, model.score, model.log_prob):
+        torch.testing.assert_close(evaluate(x, one), evaluate(x, per_row), rtol=1e-12,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("preset", [ring_2d, mixture_64d])
+def test_evaluations_read_no_tensor_values_on_the_host(preset):
+    """Inside a sampling loop a host read is a GPU sync per model call (cf. test_cuda_sync)."""
+    model = preset(make_sde("vp"))
+    x = model.sample(8, 0.5, torch.Generator().manual_seed(2))
+    per_row = torch.linspace(0.2, 0.8, 8, dtype=x.dtype)
+    with HostReads() as reads:
+        for level in (0.5, torch.tensor(0.5, dtype=x.dtype), per_row):
+            model.denoise(x, level)
+            model.score(x, level)
+            model.ode_drift(x, level)
+            model.log_prob(x, level)
+    assert reads.seen == []
