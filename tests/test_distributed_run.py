@@ -67,6 +67,13 @@ def _run(folder: Path, processes: int) -> tuple[subprocess.CompletedProcess, Pat
     folder.mkdir()
     (folder / "suite.toml").write_text(SUITE)
     shutil.copyfile(_template_store(), folder / "mlflow.db")
+    done = _harness(folder, processes, "run", "suite.toml", "--quiet",
+                    "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}")
+    return done, folder
+
+
+def _harness(folder: Path, processes: int, *argv: str) -> subprocess.CompletedProcess:
+    """`harness ARGV` in `folder`, as one process or `processes` under torchrun."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
                HARNESS_CACHE_DIR=str(folder / "cache"))
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
@@ -74,11 +81,9 @@ def _run(folder: Path, processes: int) -> tuple[subprocess.CompletedProcess, Pat
         env.pop(name, None)
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                  f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable])
-    command = [*launcher, str(ROOT / "tests" / "harness_run_worker.py"), "run", "suite.toml",
-               "--quiet", "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]
-    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True,
+    command = [*launcher, str(ROOT / "tests" / "harness_run_worker.py"), *argv]
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True,
                           timeout=LAUNCH_LIMIT_S)
-    return done, folder
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +161,15 @@ def test_only_rank_0_records(runs):
     kinds = [r["kind"] for r in _records(folder)]
     assert kinds.count("suite") == 1 and kinds.count("trial") == 5
     assert done.stdout.count("trials finished") == 1  # the summary is printed once
+
+
+def test_an_unreachable_tracking_server_stops_every_process_before_compute(tmp_path):
+    """Only rank 0 connects; its refusal reaches the other rank instead of a hang."""
+    (tmp_path / "suite.toml").write_text(SUITE)
+    done = _harness(tmp_path, 2, "run", "suite.toml", "--quiet",
+                    "--tracking-uri", "http://127.0.0.1:9")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "is not reachable" in output, output[-3000:]
+    assert "nothing was computed" in output
+    assert not (tmp_path / "results").exists()

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from .. import distributed
 from ..plugin_manager import LoadedPlugins, get_plugins
 from ..report import records_from_jsonl, write_report
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> in
 
 
 def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
-               device: Any) -> int:
+               device: torch.device) -> int:
     lead = distributed.rank() == 0
     if suite.num_samples < distributed.world_size():
         raise SuiteError(f"num_samples = {suite.num_samples} cannot be shared by "
@@ -122,7 +124,7 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
     uri = resolve_tracking_uri(args.tracking_uri, suite.tracking_uri)
     client = None
 
-    def connect_tracking() -> None:
+    def connect_tracking() -> None:  # rank 0's; a refusal stops every process
         nonlocal client
         client = connect(uri)  # fails here, before the model is even loaded
 
