@@ -242,6 +242,7 @@ class SuiteRunner:
         """Run every trial of `info`; returns their results (the sinks have them too)."""
         results: list[TrialResult] = []
         status = KILLED
+        started = time.perf_counter()
         self.sinks.suite_started(info)
         try:
             with sigterm_raises():
@@ -256,7 +257,7 @@ class SuiteRunner:
                     results.append(self.run_trial(trial))
             status = FAILED if any(r.status == FAILED for r in results) else FINISHED
         finally:
-            self.sinks.suite_ended(results, status)
+            self.sinks.suite_ended(results, status, time.perf_counter() - started)
         return results
 
     def run_trial(self, trial: Trial) -> TrialResult:

@@ -7,7 +7,8 @@ The runner measures; sinks record. The runner calls, in order,
     trial_started(trial)                      before a trial computes anything
     trial_ended(result)                       FINISHED or FAILED, with metrics or error
     trial_interrupted(trial, reason)          Ctrl-C / SIGTERM inside a trial
-    suite_ended(results, status)              FINISHED, FAILED (some trial) or KILLED
+    suite_ended(results, status, wall_s)      FINISHED, FAILED (some trial) or KILLED;
+                                              the suite's wall-clock, as the runner measured it
 
 `Sinks` fans every call out and isolates the sinks from each other: one that raises is
 reported and dropped, so a tracking server going away mid-suite never stops the suite
@@ -107,7 +108,8 @@ class Sink(Protocol):
 
     def trial_interrupted(self, trial: Trial, reason: str) -> None: ...
 
-    def suite_ended(self, results: list[TrialResult], status: str) -> None: ...
+    def suite_ended(self, results: list[TrialResult], status: str, wall_s: float
+                    ) -> None: ...
 
 
 class Sinks:
@@ -144,8 +146,8 @@ class Sinks:
     def trial_interrupted(self, trial: Trial, reason: str) -> None:
         self._each("trial_interrupted", trial, reason)
 
-    def suite_ended(self, results: list[TrialResult], status: str) -> None:
-        self._each("suite_ended", results, status)
+    def suite_ended(self, results: list[TrialResult], status: str, wall_s: float) -> None:
+        self._each("suite_ended", results, status, wall_s)
 
 
 def strict_json(value: Any) -> Any:
@@ -192,11 +194,9 @@ class LocalSink:
         self.directory = Path(directory)
         self.path = self.directory / "trials.jsonl"
         self.invocation = ""
-        self.started = 0.0
 
     def suite_started(self, info: SuiteInfo) -> None:
         self.invocation = time.strftime("%Y%m%dT%H%M%S")
-        self.started = time.time()
         append_line(self.path, {
             "kind": "suite", "invocation": self.invocation, "suite": info.suite.name,
             "experiment": info.suite.experiment, "model": info.model_identity,
@@ -220,7 +220,6 @@ class LocalSink:
                                 "name": trial.name, "config_hash": trial.config_hash,
                                 "reason": reason, "time": time.time()})
 
-    def suite_ended(self, results: list[TrialResult], status: str) -> None:
+    def suite_ended(self, results: list[TrialResult], status: str, wall_s: float) -> None:
         append_line(self.path, {"kind": "suite_end", "invocation": self.invocation,
-                                "status": status, "time": time.time(),
-                                "wall_s": time.time() - self.started})
+                                "status": status, "time": time.time(), "wall_s": wall_s})

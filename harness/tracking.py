@@ -163,7 +163,6 @@ class MLflowSink:
         self.parent_id: Optional[str] = None
         self.info: Optional[SuiteInfo] = None
         self.trial_runs: dict[str, str] = {}  # config hash -> run id
-        self.started = 0.0
 
     # --- small helpers -----------------------------------------------------------------
     def _log(self, run_id: str, params: Optional[dict[str, Any]] = None,
@@ -195,7 +194,6 @@ class MLflowSink:
     # --- the sink interface ------------------------------------------------------------
     def suite_started(self, info: SuiteInfo) -> None:
         self.info = info
-        self.started = time.time()
         suite = info.suite
         with http_limits(SUITE_LIMITS, override=False):
             self.experiment_id = experiment_id(self.client, self.experiment, create=True)
@@ -258,7 +256,8 @@ class MLflowSink:
             self._log(run_id, tags={"error": f"interrupted: {reason}"})
             self._end(run_id, KILLED)
 
-    def suite_ended(self, results_of_run: list[TrialResult], status: str) -> None:
+    def suite_ended(self, results_of_run: list[TrialResult], status: str,
+                    wall_s: float) -> None:
         """Aggregates over seeds, the results table and plots, then end the parent run.
 
         The table covers every trial of the suite that has a finished run in the
@@ -286,7 +285,7 @@ class MLflowSink:
             failed = sum(r.status == FAILED for r in results_of_run)
             self._log(self.parent_id, metrics={
                 "trials_failed": failed, "trials_run": len(results_of_run),
-                "suite_wall_s": time.time() - self.started})
+                "suite_wall_s": wall_s})
         finally:
             self._end(self.parent_id, status)
 

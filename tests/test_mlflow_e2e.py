@@ -7,6 +7,8 @@ MLflow; `harness report` must read them back into a leaderboard.
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -82,6 +84,11 @@ def test_embedded_sqlite_store(bench, tmp_path, capsys):
     assert (tmp_path / "results/tiny/samples/heun-11nfe-seed0.png").is_file()
     check_runs("sqlite:///mlflow.db")
     check_report(tmp_path, "sqlite:///mlflow.db", capsys)
+    # One suite wall-clock, measured by the runner, whichever sink records it.
+    end = [json.loads(line) for line in (tmp_path / "results/tiny/trials.jsonl")
+           .read_text().splitlines() if '"suite_end"' in line][-1]
+    parent = suite_runs("sqlite:///mlflow.db", "tiny")[0]
+    assert parent.data.metrics["suite_wall_s"] == pytest.approx(end["wall_s"], rel=1e-12)
 
 
 def test_real_tracking_server(bench, tmp_path, capsys):
