@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+import torch
 from torch import Tensor
 
 from .model import ScoreModel
@@ -26,6 +27,9 @@ class SuiteContext:
     model: ScoreModel
     model_name: str
     device: Any
+    #: The dtype of the sampler's state (the suite's `dtype`); a network configured to
+    #: compute in another precision does not change it (`harness.precision`).
+    dtype: Optional[torch.dtype] = None
     #: Options from the suite for each metric, keyed by metric name.
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: A cache any metric may use for once-per-suite work (keyed by its own names).

@@ -104,7 +104,11 @@ class ScoreModel(nn.Module, ABC):
     # --- what subclasses provide (uncounted) ----------------------------------------
     @abstractmethod
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """D(x; sigma) for unscaled x and per-sample sigma of shape (B,)."""
+        """D(x; sigma) for unscaled x and per-sample sigma of shape (B,).
+
+        When one level serves the batch, sigma is a stride-0 view of one element
+        (`per_sample`): read it, never write into it in place.
+        """
 
     def _score(self, x: Tensor, t: Time) -> Tensor:
         """grad log p_t(x) = (s D(x / s; sigma) - x) / (s sigma)^2, from the denoiser.

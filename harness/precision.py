@@ -156,7 +156,7 @@ def describe(model: ScoreModel) -> dict[str, Any]:
     if isinstance(inner, NetworkPrecision):
         dtype = {v: k for k, v in NETWORK_DTYPES.items()}[inner.compute_dtype]
     else:
-        dtype = "as loaded"
+        dtype = "native"
     return {"network_dtype": dtype, "network_autocast": dtype in ("bf16", "fp16"),
             "network_compiled": compiled,
             "cuda_matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}

@@ -12,8 +12,9 @@ Under torchrun (`harness.distributed`) every process runs this same code on its 
 share of the sample indices (indices[rank::world]); the samples are gathered back into
 index order, so the metrics see exactly what one process would have drawn. The NFE is
 summed over processes and the wall-clock is the slowest process's. Only rank 0 has
-sinks; a failure on any rank fails the trial on all of them, so that none is left
-waiting in a collective.
+sinks. Work that can fail on one rank only (sampling, the plot only rank 0 draws, each
+metric) runs inside `distributed.shared_failure()`, so a failure on any rank fails the
+trial on all of them and none is left waiting in a collective.
 
 What is measured lives here; how it is recorded lives in the sinks (`harness.sinks`).
 """
@@ -180,6 +181,7 @@ class SuiteRunner:
         self.quiet = quiet or distributed.rank() != 0
         self.progress = not self.quiet and sys.stderr.isatty()
         self.context = SuiteContext(model=model, model_name=suite.model, device=device,
+                                    dtype=self.dtype,
                                     options={k: dict(v) for k, v in suite.metrics.items()})
         self.metrics = PreparedMetrics()
 
@@ -233,8 +235,8 @@ class SuiteRunner:
                 values.update({k: float(v) for k, v in computed.items()})
                 params.update(metric.params())
             except Exception as err:  # the trials are still worth running
-                print(f"warning: per-suite metric {metric.name!r} failed: "
-                      f"{type(err).__name__}: {err}", file=sys.stderr)
+                distributed.print0(f"warning: per-suite metric {metric.name!r} failed: "
+                                   f"{type(err).__name__}: {err}", file=sys.stderr)
         return values, params
 
     # --- the suite -----------------------------------------------------------------------
@@ -290,15 +292,19 @@ class SuiteRunner:
                             dtype=self.dtype)
 
         samples = self._sample_timed(trial, draw, result)
-        if self.artifacts_dir is not None:
-            path = self.artifacts_dir / f"{trial.name}.png"
-            result.artifacts["samples.png"] = plots.sample_grid(
-                samples, self.model.data.value_range, path,
-                title=f"{trial.name} ({self.suite.model}, {self.suite.schedule})")
+        with distributed.shared_failure():  # only rank 0 draws it
+            if self.artifacts_dir is not None:
+                path = self.artifacts_dir / f"{trial.name}.png"
+                result.artifacts["samples.png"] = plots.sample_grid(
+                    samples, self.model.data.value_range, path,
+                    title=f"{trial.name} ({self.suite.model}, {self.suite.schedule})")
 
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
                                seed=trial.seed, samples=samples,
                                generate=lambda indices: draw(list(indices)).cpu())
+        # The timing above drew from the global generator as much as this process's
+        # share needed; metrics that draw from it start from the same state everywhere.
+        torch.manual_seed(_trial_seed(trial))
         start = time.perf_counter()
         for metric in self.metrics.per_trial:
             with distributed.shared_failure():
@@ -322,11 +328,12 @@ class SuiteRunner:
         with distributed.shared_failure():
             local, calls = self._sample(trial, draw, distributed.shard(range(n)))
             local_wall = clock(self.device) - start
+            # Before the gather, whose buffers are no part of sampling.
+            memory, memory_kind = peak_memory(self.device)
+            local_network = self._network_seconds(calls)
         samples = distributed.gather_concat(local)
         wall = distributed.all_reduce_max(local_wall)
         rows = float(distributed.all_reduce_sum(torch.tensor([self.model.nfe.rows])))
-        memory, memory_kind = peak_memory(self.device)
-        local_network = self._network_seconds(calls)
         # Each process's own wall over its own network time; the worst one is reported.
         overhead = distributed.all_reduce_max(
             local_wall / local_network if local_network else math.nan)

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import functools
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from harness import distributed, generate, make_grid
+from harness import distributed, generate, make_grid, sharded_metrics
 from harness.fid import IdentityFeatures, reference_stats
-from harness.likelihood import discretised_flow_nll
+from harness.likelihood import discretised_flow_nll, ode_nll
 from harness.oracle import ring_2d
 from harness.plugin_manager import get_sampler
 from harness.sde import make_sde
@@ -45,16 +46,16 @@ def run(out: Optional[Path] = None) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(0)
     reference = reference_stats("ring-2d:reference", lambda: model.sample_clean(
         500, generator=gen), features, use_cache=False)
-    fid, fid_n = distributed.sharded_fid(features(local), reference)
+    fid, fid_n = sharded_metrics.sharded_fid(features(local), reference)
 
     points = model.sample_clean(NUM_POINTS, generator=torch.Generator().manual_seed(1))
-    nll = distributed.sharded_nll(model, points, seed=2, batch_size=1)  # adaptive: alone
-    flow = distributed.sharded_nll(model, points, seed=2, solve=functools.partial(
+    nll = sharded_metrics.sharded_nll(model, points, seed=2, batch_size=1)  # adaptive: alone
+    flow = sharded_metrics.sharded_nll(model, points, seed=2, solve=functools.partial(
         discretised_flow_nll, model, get_sampler("heun"), grid))   # fixed grid: any batch
     received = distributed.broadcast_object({"from": distributed.rank()})
     agreeing = distributed.all_reduce_sum(torch.tensor([float(received == {"from": 0})]))
     result = {"world_size": distributed.world_size(), "shard": mine, "samples": samples,
-              "ranks_with_rank0_object": int(agreeing),
+              "ranks_with_rank0_object": int(agreeing), "failures": failures(model, points),
               "fid": fid, "fid_n": fid_n, "nll_values": nll.values, "nll_nats": nll.nats,
               "nll_stderr": nll.stderr, "nll_nfe_mean": nll.nfe_mean,
               "nll_nfe_max": nll.nfe_max, "flow_values": flow.values,
@@ -63,6 +64,52 @@ def run(out: Optional[Path] = None) -> dict[str, Any]:
         torch.save(result, out)
     distributed.barrier()
     return result
+
+
+class Unpicklable(Exception):
+    """An error that cannot travel to another rank (it holds a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__("cannot be pickled")
+        self.lock = threading.Lock()
+
+
+def _failing_on_last_rank(data, indices, **options):
+    if distributed.rank() == distributed.world_size() - 1:
+        raise FloatingPointError("underflow in dt")
+    return ode_nll(data=data, indices=indices, **options)
+
+
+def failures(model, points) -> list[dict[str, str]]:
+    """How work that fails on one rank only ends on each rank (type: message per case,
+    one dict per rank); a hang here would end at the test's timeout."""
+    def outcome(work) -> str:
+        try:
+            work()
+        except Exception as err:
+            return f"{type(err).__name__}: {err}"
+        return "no error"
+
+    def last_rank_raises() -> None:
+        with distributed.shared_failure():
+            if distributed.rank() == distributed.world_size() - 1:
+                raise ValueError("only here")
+
+    def rank0_raises_unpicklable() -> None:
+        distributed.on_rank0(lambda: (_ for _ in ()).throw(Unpicklable()))
+
+    def nll_solve_fails_on_last_rank() -> None:
+        sharded_metrics.sharded_nll(model, points, seed=2, solve=functools.partial(
+            _failing_on_last_rank, model=model))
+
+    cases = {"shared_failure": last_rank_raises, "on_rank0": rank0_raises_unpicklable,
+             "sharded_nll": nll_solve_fails_on_last_rank}
+    mine = {name: outcome(work) for name, work in cases.items()}
+    if not distributed.is_distributed():
+        return [mine]
+    every: list = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(every, mine)
+    return every
 
 
 def main() -> None:

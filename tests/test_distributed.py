@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import distributed
+from harness import distributed, sharded_metrics
 from harness.fid import FID, IdentityFeatures, ReferenceStats, frechet_distance
 
 from . import distributed_worker
@@ -93,6 +93,23 @@ def test_same_flow_nll_with_a_custom_solve(two_ranks, one_rank):
     assert two_ranks["flow_nfe_mean"] == one_rank["flow_nfe_mean"] == 2 * 12 - 2
 
 
+def test_a_failure_on_one_rank_reaches_every_rank(two_ranks, one_rank):
+    """No rank is left waiting in a collective: each raises, naming the rank that failed."""
+    assert one_rank["failures"] == [{
+        "shared_failure": "ValueError: only here",
+        "on_rank0": "Unpicklable: cannot be pickled",
+        "sharded_nll": "FloatingPointError: underflow in dt"}]
+    rank0, rank1 = two_ranks["failures"]
+    assert rank0 == {
+        "shared_failure": "FailedOnAnotherRank: rank 1: ValueError: only here",
+        "on_rank0": "Unpicklable: cannot be pickled",
+        "sharded_nll": "FailedOnAnotherRank: rank 1: FloatingPointError: underflow in dt"}
+    assert rank1 == {
+        "shared_failure": "ValueError: only here",
+        "on_rank0": "FailedOnAnotherRank: rank 0: Unpicklable: cannot be pickled",
+        "sharded_nll": "FloatingPointError: underflow in dt"}
+
+
 def test_single_process_helpers_are_identities():
     assert (distributed.rank(), distributed.world_size()) == (0, 1)
     assert distributed.shard(range(5)) == [0, 1, 2, 3, 4]
@@ -104,7 +121,7 @@ def test_single_process_helpers_are_identities():
 
 def test_feature_moments_give_torchmetrics_mean_and_covariance():
     x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    stats = distributed.FeatureMoments.of(x).as_stats()
+    stats = sharded_metrics.FeatureMoments.of(x).as_stats()
     torch.testing.assert_close(stats.mean, x.mean(0))
     torch.testing.assert_close(stats.cov, torch.cov(x.T))
     assert frechet_distance(stats.mean, stats.cov, stats.mean, stats.cov) == pytest.approx(

@@ -41,7 +41,7 @@ def test_bf16_network_runs_and_is_recorded(bench, tmp_path):
     suite = write_suite(tmp_path / "digits.toml", DIGITS_SUITE)
     assert harness("run", suite, "--quiet") == 0
     native, env = _trial_and_environment(tmp_path)
-    assert env["network_dtype"] == "as loaded" and env["network_autocast"] == "False"
+    assert env["network_dtype"] == "native" and env["network_autocast"] == "False"
 
     assert harness("run", suite, "--quiet", "--network-dtype", "bf16") == 0
     bf16, env = _trial_and_environment(tmp_path)
@@ -72,3 +72,25 @@ def test_a_model_without_a_network_is_refused_before_any_trial(bench, tmp_path, 
     assert harness("run", suite, "--quiet", "--network-dtype", "fp16") == 2
     assert "has no network module" in capsys.readouterr().err
     assert not (tmp_path / "results" / "precision").exists()
+
+
+def test_a_float64_state_keeps_the_nll_in_float64_whatever_the_network(plugins, monkeypatch):
+    """A configured network keeps float32 weights (so model.dtype is float32); the NLL's
+    ODE state must still follow the suite's dtype."""
+    from harness import sharded_metrics
+    from harness.metric import SuiteContext, TrialContext
+    from harness.precision import configure_model
+    from harness_plugins.metrics import NLLMetric
+
+    solved_in = []
+    real = sharded_metrics.ode_nll
+    monkeypatch.setattr(sharded_metrics, "ode_nll",
+                        lambda *a, **k: solved_in.append(k["dtype"]) or real(*a, **k))
+    model = plugins.models.get("digits").build("cpu").to(torch.float64)
+    model = configure_model(model, dtype="fp32")
+    assert model.dtype == torch.float32
+    suite = SuiteContext(model=model, model_name="digits", device="cpu", dtype=torch.float64,
+                         options={"nll": {"num_points": 2, "rtol": 1e-3, "atol": 1e-3}})
+    values = NLLMetric().compute(TrialContext(suite=suite, sampler=None, params=None,
+                                              grid=None, seed=0, samples=torch.empty(0)))
+    assert solved_in == [torch.float64] and values["nll_num_points"] == 2

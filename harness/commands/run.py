@@ -63,8 +63,8 @@ def add_parser(subparsers: Any) -> None:
     over.add_argument("--dtype", help="the sampler's state: float32 or float64")
     over.add_argument("--network-dtype", help="the network's precision: native (as loaded, "
                       "in --dtype), fp32, bf16 or fp16 (autocast; the state keeps --dtype)")
-    over.add_argument("--compile", action="store_const", const=True, default=None,
-                      help="run the network through torch.compile")
+    over.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                      help="run the network through torch.compile (or not)")
     over.add_argument("--experiment", help="MLflow experiment name")
     over.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other field, dotted for tables, value as TOML "
@@ -108,11 +108,12 @@ def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> in
         print(format_plan(suite, resolve_trials(suite, plugins, model_identity(suite, model))))
         return 0
     device = resolve_device(suite.device)
-    distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
+    created = distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
     try:
         return _run_suite(args, plugins, suite, device)
     finally:
-        distributed.shutdown()
+        if created:
+            distributed.shutdown()
 
 
 def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
@@ -145,15 +146,14 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
     runner = SuiteRunner(suite, plugins, model, device, sinks,
                          artifacts_dir=out_dir / "samples" if lead else None,
                          quiet=args.quiet)
-    say = print if lead else (lambda *a, **k: None)
     processes = (f" x {distributed.world_size()} processes"
                  if distributed.world_size() > 1 else "")
-    say(f"suite {suite.name}: {len(trials)} trials on {suite.model} ({device}{processes}), "
-        f"{len(skipped)} skipped; tracking {uri}, experiment {suite.experiment!r}",
-        file=sys.stderr)
+    distributed.print0(f"suite {suite.name}: {len(trials)} trials on {suite.model} "
+                       f"({device}{processes}), {len(skipped)} skipped; tracking {uri}, "
+                       f"experiment {suite.experiment!r}", file=sys.stderr)
     prepared = runner.prepare()
     for name, reason in prepared.skipped.items():
-        say(f"note: metric {name!r} left out: {reason}", file=sys.stderr)
+        distributed.print0(f"note: metric {name!r} left out: {reason}", file=sys.stderr)
     info = SuiteInfo(suite=suite, trials=trials, skipped=skipped, model_identity=identity,
                      environment=environment(device, suite.dtype, model),
                      sampler_origins={s.name: plugins.samplers.origin(s.name).to_dict()
