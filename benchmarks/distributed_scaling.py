@@ -25,7 +25,7 @@ from harness.plugin_manager import get_sampler
 from harness.timing import clock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_sampler_overhead import digits_model  # noqa: E402
+from shipped_model import digits_model  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "microbench"
 

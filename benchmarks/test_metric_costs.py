@@ -14,7 +14,6 @@ with `--benchmark-json`), not in asserts:
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
@@ -23,29 +22,10 @@ from harness.oracle import mixture_64d
 from harness.sde import VPSDE
 from harness.timing import clock, forward_time, synchronize
 
+from shipped_model import digits_model  # benchmarks/ is on sys.path under pytest
+
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BATCH = 32
-
-
-def _digits_model():
-    """The shipped model; before it exists, the same architecture with random weights
-    (the cost of an evaluation does not depend on the weights)."""
-    from harness import pretrained
-
-    weights = Path(pretrained.__file__).parent / "weights" / pretrained.SCORE_MODEL_FILE
-    if weights.is_file():
-        return pretrained.load_digits_model(DEVICE), "shipped digits_edm"
-    from harness.digits import DIGITS_SPEC
-    from harness.model import NetworkScoreModel
-    from harness.sde import EDMSDE
-    from harness.unet import EDMPrecond, UNetConfig
-
-    network = EDMPrecond(UNetConfig()).to(DEVICE).eval()
-    for p in network.parameters():
-        p.requires_grad_(False)
-    model = NetworkScoreModel(network, EDMSDE(), DIGITS_SPEC, parametrization="x0",
-                              condition=lambda t, sigma: sigma)
-    return model, "untrained EDMPrecond(UNetConfig()) (shipped weights not found)"
 
 
 def _mean_seconds(fn, repeats: int) -> float:
@@ -57,7 +37,7 @@ def _mean_seconds(fn, repeats: int) -> float:
 
 
 def test_hutchinson_evaluation_cost_relative_to_one_forward(benchmark):
-    model, which = _digits_model()
+    model, which = digits_model(DEVICE)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, *model.data.shape, generator=gen).to(DEVICE, model.dtype)
     probe = torch.where(torch.randn(1, *x.shape, generator=gen) >= 0, 1.0, -1.0)

@@ -58,6 +58,8 @@ from harness.sampling import generate
 from harness.schedules import make_grid
 from harness.timing import clock, forward_time
 
+from shipped_model import digits_model  # benchmarks/ is on sys.path under pytest
+
 DEVICE = torch.device(os.environ.get("HARNESS_BENCH_DEVICE", "cpu"))
 BATCH = 256
 STEPS = 10
@@ -68,27 +70,6 @@ SAMPLERS = ("euler", "heun", "euler_maruyama", "langevin", "predictor_corrector"
 GOALS = {"euler": 1.05, "heun": 1.05, "euler_maruyama": 1.05, "langevin": 1.05,
          "predictor_corrector": 1.10}
 OUT = Path(__file__).resolve().parents[1] / "results" / "microbench"
-
-
-def digits_model(device: torch.device) -> tuple[ScoreModel, str]:
-    """The shipped model; without its weights file, the same architecture with random
-    weights (what an evaluation costs does not depend on the weights)."""
-    from harness import pretrained
-
-    weights = Path(pretrained.__file__).parent / "weights" / pretrained.SCORE_MODEL_FILE
-    if weights.is_file():
-        return pretrained.load_digits_model(device), "shipped digits_edm"
-    from harness.digits import DIGITS_SPEC
-    from harness.model import NetworkScoreModel
-    from harness.sde import EDMSDE
-    from harness.unet import EDMPrecond, UNetConfig
-
-    network = EDMPrecond(UNetConfig()).to(device).eval()
-    for p in network.parameters():
-        p.requires_grad_(False)
-    model = NetworkScoreModel(network, EDMSDE(), DIGITS_SPEC, parametrization="x0",
-                              condition=pretrained._sigma_condition)
-    return model.eval(), "EDMPrecond(UNetConfig()), random weights (shipped file absent)"
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,8 @@ from typing import Any, Callable, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .checkpoint import file_sha256
+
 PathLike = Union[str, Path]
 CACHE_ENV = "HARNESS_CACHE_DIR"
 
@@ -100,14 +102,6 @@ class _InceptionInput(nn.Module):
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         return self.inception(images)
-
-
-def file_sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def inception_extractor(weights_path: PathLike, feature: int = 2048) -> Float64Features:

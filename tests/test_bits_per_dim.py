@@ -20,15 +20,6 @@ ENTROPY_BITS = 2.25
 SPEC = DataSpec(shape=(2,), value_range=(-1.0, 1.0), levels=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data() -> torch.Tensor:
     """64 points in 2-D whose empirical distribution is exactly PROBS x PROBS."""
     column = torch.repeat_interleave(LEVELS, (PROBS * 8).long())   # 8 values

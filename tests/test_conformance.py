@@ -168,17 +168,8 @@ def test_registration_refuses_what_is_not_a_sampler():
 
 # --- the kit's machinery --------------------------------------------------------------
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: extra threads only wait for each other (badly, on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("process", ["vp", "edm"])
-def test_kit_oracle_is_the_exact_mixture(one_thread, process):
+def test_kit_oracle_is_the_exact_mixture(process):
     kit, exact = kit_oracle(process), mixture_64d(make_sde(process))
     x = 2 * torch.randn(32, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for sigma in (0.0, 0.01, 1.0, 80.0):

@@ -46,16 +46,6 @@ IGNORED = shutil.ignore_patterns(".git", ".tox", ".venv", "build", "dist", "*.eg
 
 # --- the samplers on the exact oracle -----------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: extra threads only wait for each other (badly, on a busy
-    machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def dpmpp_2m_reference(model, x, sigmas):
     """k-diffusion's `sample_dpmpp_2m` loop, transcribed, on the unscaled variable x / s."""
     old_denoised = None

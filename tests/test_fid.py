@@ -16,14 +16,6 @@ from harness.fid import (FID, KID, IdentityFeatures, frechet_distance, over_seed
                          reference_stats)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gaussian(n, mean, cov_root, seed):
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, len(mean), generator=gen, dtype=torch.float64)

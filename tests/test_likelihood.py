@@ -15,15 +15,6 @@ from harness.schedules import make_grid
 from harness.sde import EDMSDE, VPSDE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _points(model, n, seed=1):
     return model.sample_clean(n, generator=torch.Generator().manual_seed(seed))
 

@@ -20,14 +20,6 @@ from harness.sde import VPSDE
 NAMES = {"fid", "kid", "nll", "flow_nll", "sliced_wasserstein", "mmd_oracle"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def registry():
     installed = get_plugins()

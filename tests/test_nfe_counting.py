@@ -14,14 +14,6 @@ from harness.schedules import TimeGrid, make_grid
 from harness.sde import EDMSDE, VPSDE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class CountingNetwork(nn.Module):
     """An eps-prediction network that counts its own forward calls and rows.
 

@@ -11,14 +11,6 @@ from harness.two_sample import (gaussian_mmd2, median_bandwidth, random_directio
                                 sliced_wasserstein, wasserstein_1d)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _normal(n, dim, mean=0.0, std=1.0, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return mean + std * torch.randn(n, dim, generator=gen, dtype=torch.float64)
