@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from harness import distributed, generate, make_grid
-from harness.plugin_manager import get_sampler
-from harness.timing import clock
+from harness import generate, make_grid
+from harness.core import distributed
+from harness.plugin.manager import get_sampler
+from harness.metrics.timing import clock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shipped_model import digits_model  # noqa: E402
@@ -42,7 +43,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     distributed.init()
-    device = distributed.device(args.device)
+    device = distributed.resolve_device(args.device)
     model, which = digits_model(device)
     sampler = get_sampler(args.sampler)
     grid = make_grid(model.sde, "karras", args.steps)

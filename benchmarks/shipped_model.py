@@ -6,21 +6,21 @@ from pathlib import Path
 
 import torch
 
-from harness.model import ScoreModel
+from harness.core.model import ScoreModel
 
 
 def digits_model(device: torch.device) -> tuple[ScoreModel, str]:
     """The shipped model; without its weights file, the same architecture with random
     weights (what an evaluation costs does not depend on the weights)."""
-    from harness import pretrained
+    from harness.models import pretrained
 
     weights = Path(pretrained.__file__).parent / "weights" / pretrained.SCORE_MODEL_FILE
     if weights.is_file():
         return pretrained.load_digits_model(device), "shipped digits_edm"
-    from harness.digits import DIGITS_SPEC
-    from harness.model import NetworkScoreModel
-    from harness.sde import EDMSDE
-    from harness.unet import EDMPrecond, UNetConfig
+    from harness.models.digits import DIGITS_SPEC
+    from harness.core.model import NetworkScoreModel
+    from harness.core.sde import EDMSDE
+    from harness.models.unet import EDMPrecond, UNetConfig
 
     network = EDMPrecond(UNetConfig()).to(device).eval()
     for p in network.parameters():

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from harness.likelihood import AugmentedDrift, ode_nll
-from harness.oracle import mixture_64d
-from harness.sde import VPSDE
-from harness.timing import clock, forward_time, synchronize
+from harness.metrics.likelihood import AugmentedDrift, ode_nll
+from harness.models.oracle import mixture_64d
+from harness.core.sde import VPSDE
+from harness.metrics.timing import clock, forward_time, synchronize
 
 from shipped_model import digits_model  # benchmarks/ is on sys.path under pytest
 

@@ -7,7 +7,7 @@ at 20 steps, and the fixed ones, such as seeding the noise streams, weigh more a
     overhead = wall time of one `generate` run / (counted NFE calls x bare forward time)
 
 where the bare forward is one `model.denoise` call on a batch of the same size
-(`harness.timing.forward_time`). 1.00 means the sampler adds nothing to the network.
+(`harness.metrics.timing.forward_time`). 1.00 means the sampler adds nothing to the network.
 Goals on the CPU: <= 1.05 for euler, heun, euler_maruyama and langevin, <= 1.10 for
 predictor_corrector (whose corrector computes per-sample norms every step).
 
@@ -15,7 +15,7 @@ Run with `tox -e microbench` (or `pytest benchmarks --benchmark-json=...`). The 
 in each benchmark's `extra_info` and in `results/microbench/overhead.md`, never in an
 assert: timings on a shared machine are no test.
 
-How it is measured (and why not `harness.timing.time_sampling`): on a machine shared with
+How it is measured (and why not `harness.metrics.timing.time_sampling`): on a machine shared with
 other jobs the speed of the CPU changes from second to second, so a forward timed before
 a run can be 2x off the forwards inside it. Two ratios are therefore kept per round:
 
@@ -24,7 +24,7 @@ a run can be 2x off the forwards inside it. Two ratios are therefore kept per ro
   `forward_time` times, without the counter) is timed as it happens, so numerator and
   denominator see the same machine; wall minus their sum is what the sampler, the model
   boundary, the noise streams and `generate` cost.
-* `overhead_separate`: wall / (calls x `harness.timing.forward_time`), the forward timed
+* `overhead_separate`: wall / (calls x `harness.metrics.timing.forward_time`), the forward timed
   by itself right before the round (pytest-benchmark's untimed `setup`). This is the
   runner's definition; on a quiet machine (or a GPU) the two agree.
 
@@ -36,7 +36,7 @@ network dominates and every sampler is within a fraction of a percent.
 
 pytest-benchmark owns the rounds, so its JSON holds the distribution of the sampling run
 alone; `time_sampling` would time its own repeats and a forward, which is why it is not
-used here. Clock reads go through `harness.timing.clock` (synchronised on CUDA, which
+used here. Clock reads go through `harness.metrics.timing.clock` (synchronised on CUDA, which
 then also synchronises around every timed network call). Ratios are medians over rounds.
 Set HARNESS_BENCH_DEVICE=cuda to measure on a GPU.
 """
@@ -52,11 +52,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from harness.model import ScoreModel
-from harness.plugin_manager import get_plugins
-from harness.sampling import generate
-from harness.schedules import make_grid
-from harness.timing import clock, forward_time
+from harness.core.model import ScoreModel
+from harness.plugin.manager import get_plugins
+from harness.core.sampling import generate
+from harness.core.schedules import make_grid
+from harness.metrics.timing import clock, forward_time
 
 from shipped_model import digits_model  # benchmarks/ is on sys.path under pytest
 
@@ -94,7 +94,7 @@ def write_table(rows: dict[str, dict], path: Path) -> None:
         f"Model: {first['model']}; device {first['device']}, {first['threads']} torch "
         f"threads; batch {BATCH}, {STEPS} steps (karras grid); medians over {ROUNDS} "
         f"rounds. `overhead` divides by the forwards timed inside the same run, "
-        f"`separate` by `harness.timing.forward_time` timed just before it (noisier on a "
+        f"`separate` by `harness.metrics.timing.forward_time` timed just before it (noisier on a "
         f"shared machine). Written by `benchmarks/test_sampler_overhead.py` "
         f"(`tox -e microbench`).",
         "",

@@ -5,17 +5,17 @@ is the plugin author's reference.
 """
 
 from .errors import HarnessError, ParameterError, PluginError, UnknownNameError
-from .fid import FID, KID, reference_stats
+from .metrics.fid import FID, KID, reference_stats
 from .hookspecs import HARNESS_API_VERSION, hookimpl
-from .likelihood import NLLResult, discretised_flow_nll, ode_nll
-from .model import DataSpec, NetworkScoreModel, NFECounter, ScoreModel
-from .noise import SampleNoise
-from .oracle import GaussianMixture
-from .registry import ModelSpec, Origin
-from .sampler import Capabilities, NoParams, Params, Sampler, param
-from .sampling import generate
-from .schedules import SCHEDULES, TimeGrid, make_grid
-from .sde import EDMSDE, SDE, SubVPSDE, VESDE, VPSDE, make_sde
+from .metrics.likelihood import NLLResult, discretised_flow_nll, ode_nll
+from .core.model import DataSpec, NetworkScoreModel, NFECounter, ScoreModel
+from .core.noise import SampleNoise
+from .models.oracle import GaussianMixture
+from .plugin.registry import ModelSpec, Origin
+from .core.sampler import Capabilities, NoParams, Params, Sampler, param
+from .core.sampling import generate
+from .core.schedules import SCHEDULES, TimeGrid, make_grid
+from .core.sde import EDMSDE, SDE, SubVPSDE, VESDE, VPSDE, make_sde
 
 __version__ = "0.1.0"
 

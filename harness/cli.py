@@ -9,7 +9,7 @@ import sys
 from typing import Optional, Sequence
 
 from .errors import HarnessError
-from .plugin_manager import DISABLE_ENV, TRACE_ENV, get_plugins
+from .plugin.manager import DISABLE_ENV, TRACE_ENV, get_plugins
 
 #: Subcommand modules; each provides add_parser(subparsers) and sets a `func` default.
 COMMANDS = ("plugins", "run", "report", "train")

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:
-    from .metric import Metric
-    from .registry import ModelSpec
-    from .sampler import Sampler
+    from .metrics.metric import Metric
+    from .plugin.registry import ModelSpec
+    from .core.sampler import Sampler
 
 #: The major version of this hook API. It changes only when a hook is removed or its
 #: arguments or the contract of the objects passed through it change incompatibly.
@@ -53,7 +53,7 @@ def harness_register_samplers(register: Callable[["Sampler"], None]) -> None:
     """Register samplers: call ``register(Sampler(...))`` once per sampler.
 
     A ``harness.Sampler`` names the sampler (unique across all plugins), its function
-    (see ``harness.sampler`` for the call shape), its ``Params`` dataclass with declared
+    (see ``harness.core.sampler`` for the call shape), its ``Params`` dataclass with declared
     ranges, its ``Capabilities`` (stochastic, order, NFE per step, PF-ODE) and a citation.
     A name that is already registered is refused: the later plugin fails to load (with
     a message naming both origins) and the first keeps the name. Built-in plugins load
@@ -76,9 +76,9 @@ def harness_register_models(register: Callable[["ModelSpec"], None]) -> None:
 def harness_register_metrics(register: Callable[["Metric"], None]) -> None:
     """Register metrics: call ``register(metric)`` once per metric.
 
-    A metric (``harness.metric.Metric``) declares its name, unit and
+    A metric (``harness.metrics.metric.Metric``) declares its name, unit and
     ``higher_is_better``, and computes its value from a trial's samples and context.
     Under torchrun every process computes it from all of the trial's samples, unless
-    the metric shares the work out itself with ``harness.distributed`` (then every
+    the metric shares the work out itself with ``harness.core.distributed`` (then every
     process must reach every collective).
     """

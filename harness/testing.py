@@ -36,14 +36,14 @@ import torch
 from torch import Tensor
 
 from .errors import ParameterError
-from .model import NFECounter, ScoreModel
-from .noise import SampleNoise
-from .oracle import GaussianMixture, mixture_64d
-from .plugin_manager import get_plugins
-from .sampler import Capabilities, Params, Sampler
-from .sampling import generate
-from .schedules import TimeGrid, make_grid
-from .sde import make_sde
+from .core.model import NFECounter, ScoreModel
+from .core.noise import SampleNoise
+from .models.oracle import GaussianMixture, mixture_64d
+from .plugin.manager import get_plugins
+from .core.sampler import Capabilities, Params, Sampler
+from .core.sampling import generate
+from .core.schedules import TimeGrid, make_grid
+from .core.sde import make_sde
 
 #: Batch independence: sample i may differ only by float64 rounding between batches.
 BATCH_RTOL = 1e-9
@@ -126,7 +126,7 @@ class _Setup:
 
 def kit_oracle(process: str = "vp", shift: float = 0.0, device: Any = "cpu",
                dtype: torch.dtype = torch.float64) -> GaussianMixture:
-    """The 64-D mixture (`harness.oracle.mixture_64d`) under a process, its means moved by
+    """The 64-D mixture (`harness.models.oracle.mixture_64d`) under a process, its means moved by
     `shift` (so that a sampler can be seen to follow the model)."""
     base = mixture_64d(make_sde(process))
     return GaussianMixture(base.weights, base.means + shift, base.variances.sqrt(), base.sde,

@@ -1,6 +1,6 @@
 """Built-in metrics: FID, KID, NLL (reference and discretised flow) and oracle distances.
 
-Each is a `harness.metric.Metric` registered through `harness_register_metrics`, the
+Each is a `harness.metrics.metric.Metric` registered through `harness_register_metrics`, the
 same door a third-party metric uses. Options come from the suite, keyed by metric name
 (`suite.options["nll"]["num_points"]`, ...); the defaults are the class's `DEFAULTS`.
 Work shared by every trial of a suite (reference statistics, the model's reference NLL)
@@ -26,12 +26,14 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import Tensor
 
-from harness import distributed, hookimpl, sharded_metrics
+from harness import hookimpl
+from harness.core import distributed
+from harness.metrics import sharded as sharded_metrics
 from harness.errors import ParameterError
-from harness.likelihood import discretised_flow_nll
-from harness.metric import Metric, SuiteContext, TrialContext
-from harness.model import ScoreModel
-from harness.oracle import GaussianMixture
+from harness.metrics.likelihood import discretised_flow_nll
+from harness.metrics.metric import Metric, SuiteContext, TrialContext
+from harness.core.model import ScoreModel
+from harness.models.oracle import GaussianMixture
 
 harness_api_version = 1
 
@@ -58,7 +60,7 @@ def _tensor_digest(*tensors: Tensor) -> str:
 
 
 def _is_digits(model: ScoreModel) -> bool:
-    from harness.digits import DIGITS_SPEC
+    from harness.models.digits import DIGITS_SPEC
 
     return model.data == DIGITS_SPEC
 
@@ -74,7 +76,7 @@ def reference_data(model: ScoreModel, split: str = "test", num: Optional[int] = 
 
     Oracle: `num` (default 10,000) exact samples of the noise-free mixture from a
     generator seeded by (seed, split), so "train" and "test" never share samples.
-    Digits: the first `num` images (default all) of `harness.digits.load_split(split)`.
+    Digits: the first `num` images (default all) of `harness.models.digits.load_split(split)`.
     """
     provider = getattr(model, "reference_data", None)
     if callable(provider):
@@ -88,7 +90,7 @@ def reference_data(model: ScoreModel, split: str = "test", num: Optional[int] = 
         return ReferenceData(f"gmm:{mixture}:{split}:n={num}:seed={seed}", data,
                              f"{num} exact samples of the noise-free mixture ({split})")
     if _is_digits(model):
-        from harness.digits import load_split, split_fingerprint
+        from harness.models.digits import load_split, split_fingerprint
 
         images, _ = load_split(split)
         images = images if num is None else images[:int(num)]
@@ -145,7 +147,7 @@ def _postprocess(samples: Tensor, model: ScoreModel, how: str) -> Tensor:
 
 
 def _extractor(suite: SuiteContext, opts: dict[str, Any]):
-    from harness import fid
+    from harness.metrics import fid
 
     kind = opts["extractor"]
     if kind == "auto":
@@ -181,7 +183,7 @@ class _FeatureMetric(_Configured):
         return has_reference_data(suite.model)
 
     def prepare(self, suite: SuiteContext) -> None:
-        from harness import fid
+        from harness.metrics import fid
 
         opts = self.options(suite)
         kind, extractor = _extractor(suite, opts)
@@ -219,12 +221,12 @@ class FIDMetric(_FeatureMetric):
     description = "Frechet distance of feature Gaussians to the reference data (lower is better)"
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        from harness.fid import FID
+        from harness.metrics.fid import FID
 
         extractor, stats, opts = self._state(trial)
         samples = _postprocess(trial.samples, trial.suite.model, opts["postprocess"])
         if distributed.world_size() > 1:
-            from harness.fid import extract
+            from harness.metrics.fid import extract
 
             with distributed.shared_failure():  # before the collective, on every rank
                 local = extract(extractor, distributed.local_rows(samples))
@@ -245,7 +247,7 @@ class KIDMetric(_FeatureMetric):
     keep_features = True
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        from harness.fid import KID
+        from harness.metrics.fid import KID
 
         extractor, stats, opts = self._state(trial)
         samples = _postprocess(trial.samples, trial.suite.model, opts["postprocess"])
@@ -370,7 +372,7 @@ class SlicedWassersteinMetric(_OracleMetric):
     DEFAULTS = {**_OracleMetric.DEFAULTS, "num_projections": 256}
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        from harness.two_sample import sliced_wasserstein
+        from harness.metrics.two_sample import sliced_wasserstein
 
         opts = self.options(trial.suite)
         exact = self._exact(trial.suite, opts)
@@ -395,7 +397,7 @@ class MMDOracleMetric(_OracleMetric):
     DEFAULTS = {"num_reference": 2000, "seed": 0, "bandwidth": None}
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        from harness.two_sample import gaussian_mmd2, median_bandwidth
+        from harness.metrics.two_sample import gaussian_mmd2, median_bandwidth
 
         opts = self.options(trial.suite)
         exact = self._exact(trial.suite, opts)

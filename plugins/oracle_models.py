@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from harness import ModelSpec, hookimpl
-from harness.oracle import mixture_64d, ring_2d
-from harness.sde import make_sde
+from harness.models.oracle import mixture_64d, ring_2d
+from harness.core.sde import make_sde
 
 harness_api_version = 1
 

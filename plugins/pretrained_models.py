@@ -8,13 +8,13 @@ harness_api_version = 1
 
 
 def _load_digits(device="cpu", path=None):
-    from harness.pretrained import load_digits_model
+    from harness.models.pretrained import load_digits_model
 
     return load_digits_model(device, path)
 
 
 def _load_diffusers(device="cpu", path=None):
-    from harness.diffusers_model import load_diffusers_unet
+    from harness.models.diffusers_model import load_diffusers_unet
     from harness.errors import ParameterError
 
     if path is None:

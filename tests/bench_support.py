@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
 
-from harness import plugin_manager
+from harness.plugin import manager as plugin_manager
 from harness.cli import main
 from tests.plugins import bench_plugins
 
@@ -105,7 +105,7 @@ def client_for(uri: str):
     """An MlflowClient; relative SQLite URIs resolved against the current directory."""
     from mlflow.tracking import MlflowClient
 
-    from harness.tracking import absolute_uri
+    from harness.bench.tracking import absolute_uri
 
     return MlflowClient(absolute_uri(uri))
 

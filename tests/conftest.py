@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.oracle import mixture_64d, ring_2d
-from harness.plugin_manager import get_plugins
-from harness.sde import make_sde
+from harness.models.oracle import mixture_64d, ring_2d
+from harness.plugin.manager import get_plugins
+from harness.core.sde import make_sde
 
 # Small tensors dominate the tests; one thread avoids spin-wait contention on 2 cores.
 torch.set_num_threads(1)

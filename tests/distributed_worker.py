@@ -19,12 +19,14 @@ from typing import Any, Optional
 
 import torch
 
-from harness import distributed, generate, make_grid, sharded_metrics
-from harness.fid import IdentityFeatures, reference_stats
-from harness.likelihood import discretised_flow_nll, ode_nll
-from harness.oracle import ring_2d
-from harness.plugin_manager import get_sampler
-from harness.sde import make_sde
+from harness import generate, make_grid
+from harness.core import distributed
+from harness.metrics import sharded as sharded_metrics
+from harness.metrics.fid import IdentityFeatures, reference_stats
+from harness.metrics.likelihood import discretised_flow_nll, ode_nll
+from harness.models.oracle import ring_2d
+from harness.plugin.manager import get_sampler
+from harness.core.sde import make_sde
 
 NUM_SAMPLES = 37  # odd: the two shards differ in size
 NUM_POINTS = 9

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from harness import plugin_manager
+from harness.plugin import manager as plugin_manager
 from harness.cli import main
 from tests.plugins import bench_plugins
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.model import NetworkScoreModel, PARAMETRIZATIONS, to_prediction
-from harness.oracle import ring_2d
-from harness.sde import _expand, make_sde
+from harness.core.model import NetworkScoreModel, PARAMETRIZATIONS, to_prediction
+from harness.models.oracle import ring_2d
+from harness.core.sde import _expand, make_sde
 from harness.errors import ParameterError
 
 

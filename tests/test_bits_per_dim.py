@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from harness.likelihood import dequantise, ode_nll, to_bits_per_dim
-from harness.model import DataSpec
-from harness.oracle import ring_2d
-from harness.sde import VPSDE
+from harness.metrics.likelihood import dequantise, ode_nll, to_bits_per_dim
+from harness.core.model import DataSpec
+from harness.models.oracle import ring_2d
+from harness.core.sde import VPSDE
 
 # Five levels on [-1, 1] (bin width 1/2) with probabilities 1/8, 1/4, 1/4, 1/4, 1/8:
 # entropy 2 * (1/8) * 3 + 3 * (1/4) * 2 = 2.25 bits.

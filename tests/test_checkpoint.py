@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from harness.checkpoint import (
+from harness.models.checkpoint import (
     FORMAT_VERSION, CheckpointNotFoundError, ChecksumError, ManifestError, file_sha256,
     load_checkpoint, save_checkpoint, tensors_sha256, verify_checkpoint,
 )

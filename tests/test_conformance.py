@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from harness import Capabilities, NoParams, Params, Sampler, UnknownNameError, param
-from harness.oracle import GaussianMixture, mixture_64d
-from harness.plugin_manager import get_plugins, load_plugins
-from harness.sde import make_sde
+from harness.models.oracle import GaussianMixture, mixture_64d
+from harness.plugin.manager import get_plugins, load_plugins
+from harness.core.sde import make_sde
 from harness.testing import (CHECKS, ConformanceError, check_sampler, conformance_test,
                              kit_oracle)
 from harness_plugins.euler import euler

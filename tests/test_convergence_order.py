@@ -10,8 +10,8 @@ import torch
 from torchdiffeq import odeint
 
 from harness import TimeGrid
-from harness.oracle import ring_2d
-from harness.sde import make_sde
+from harness.models.oracle import ring_2d
+from harness.core.sde import make_sde
 
 T_END = 0.05
 STEP_COUNTS = [16, 32, 64, 128]  # the asymptotic regime of both schemes

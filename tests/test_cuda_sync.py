@@ -17,7 +17,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness import generate, make_grid
-from harness.noise import SampleNoise
+from harness.core.noise import SampleNoise
 
 from .conftest import all_sampler_names
 from .tiny_unet import tiny_digits_model

@@ -7,11 +7,11 @@ import sys
 import pytest
 import torch
 
-from harness.diffusers_model import (
+from harness.models.diffusers_model import (
     DiscreteVPSDE, MissingDependencyError, load_diffusers_unet, sigmas_from_alphas_cumprod,
 )
 from harness.errors import ParameterError
-from harness.sde import VPSDE
+from harness.core.sde import VPSDE
 
 
 def _tiny_unet(diffusers):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import digits
+from harness.models import digits
 from harness.errors import ParameterError
 
 

@@ -2,7 +2,7 @@
 
 `tests/distributed_worker.py` runs under `torchrun --standalone --nproc_per_node=2`
 (gloo on the CPU) and in this process as a single rank; the helpers of
-`harness.distributed` are also checked on their own for a single process.
+`harness.core.distributed` are also checked on their own for a single process.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import distributed, sharded_metrics
-from harness.fid import FID, IdentityFeatures, ReferenceStats, frechet_distance
+from harness.core import distributed
+from harness.metrics import sharded as sharded_metrics
+from harness.metrics.fid import FID, IdentityFeatures, ReferenceStats, frechet_distance
 
 from . import distributed_worker
 
@@ -61,11 +62,11 @@ def test_same_fid_from_moments_summed_over_ranks(two_ranks, one_rank):
 
 
 def test_single_process_moments_fid_equals_torchmetrics_fid(one_rank):
-    """The moments path is the metric `harness.fid.FID` computes, not another formula."""
+    """The moments path is the metric `harness.metrics.fid.FID` computes, not another formula."""
     features = IdentityFeatures(2)
     gen = torch.Generator().manual_seed(0)
-    from harness.oracle import ring_2d
-    from harness.sde import make_sde
+    from harness.models.oracle import ring_2d
+    from harness.core.sde import make_sde
 
     model = ring_2d(make_sde("vp"))
     reference = features(model.sample_clean(500, generator=gen))

@@ -18,7 +18,7 @@ import pytest
 
 from harness import hookspecs
 from harness.cli import build_parser
-from harness.plugin_manager import DISABLE_ENV, TRACE_ENV, load_plugins
+from harness.plugin.manager import DISABLE_ENV, TRACE_ENV, load_plugins
 from harness.testing import CHECKS, MOMENT_Z, SW_MARGIN, check_sampler
 
 if sys.version_info >= (3, 11):

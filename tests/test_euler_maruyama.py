@@ -7,9 +7,9 @@ import math
 import torch
 
 from harness import make_grid
-from harness.noise import SampleNoise
-from harness.oracle import ring_2d
-from harness.sde import make_sde
+from harness.core.noise import SampleNoise
+from harness.models.oracle import ring_2d
+from harness.core.sde import make_sde
 
 
 def _run(plugins, keep_final_noise):

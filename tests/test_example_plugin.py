@@ -31,10 +31,10 @@ import pytest
 import torch
 
 from harness import generate, make_grid
-from harness.oracle import ring_2d
-from harness.plugin_manager import get_sampler
-from harness.noise import SampleNoise
-from harness.sde import make_sde
+from harness.models.oracle import ring_2d
+from harness.plugin.manager import get_sampler
+from harness.core.noise import SampleNoise
+from harness.core.sde import make_sde
 from tests.plugins import example_plugin
 
 ROOT = Path(__file__).parent.parent

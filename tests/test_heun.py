@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from harness import generate, make_grid
-from harness.oracle import ring_2d
-from harness.sde import make_sde
+from harness.models.oracle import ring_2d
+from harness.core.sde import make_sde
 
 
 def test_heun_calls_the_network_exactly_2n_minus_1_times(plugins):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from harness import generate, make_grid
-from harness.oracle import ring_2d
-from harness.sde import make_sde
+from harness.models.oracle import ring_2d
+from harness.core.sde import make_sde
 
 
 def test_lambda_zero_is_euler_and_lambda_one_is_euler_maruyama_in_distribution(plugins):

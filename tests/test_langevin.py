@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from harness import generate, make_grid
-from harness.oracle import mixture_64d, ring_2d
-from harness.sde import make_sde
+from harness.models.oracle import mixture_64d, ring_2d
+from harness.core.sde import make_sde
 
 
 def test_no_churn_is_heun_bit_for_bit(plugins):

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from harness.errors import ParameterError
-from harness.likelihood import AugmentedDrift, discretised_flow_nll, flow_grid, ode_nll
-from harness.oracle import mixture_64d, ring_2d
-from harness.plugin_manager import get_sampler
-from harness.schedules import make_grid
-from harness.sde import EDMSDE, VPSDE
+from harness.metrics.likelihood import AugmentedDrift, discretised_flow_nll, flow_grid, ode_nll
+from harness.models.oracle import mixture_64d, ring_2d
+from harness.plugin.manager import get_sampler
+from harness.core.schedules import make_grid
+from harness.core.sde import EDMSDE, VPSDE
 
 
 def _points(model, n, seed=1):

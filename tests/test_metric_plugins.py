@@ -9,13 +9,13 @@ import torch
 
 import harness_plugins.metrics as metrics_plugin
 from harness.errors import ParameterError
-from harness.metric import Metric, SuiteContext, TrialContext
-from harness.model import DataSpec, NetworkScoreModel
-from harness.oracle import ring_2d
-from harness.plugin_manager import get_plugins, load_plugins
-from harness.sampling import generate
-from harness.schedules import make_grid
-from harness.sde import VPSDE
+from harness.metrics.metric import Metric, SuiteContext, TrialContext
+from harness.core.model import DataSpec, NetworkScoreModel
+from harness.models.oracle import ring_2d
+from harness.plugin.manager import get_plugins, load_plugins
+from harness.core.sampling import generate
+from harness.core.schedules import make_grid
+from harness.core.sde import VPSDE
 
 NAMES = {"fid", "kid", "nll", "flow_nll", "sliced_wasserstein", "mmd_oracle"}
 

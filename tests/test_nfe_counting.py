@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from harness.likelihood import discretised_flow_nll, ode_nll
-from harness.model import DataSpec, NetworkScoreModel
-from harness.plugin_manager import get_plugins
-from harness.sampling import generate
-from harness.schedules import TimeGrid, make_grid
-from harness.sde import EDMSDE, VPSDE
+from harness.metrics.likelihood import discretised_flow_nll, ode_nll
+from harness.core.model import DataSpec, NetworkScoreModel
+from harness.plugin.manager import get_plugins
+from harness.core.sampling import generate
+from harness.core.schedules import TimeGrid, make_grid
+from harness.core.sde import EDMSDE, VPSDE
 
 
 class CountingNetwork(nn.Module):

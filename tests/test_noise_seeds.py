@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from harness.noise import SampleNoise, sample_seed, sample_seeds
+from harness.core.noise import SampleNoise, sample_seed, sample_seeds
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 2**31 - 1, 2**31, 2**32 - 2])

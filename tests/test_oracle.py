@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from harness.oracle import GaussianMixture, mixture_64d, ring_2d
-from harness.sde import make_sde
+from harness.models.oracle import GaussianMixture, mixture_64d, ring_2d
+from harness.core.sde import make_sde
 
 from .test_cuda_sync import HostReads
 

@@ -12,10 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import Capabilities, Sampler, UnknownNameError, hookimpl, plugin_manager
+from harness import Capabilities, Sampler, UnknownNameError, hookimpl
+from harness.plugin import manager as plugin_manager
 from harness.cli import main
 from harness.commands.plugins import describe, format_text
-from harness.plugin_manager import DISABLE_ENV, TRACE_ENV, load_plugins
+from harness.plugin.manager import DISABLE_ENV, TRACE_ENV, load_plugins
 
 from tests.plugins import example_plugin
 

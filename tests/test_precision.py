@@ -1,4 +1,4 @@
-"""`harness.precision`: the network in bf16/fp16/fp32 or compiled; state dtype and NFE kept."""
+"""`harness.models.precision`: the network in bf16/fp16/fp32 or compiled; state dtype and NFE kept."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from harness import ParameterError, generate, make_grid
-from harness.oracle import ring_2d
-from harness.plugin_manager import get_sampler
-from harness.precision import NetworkPrecision, configure_model, describe
-from harness.sde import EDMSDE
+from harness.models.oracle import ring_2d
+from harness.plugin.manager import get_sampler
+from harness.models.precision import NetworkPrecision, configure_model, describe
+from harness.core.sde import EDMSDE
 
 from .tiny_unet import tiny_digits_model
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from harness import generate, make_grid
-from harness.oracle import mixture_64d, ring_2d
-from harness.sde import make_sde
+from harness.models.oracle import mixture_64d, ring_2d
+from harness.core.sde import make_sde
 
 
 @pytest.mark.parametrize("corrector, n, per_step", [

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import digits
-from harness.checkpoint import ChecksumError, file_sha256, load_checkpoint, tensors_sha256
-from harness.classifier import accuracy
-from harness.model import NetworkScoreModel
-from harness.pretrained import load_digits_model, load_feature_extractor
-from harness.sde import EDMSDE
+from harness.models import digits
+from harness.models.checkpoint import ChecksumError, file_sha256, load_checkpoint, tensors_sha256
+from harness.models.classifier import accuracy
+from harness.core.model import NetworkScoreModel
+from harness.models.pretrained import load_digits_model, load_feature_extractor
+from harness.core.sde import EDMSDE
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "harness" / "weights"
+WEIGHTS = Path(__file__).resolve().parent.parent / "harness" / "models" / "weights"
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness import generate, make_grid
-from harness.noise import SampleNoise
+from harness.core.noise import SampleNoise
 
 from .conftest import all_sampler_names
 

@@ -77,9 +77,9 @@ def test_a_model_without_a_network_is_refused_before_any_trial(bench, tmp_path, 
 def test_a_float64_state_keeps_the_nll_in_float64_whatever_the_network(plugins, monkeypatch):
     """A configured network keeps float32 weights (so model.dtype is float32); the NLL's
     ODE state must still follow the suite's dtype."""
-    from harness import sharded_metrics
-    from harness.metric import SuiteContext, TrialContext
-    from harness.precision import configure_model
+    from harness.metrics import sharded as sharded_metrics
+    from harness.metrics.metric import SuiteContext, TrialContext
+    from harness.models.precision import configure_model
     from harness_plugins.metrics import NLLMetric
 
     solved_in = []

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.runner import SuiteRunner, load_model, resolve_device
-from harness.sinks import FAILED, FINISHED, LocalSink, Sinks, SuiteInfo
-from harness.suite import build_suite, model_identity, resolve_trials
+from harness.bench.runner import SuiteRunner, load_model
+from harness.core.distributed import resolve_device
+from harness.bench.sinks import FAILED, FINISHED, LocalSink, Sinks, SuiteInfo
+from harness.bench.suite import build_suite, model_identity, resolve_trials
 from tests.bench_support import bench_environment, harness, trial_runs, write_suite
 from tests.plugins import bench_plugins
 
@@ -112,8 +113,8 @@ def test_batches_do_not_change_samples(bench, tmp_path):
 
 
 def _draw(runner, trial, indices):
-    from harness.sampling import generate
-    from harness.schedules import make_grid
+    from harness.core.sampling import generate
+    from harness.core.schedules import make_grid
 
     sampler = runner.plugins.samplers.get(trial.sampler)
     grid = make_grid(runner.model.sde, runner.suite.schedule, trial.steps)

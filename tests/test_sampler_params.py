@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness import ParameterError, UnknownNameError, make_grid, make_sde
-from harness.plugin_manager import get_sampler
+from harness.plugin.manager import get_sampler
 
 
 def test_unknown_sampler_lists_available_and_suggests(plugins):

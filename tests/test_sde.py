@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.sde import SDES, make_sde
+from harness.core.sde import SDES, make_sde
 from harness.errors import UnknownNameError
 
 TIMES = [0.05, 0.2, 0.5, 0.9]

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from harness import timing
-from harness.model import DataSpec, NetworkScoreModel
-from harness.plugin_manager import get_sampler
-from harness.sampling import generate
-from harness.schedules import make_grid
-from harness.sde import EDMSDE
-from harness.timing import Timing, forward_time, synchronize, time_sampling
+from harness.metrics import timing
+from harness.core.model import DataSpec, NetworkScoreModel
+from harness.plugin.manager import get_sampler
+from harness.core.sampling import generate
+from harness.core.schedules import make_grid
+from harness.core.sde import EDMSDE
+from harness.metrics.timing import Timing, forward_time, synchronize, time_sampling
 
 
 def test_synchronize_waits_on_cuda_devices_only():

@@ -8,11 +8,11 @@ import dataclasses
 import torch
 
 from harness.commands import train as train_command
-from harness.pretrained import load_digits_model, load_feature_extractor
-from harness.training import (
+from harness.models.pretrained import load_digits_model, load_feature_extractor
+from harness.models.training import (
     ClassifierTrainConfig, ScoreTrainConfig, lr_factor, train_classifier, train_score_model,
 )
-from harness.unet import UNetConfig
+from harness.models.unet import UNetConfig
 
 TINY_SCORE = ScoreTrainConfig(steps=3, batch_size=16, warmup_steps=1, eval_repeats=1,
                               network=UNetConfig(channels=(8, 16), emb_dim=16, groups=4))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.two_sample import (gaussian_mmd2, median_bandwidth, random_directions,
+from harness.metrics.two_sample import (gaussian_mmd2, median_bandwidth, random_directions,
                                 sliced_wasserstein, wasserstein_1d)
 
 

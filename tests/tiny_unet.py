@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.digits import DIGITS_SPEC
-from harness.model import NetworkScoreModel
-from harness.sde import EDMSDE
-from harness.unet import EDMPrecond, UNetConfig
+from harness.models.digits import DIGITS_SPEC
+from harness.core.model import NetworkScoreModel
+from harness.core.sde import EDMSDE
+from harness.models.unet import EDMPrecond, UNetConfig
 
 TINY = UNetConfig(channels=(8, 16), blocks=1, attention=True, emb_dim=16, num_frequencies=4,
                   groups=4, dropout=0.0)

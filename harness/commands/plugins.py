@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from ..plugin_manager import LoadedPlugins, get_plugins
+from ..plugin.manager import LoadedPlugins, get_plugins
 
 
 def add_parser(subparsers: Any) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..report import report_from_mlflow
-from ..tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+from ..bench.report import report_from_mlflow
+from ..bench.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
 DEFAULT_EXPERIMENT = "default"
 
@@ -29,7 +29,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
-    files = report_from_mlflow(uri, args.experiment, args.out)
-    print(files["leaderboard.md"].read_text())
-    print(f"written: {', '.join(str(p) for p in files.values())}")
+    report = report_from_mlflow(uri, args.experiment, args.out)
+    print(report.files["leaderboard.md"].read_text())
+    print(f"written: {', '.join(str(p) for p in report.files.values())}")
     return 0

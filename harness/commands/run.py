@@ -15,12 +15,13 @@ from typing import Any, Optional
 
 import torch
 
-from .. import distributed
-from ..plugin_manager import LoadedPlugins, get_plugins
-from ..report import records_from_jsonl, write_report
-from ..runner import SuiteRunner, environment, load_model, resolve_device, summary
-from ..sinks import LocalSink, Sinks, SuiteInfo
-from ..suite import (
+from ..core import distributed
+from ..plugin.manager import LoadedPlugins, get_plugins
+from ..bench.report import records_from_jsonl, write_report
+from ..bench.environment import environment
+from ..bench.runner import SuiteRunner, load_model, summary
+from ..bench.sinks import LocalSink, Sinks, SuiteInfo
+from ..bench.suite import (
     DEFAULT_SUITE,
     Suite,
     SuiteError,
@@ -32,7 +33,7 @@ from ..suite import (
     resolve_trials,
     short_value,
 )
-from ..tracking import (
+from ..bench.tracking import (
     DEFAULT_TRACKING_URI,
     MLflowSink,
     connect,
@@ -104,10 +105,10 @@ def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> in
     plugins = plugins or get_plugins()
     suite = load_suite(args.suite, plugins, overrides_from_args(args))
     if args.dry_run:
-        model = load_model(suite, plugins, resolve_device("cpu"))
+        model = load_model(suite, plugins, distributed.resolve_device("cpu"))
         print(format_plan(suite, resolve_trials(suite, plugins, model_identity(suite, model))))
         return 0
-    device = resolve_device(suite.device)
+    device = distributed.resolve_device(suite.device)
     created = distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
     try:
         return _run_suite(args, plugins, suite, device)
@@ -166,9 +167,10 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         return 0
 
     hashes = {t.config_hash for t in info.all_trials}
-    files = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes), out_dir,
-                         title=suite.experiment)
-    print(files["leaderboard.md"].read_text())
+    report = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes), out_dir,
+                          title=suite.experiment)
+    sinks.report_written(report.files, report.series)
+    print(report.files["leaderboard.md"].read_text())
     print(summary(results, len(skipped)))
     for sink, error in sinks.dropped:
         print(f"warning: {type(sink).__name__} stopped mid-suite ({error}); every trial is "

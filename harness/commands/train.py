@@ -1,8 +1,8 @@
 """`harness train digits|classifier [--out DIR]`: retrain the shipped digits checkpoints.
 
-The defaults reproduce the shipped files (`harness/weights/digits_edm.*` and
-`harness/weights/digits_classifier.*`); on the same machine and torch build the new
-weight file has the same sha256 as the shipped one (see `harness.training`). The command
+The defaults reproduce the shipped files (`harness/models/weights/digits_edm.*` and
+`harness/models/weights/digits_classifier.*`); on the same machine and torch build the new
+weight file has the same sha256 as the shipped one (see `harness.models.training`). The command
 prints the sha256 and, when a checkpoint of that name already existed in the output
 folder, whether the new one is bit-identical to it.
 """
@@ -19,7 +19,7 @@ TARGETS = ("digits", "classifier")
 
 
 def default_out_dir() -> Path:
-    """The package's own `weights/` folder, where `harness.pretrained` looks."""
+    """The package's own `weights/` folder, where `harness.models.pretrained` looks."""
     return Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -32,7 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="digits: the EDM score network (~10 min on 1 core); "
                              "classifier: the FID feature classifier (~1 min)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: the shipped location, harness/weights)")
+                        help="output folder (default: the shipped location, harness/models/weights)")
     parser.add_argument("--steps", type=int, default=None,
                         help="override the number of training steps (not reproducing the "
                              "shipped weights)")
@@ -59,7 +59,7 @@ def _previous_sha(out_dir: Path, name: str) -> Optional[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `harness train`; returns the process exit code."""
-    from .. import training
+    from ..models import training
     from ..errors import ParameterError
 
     out_dir = Path(args.out) if args.out is not None else default_out_dir()

@@ -1,7 +1,7 @@
 """Plugins for the benchmark-runner tests: samplers that fail on purpose, a sampler with a
 tripwire (interrupt, SIGTERM or any action on its n-th call), and two tiny metrics.
 
-Loaded with `harness.plugin_manager.load_plugins(extra=[("bench_plugins", module)])`.
+Loaded with `harness.plugin.manager.load_plugins(extra=[("bench_plugins", module)])`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from harness_plugins.euler import euler
 
 from harness import Capabilities, Sampler, hookimpl
-from harness.metric import Metric, SuiteContext, TrialContext
+from harness.metrics.metric import Metric, SuiteContext, TrialContext
 
 harness_api_version = 1
 

@@ -44,16 +44,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport
     import tomli as tomllib
 
-from .errors import HarnessError, ParameterError, UnknownNameError, unknown_name
-from .plugin_manager import LoadedPlugins
-from .schedules import SCHEDULES
+from ..errors import HarnessError, ParameterError, UnknownNameError, unknown_name
+from ..plugin.manager import LoadedPlugins
+from ..core.schedules import SCHEDULES
+from ..models.precision import NETWORK_DTYPES as PRECISIONS, STATE_DTYPES
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 DEFAULT_SUITE = "default"
 DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "float64")
-#: The network's own precision (`harness.precision`); "native": as loaded, in `dtype`.
-NETWORK_DTYPES = ("native", "fp32", "bf16", "fp16")
+DTYPES = tuple(STATE_DTYPES)
+NETWORK_DTYPES = ("native", *PRECISIONS)
 
 #: Every key a suite may have at the top level, with its default (None: required).
 TOP_LEVEL_DEFAULTS: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
 * FID: each rank sums its features x and x x^T in float64 with its count; the sums are
   all-reduced and the Frechet distance is computed from the combined moments with
-  `harness.fid`'s own formulas (`ReferenceStats.mean/cov`, `frechet_distance`), which
+  `harness.metrics.fid`'s own formulas (`ReferenceStats.mean/cov`, `frechet_distance`), which
   are those of the torchmetrics state that `fid.FID` keeps. Summing moments is simpler
   than syncing torchmetrics' states and makes the float64 accumulation explicit.
 * NLL: each rank solves for its own test points with `likelihood.ode_nll`, with no
@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from .distributed import (
+from ..core.distributed import (
     all_reduce_max,
     all_reduce_sum,
     gather_concat,
@@ -29,10 +29,10 @@ from .distributed import (
     shared_failure,
     world_size,
 )
-from .errors import ParameterError
+from ..errors import ParameterError
 from .fid import ReferenceStats, frechet_distance
 from .likelihood import NLLResult, _result, ode_nll
-from .model import ScoreModel
+from ..core.model import ScoreModel
 
 
 # --- FID from moments summed over ranks --------------------------------------------------------
@@ -61,7 +61,7 @@ class FeatureMoments:
                               total[1 + dim:].reshape(dim, dim))
 
     def as_stats(self, extractor_sha256: str = "") -> ReferenceStats:
-        """As `harness.fid.ReferenceStats`, whose `mean` and `cov` give the FID inputs."""
+        """As `harness.metrics.fid.ReferenceStats`, whose `mean` and `cov` give the FID inputs."""
         return ReferenceStats("samples", extractor_sha256, self.n, self.features_sum,
                               self.features_cov_sum)
 

@@ -36,9 +36,12 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from .errors import ParameterError
-from .model import ScoreModel
+from ..errors import ParameterError
+from ..core.model import ScoreModel
 
+#: The sampler's state (`dtype`): what the loop integrates in, whatever the network uses.
+STATE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+#: The network's own precision (`network_dtype`, besides "native": as loaded, in `dtype`).
 NETWORK_DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
 }

@@ -4,13 +4,13 @@ FID (Heusel et al. 2017) compares Gaussians fitted to the features a fixed class
 extracts from real and generated images; for ImageNet-like data that classifier is
 Inception-v3's pool3 layer. For 8x8 digits the same role is played here by the
 `features` layer (64 values by default) of a CNN trained on the digits training split
-(`harness.training.train_classifier`): conv-conv at 8x8, downsample, conv at 4x4, a
+(`harness.models.training.train_classifier`): conv-conv at 8x8, downsample, conv at 4x4, a
 linear layer to 64 features, and the 10-way linear head. SiLU rather than ReLU keeps
 every feature informative (no units stuck at exactly 0, which would make the feature
 covariance singular).
 
 `DigitsFeatureExtractor` is the frozen network in eval mode. Its `sha256` is the sha256
-of its weight file (`harness.checkpoint.tensors_sha256` of its state dict), so reference
+of its weight file (`harness.models.checkpoint.tensors_sha256` of its state dict), so reference
 statistics cached under that key are invalidated whenever the weights change.
 """
 
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .checkpoint import tensors_sha256
 
-ARCHITECTURE = "harness.classifier.DigitsClassifier/v1"
+ARCHITECTURE = "harness.classifier.DigitsClassifier/v1"  # stored in manifests, not a module path
 
 
 @dataclass(frozen=True)

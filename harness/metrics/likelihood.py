@@ -46,12 +46,12 @@ from typing import Any, Iterator, Literal, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .errors import ParameterError
-from .model import DataSpec, ScoreModel
-from .noise import SampleNoise
-from .sampler import Params, Sampler
-from .schedules import TimeGrid
-from .sde import Time
+from ..errors import ParameterError
+from ..core.model import DataSpec, ScoreModel
+from ..core.noise import SampleNoise
+from ..core.sampler import Params, Sampler
+from ..core.schedules import TimeGrid
+from ..core.sde import Time
 
 Method = Literal["hutchinson", "exact"]
 Probe = Literal["rademacher", "gaussian"]

@@ -17,7 +17,7 @@ levels.
 
 which keeps the network's input and its training target at unit variance for every
 noise level. sigma_data is the standard deviation of the training pixels in the [-1, 1]
-scale (`harness.digits.data_std("train")` = 0.752), rounded to 0.75; Karras et al. use
+scale (`harness.models.digits.data_std("train")` = 0.752), rounded to 0.75; Karras et al. use
 0.5 for CIFAR-10, whose pixels are spread more evenly.
 
 The wrapper returns the x_0 prediction D, so it plugs into
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ARCHITECTURE = "harness.unet.EDMPrecond/v1"
+ARCHITECTURE = "harness.unet.EDMPrecond/v1"  # an identifier stored in manifests, not a module path
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import ParameterError
-from .model import DataSpec
+from ..errors import ParameterError
+from ..core.model import DataSpec
 
 #: What one sample looks like: one channel, 8x8, 17 equally spaced levels in [-1, 1].
 DIGITS_SPEC = DataSpec(shape=(1, 8, 8), value_range=(-1.0, 1.0), levels=17)
@@ -129,7 +129,7 @@ def split_fingerprint() -> str:
 def data_std(split: Split = "train") -> float:
     """Standard deviation of all pixel values of a split in the [-1, 1] scale.
 
-    This is how `sigma_data` of the EDM preconditioning is chosen (see `harness.unet`).
+    This is how `sigma_data` of the EDM preconditioning is chosen (see `harness.models.unet`).
     """
     x, _ = load_split(split)
     return float(x.double().std())

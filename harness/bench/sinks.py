@@ -10,6 +10,11 @@ The runner measures; sinks record. The runner calls, in order,
     suite_ended(results, status, wall_s)      FINISHED, FAILED (some trial) or KILLED;
                                               the suite's wall-clock, as the runner measured it
 
+and the command, once it has written the report (tables, plots) from what was recorded,
+
+    report_written(files, series)             the report's files, and each metric's mean
+                                              per sampler as (key, value, NFE) points
+
 `Sinks` fans every call out and isolates the sinks from each other: one that raises is
 reported and dropped, so a tracking server going away mid-suite never stops the suite
 nor the other sinks. `LocalSink` appends every trial to `trials.jsonl` as it ends
@@ -111,6 +116,9 @@ class Sink(Protocol):
     def suite_ended(self, results: list[TrialResult], status: str, wall_s: float
                     ) -> None: ...
 
+    def report_written(self, files: dict[str, Path],
+                       series: list[tuple[str, float, int]]) -> None: ...
+
 
 class Sinks:
     """Fans calls out to several sinks; a sink that raises is warned about and dropped."""
@@ -148,6 +156,10 @@ class Sinks:
 
     def suite_ended(self, results: list[TrialResult], status: str, wall_s: float) -> None:
         self._each("suite_ended", results, status, wall_s)
+
+    def report_written(self, files: dict[str, Path],
+                       series: list[tuple[str, float, int]]) -> None:
+        self._each("report_written", files, series)
 
 
 def strict_json(value: Any) -> Any:
@@ -223,3 +235,7 @@ class LocalSink:
     def suite_ended(self, results: list[TrialResult], status: str, wall_s: float) -> None:
         append_line(self.path, {"kind": "suite_end", "invocation": self.invocation,
                                 "status": status, "time": time.time(), "wall_s": wall_s})
+
+    def report_written(self, files: dict[str, Path],
+                       series: list[tuple[str, float, int]]) -> None:
+        """Nothing: the report is written into this sink's own folder."""

@@ -8,7 +8,7 @@ see the samples. A trial that raises, returns NaN/Inf or the wrong shape is reco
 FAILED with its error and the suite goes on. Ctrl-C and SIGTERM (turned into an
 exception here) end the current trial as KILLED and the suite as KILLED, never FINISHED.
 
-Under torchrun (`harness.distributed`) every process runs this same code on its own
+Under torchrun (`harness.core.distributed`) every process runs this same code on its own
 share of the sample indices (indices[rank::world]); the samples are gathered back into
 index order, so the metrics see exactly what one process would have drawn. The NFE is
 summed over processes and the wall-clock is the slowest process's. Only rank 0 has
@@ -16,16 +16,13 @@ sinks. Work that can fail on one rank only (sampling, the plot only rank 0 draws
 metric) runs inside `distributed.shared_failure()`, so a failure on any rank fails the
 trial on all of them and none is left waiting in a collective.
 
-What is measured lives here; how it is recorded lives in the sinks (`harness.sinks`).
+What is measured lives here; how it is recorded lives in the sinks (`harness.bench.sinks`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import math
-import os
-import platform
 import signal
 import sys
 import threading
@@ -39,19 +36,18 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from . import __version__ as harness_version
-from . import distributed, plots
-from .metric import Metric, SuiteContext, TrialContext
-from .model import ScoreModel
-from .plugin_manager import LoadedPlugins
-from .precision import configure_model, describe
-from .sampling import generate
-from .schedules import make_grid
+from ..core import distributed
+from . import plots
+from ..metrics.metric import Metric, SuiteContext, TrialContext
+from ..core.model import ScoreModel
+from ..plugin.manager import LoadedPlugins
+from ..models.precision import STATE_DTYPES, configure_model
+from ..core.sampling import generate
+from ..core.schedules import make_grid
 from .sinks import FAILED, FINISHED, KILLED, Sinks, SuiteInfo, TrialResult
-from .suite import Suite, SuiteError, Trial
-from .timing import clock, forward_time, peak_memory, reset_peak_memory
+from .suite import Suite, Trial
+from ..metrics.timing import clock, forward_time, peak_memory, reset_peak_memory
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Bare forward passes timed per trial for the overhead ratio (a few % of a trial's NFE).
 FORWARD_REPEATS = 3
 
@@ -82,66 +78,13 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when present, else CPU; asking for absent CUDA is an error.
-
-    Under torchrun each process takes the GPU of its LOCAL_RANK, so a fixed `cuda:N`
-    (which every process would share) is refused there.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SuiteError(f"device {name!r} requested but CUDA is not available here; "
-                         f"use --device cpu or auto")
-    if device.type == "cuda" and distributed.launched():
-        if device.index is not None:
-            raise SuiteError(f"device {name!r}: under torchrun every process uses the GPU "
-                             f"of its LOCAL_RANK; give --device cuda (or auto)")
-        device = torch.device("cuda", distributed.local_rank())
-    return device
-
-
 def load_model(suite: Suite, plugins: LoadedPlugins, device: torch.device) -> ScoreModel:
     """The suite's model on `device`, in the suite's dtype, in eval mode, its network in
-    the suite's `network_dtype` and compiled if asked (`harness.precision`)."""
+    the suite's `network_dtype` and compiled if asked (`harness.models.precision`)."""
     model = plugins.models.get(suite.model).build(device, **suite.model_options)
-    model = model.to(dtype=DTYPES[suite.dtype]).eval()
+    model = model.to(dtype=STATE_DTYPES[suite.dtype]).eval()
     network_dtype = None if suite.network_dtype == "native" else suite.network_dtype
     return configure_model(model, dtype=network_dtype, compile=suite.compile)
-
-
-def environment(device: torch.device, dtype: str, model: Optional[ScoreModel] = None
-                ) -> dict[str, str]:
-    """Where and with what the numbers were made (logged with every run)."""
-    def version(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    return {"device": str(device), "device_name": name, "dtype": dtype,
-            "cpu_count": str(os.cpu_count()),
-            "torch_threads": str(torch.get_num_threads()), "host": platform.node(),
-            "version.harness": harness_version, "version.torch": torch.__version__,
-            "version.python": platform.python_version(), "version.mlflow": version("mlflow"),
-            "platform": platform.platform(), "world_size": str(distributed.world_size()),
-            **({"distributed_backend": torch.distributed.get_backend()}
-               if distributed.is_distributed() else {}),
-            **{k: str(v) for k, v in (describe(model) if model is not None else {}).items()}}
-
-
-def _cpu_name() -> str:
-    """The processor's model name (Linux), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _trial_seed(trial: Trial) -> int:
@@ -175,7 +118,7 @@ class SuiteRunner:
         self.plugins = plugins
         self.model = model
         self.device = device
-        self.dtype = DTYPES[suite.dtype]
+        self.dtype = STATE_DTYPES[suite.dtype]
         self.sinks = sinks
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
         self.quiet = quiet or distributed.rank() != 0

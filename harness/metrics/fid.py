@@ -7,7 +7,7 @@ are computed by torchmetrics (`FrechetInceptionDistance`, `KernelInceptionDistan
 which accept any `nn.Module` as the feature extractor. The extractors here:
 
 * `IdentityFeatures`: the flattened samples themselves, for low-dimensional oracles;
-* `digits_extractor`: the shipped digits classifier (`harness.pretrained`), imported only
+* `digits_extractor`: the shipped digits classifier (`harness.models.pretrained`), imported only
   when asked for;
 * `inception_extractor`: InceptionV3 from a weights file the user has locally
   (torchmetrics' `feature_extractor_weights_path`); nothing is ever downloaded.
@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import file_sha256
+from ..models.checkpoint import file_sha256
 
 PathLike = Union[str, Path]
 CACHE_ENV = "HARNESS_CACHE_DIR"
@@ -81,7 +81,7 @@ class Float64Features(nn.Module):
 
 def digits_extractor(device: Union[str, torch.device] = "cpu") -> Float64Features:
     """The shipped digits classifier's feature layer (N, 1, 8, 8) in [-1, 1] -> (N, F)."""
-    from .pretrained import load_feature_extractor  # heavy, and only needed here
+    from ..models.pretrained import load_feature_extractor  # heavy, and only needed here
 
     return Float64Features(load_feature_extractor(device))
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from .model import ScoreModel
+from ..core.model import ScoreModel
 
 Device = Union[str, torch.device]
 

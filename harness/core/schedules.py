@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import ParameterError, unknown_name
+from ..errors import ParameterError, unknown_name
 from .sde import SDE
 
 

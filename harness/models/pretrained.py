@@ -1,7 +1,7 @@
 """The shipped, hash-verified digits models: the EDM score model and the FID classifier.
 
 Both live in the package's `weights/` folder as safetensors + JSON manifest pairs
-(`harness.checkpoint`), written by `harness train digits` and `harness train classifier`.
+(`harness.models.checkpoint`), written by `harness train digits` and `harness train classifier`.
 Every load re-hashes the weight file and refuses it when the hash differs from the
 manifest's. The architecture is rebuilt from the config recorded in the manifest, so a
 checkpoint trained with other hyperparameters loads without code changes.
@@ -22,8 +22,8 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .classifier import ARCHITECTURE as CLASSIFIER_ARCHITECTURE
 from .classifier import ClassifierConfig, DigitsClassifier, DigitsFeatureExtractor
 from .digits import DIGITS_SPEC
-from .model import NetworkScoreModel, ScoreModel
-from .sde import make_sde
+from ..core.model import NetworkScoreModel, ScoreModel
+from ..core.sde import make_sde
 from .unet import ARCHITECTURE as UNET_ARCHITECTURE
 from .unet import EDMPrecond, UNetConfig
 

@@ -15,9 +15,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from .model import ScoreModel
-from .sampler import Params, Sampler
-from .schedules import TimeGrid
+from ..core.model import ScoreModel
+from ..core.sampler import Params, Sampler
+from ..core.schedules import TimeGrid
 
 
 @dataclass
@@ -28,7 +28,7 @@ class SuiteContext:
     model_name: str
     device: Any
     #: The dtype of the sampler's state (the suite's `dtype`); a network configured to
-    #: compute in another precision does not change it (`harness.precision`).
+    #: compute in another precision does not change it (`harness.models.precision`).
     dtype: Optional[torch.dtype] = None
     #: Options from the suite for each metric, keyed by metric name.
     options: dict[str, dict[str, Any]] = field(default_factory=dict)

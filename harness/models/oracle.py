@@ -19,8 +19,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .model import DataSpec, ScoreModel
-from .sde import SDE, Time, _expand
+from ..core.model import DataSpec, ScoreModel
+from ..core.sde import SDE, Time, _expand
 
 ArrayLike = Union[Tensor, Sequence]
 

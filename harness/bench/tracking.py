@@ -16,14 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pandas as pd
 
-from .errors import HarnessError, unknown_name
+from ..errors import HarnessError, unknown_name
 from .sinks import FAILED, KILLED, SuiteInfo, Trial, TrialResult, variant
 from .suite import flatten
 
@@ -258,30 +257,8 @@ class MLflowSink:
 
     def suite_ended(self, results_of_run: list[TrialResult], status: str,
                     wall_s: float) -> None:
-        """Aggregates over seeds, the results table and plots, then end the parent run.
-
-        The table covers every trial of the suite that has a finished run in the
-        experiment, so after --resume it includes the trials of earlier invocations.
-        """
-        from .report import leaderboard, records_from_runs, trials_table, write_report
-
+        """Counts and wall-clock of this invocation, then end the parent run."""
         try:
-            if status != KILLED:
-                hashes = {t.config_hash for t in self.info.all_trials}
-                results = records_from_runs(self._trial_runs_frame())
-                results.records = [r for r in results.records
-                                   if r.get("config_hash") in hashes]
-                parent = self.client.get_run(self.parent_id)
-                results.reference = {k: v for k, v in parent.data.metrics.items()
-                                     if "/" not in k}
-                results.environment = dict(self.info.environment)
-                self._log(self.parent_id, history=aggregate_history(
-                    leaderboard(trials_table(results.records))))
-                with tempfile.TemporaryDirectory() as tmp:
-                    files = write_report(results, Path(tmp), title=self.info.suite.experiment)
-                    with http_limits(SUITE_LIMITS, override=False):
-                        for path in files.values():
-                            self.client.log_artifact(self.parent_id, str(path))
             failed = sum(r.status == FAILED for r in results_of_run)
             self._log(self.parent_id, metrics={
                 "trials_failed": failed, "trials_run": len(results_of_run),
@@ -289,39 +266,12 @@ class MLflowSink:
         finally:
             self._end(self.parent_id, status)
 
-    def _trial_runs_frame(self) -> pd.DataFrame:
-        """This experiment's trial runs, shaped like `mlflow.search_runs` output."""
+    def report_written(self, files: dict[str, Path],
+                       series: list[tuple[str, float, int]]) -> None:
+        """The report's files as artefacts of the parent run, and its per-sampler series
+        (`fid/heun` at step = NFE) as metric histories, so the run's charts show each
+        metric against NFE, one line per sampler."""
+        self._log(self.parent_id, history=series)
         with http_limits(SUITE_LIMITS, override=False):
-            runs = _all_runs(self.client, self.experiment_id,
-                             "tags.`harness.kind` = 'trial'")
-        rows = []
-        for run in runs:
-            row = {"status": run.info.status, "start_time": run.info.start_time,
-                   "end_time": pd.Timestamp(run.info.end_time or 0, unit="ms")}
-            row.update({f"params.{k}": v for k, v in run.data.params.items()})
-            row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
-            row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-
-def aggregate_history(board: pd.DataFrame) -> list[tuple[str, float, int]]:
-    """Per sampler, each main metric's mean (`fid/heun`) and std over seeds
-    (`fid_std/heun`) with step = NFE: the parent run's charts then show FID (etc.)
-    against NFE, one line per sampler."""
-    from .report import main_metrics
-
-    names = main_metrics(c[:-len("_mean")] for c in board.columns if c.endswith("_mean"))
-    names = [n for n in names if n != "nfe"]
-    points: list[tuple[str, float, int]] = []
-    for _, row in board.iterrows():
-        nfe = row.get("nfe_mean", row.get("steps"))
-        if nfe is None or pd.isna(nfe):
-            continue
-        for name in names:
-            for stat, suffix in (("mean", ""), ("std", "_std")):
-                value = row.get(f"{name}_{stat}")
-                if value is not None and not pd.isna(value):
-                    points.append((f"{name}{suffix}/{row['label']}", float(value),
-                                   int(round(nfe))))
-    return points
+            for path in files.values():
+                self.client.log_artifact(self.parent_id, str(path))

@@ -14,7 +14,7 @@ so s_n = 1 / sqrt(1 + sigma_n^2). `DiffusersUNetModel._denoise(x, sigma)` theref
    [sigma_0, sigma_{N-1}] is clamped to the end timesteps;
 2. feeds the network x_t = s x with s = 1 / sqrt(1 + sigma^2), exact for every sigma;
 3. reads the output as eps (or v, or x_0, per the scheduler's `prediction_type`) and
-   returns D = x - sigma eps (`harness.model.from_prediction`).
+   returns D = x - sigma eps (`harness.core.model.from_prediction`).
 
 Its SDE is `DiscreteVPSDE`: the VP process whose ln(alpha_bar) is piecewise linear in
 t between the knots t_k = k / N, k = 0..N, with alpha_bar = 1 at t = 0 and the table
@@ -40,9 +40,9 @@ from typing import Any, Literal, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .errors import HarnessError, ParameterError
-from .model import DataSpec, ScoreModel, from_prediction
-from .sde import SDE, Time, _expand
+from ..errors import HarnessError, ParameterError
+from ..core.model import DataSpec, ScoreModel, from_prediction
+from ..core.sde import SDE, Time, _expand
 
 #: The schedule of Ho et al. (2020) used when a folder has no scheduler config.
 DEFAULT_SCHEDULE: dict[str, Any] = {

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Union
 import torch
 from torch import Tensor
 
-from .errors import HarnessError
+from ..errors import HarnessError
 
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"

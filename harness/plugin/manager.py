@@ -15,10 +15,10 @@ from typing import Any, Callable, Iterable, Optional
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError
+from .. import hookspecs
+from ..errors import PluginError
 from .registry import ModelSpec, Origin, Registry
-from .sampler import Sampler
+from ..core.sampler import Sampler
 
 ENTRY_POINT_GROUP = "harness"
 HARNESS_DIST = "diffusion-sampler-harness"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
 
-from .errors import PluginError, unknown_name
+from ..errors import PluginError, unknown_name
 
 T = TypeVar("T")
 

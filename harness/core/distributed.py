@@ -3,12 +3,12 @@
 In the spirit of EDM's `torch_utils/distributed.py`: `init()` reads torchrun's environment
 (gloo on the CPU, NCCL on CUDA) and is a no-op for a single process, so the same code runs
 with and without torchrun. Sample indices are strided over ranks (`indices[rank::world]`);
-since sample i depends only on (seed, i) (`harness.noise`), a sharded run draws exactly the
+since sample i depends only on (seed, i) (`harness.core.noise`), a sharded run draws exactly the
 samples one process would, and `gather_concat` puts them back in index order.
 
 Collectives of CPU data (gathered samples, Python objects) go through a gloo group even
 when the default group is NCCL, so that they never take GPU memory. How FID and the NLL
-combine over ranks is in `harness.sharded_metrics`.
+combine over ranks is in `harness.metrics.sharded`.
 
 Every rank must reach every collective. Work that can fail on one rank and not another
 runs inside `shared_failure()`, which makes every rank raise if any did; work only rank 0
@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .errors import HarnessError
+from ..errors import HarnessError
 
 T = TypeVar("T")
 
@@ -73,13 +73,24 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def device(requested: str = "auto") -> torch.device:
-    """This rank's device: `cuda:LOCAL_RANK` when CUDA is asked for (or `auto` finds it)."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        return torch.device("cuda", local_rank())
-    return torch.device(requested)
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; asking for absent CUDA is an error.
+
+    Under torchrun each process takes the GPU of its LOCAL_RANK, so a fixed `cuda:N`
+    (which every process would share) is refused there.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"device {name!r} requested but CUDA is not available here; "
+                         f"use --device cpu or auto")
+    if device.type == "cuda" and launched():
+        if device.index is not None:
+            raise HarnessError(f"device {name!r}: under torchrun every process uses the GPU "
+                             f"of its LOCAL_RANK; give --device cuda (or auto)")
+        device = torch.device("cuda", local_rank())
+    return device
 
 
 def print0(*args: Any, **kwargs: Any) -> None:

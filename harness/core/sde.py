@@ -289,7 +289,7 @@ SDES: dict[str, type[SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "edm"
 
 def make_sde(name: str, **kwargs) -> SDE:
     """Build a process by name ("vp", "subvp", "ve", "edm")."""
-    from .errors import unknown_name
+    from ..errors import unknown_name
 
     if name not in SDES:
         raise unknown_name("SDE", name, SDES)

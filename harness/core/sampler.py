@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 from torch import Tensor
 
-from .errors import ParameterError, unknown_name
+from ..errors import ParameterError, unknown_name
 
 Callback = Optional[Callable[[dict], None]]
 

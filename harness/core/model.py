@@ -189,7 +189,7 @@ class NetworkScoreModel(ScoreModel):
                  condition: Callable[[Tensor, Tensor], Tensor] = _condition_on_t):
         super().__init__(sde, data)
         if parametrization not in PARAMETRIZATIONS:
-            from .errors import ParameterError
+            from ..errors import ParameterError
 
             raise ParameterError(
                 f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, "

@@ -225,8 +225,17 @@ def markdown(board: pd.DataFrame) -> str:
 
 # --- files ---------------------------------------------------------------------------------
 
-def write_report(results: Results, out_dir: Path, title: str = "") -> dict[str, Path]:
-    """Write the tables and plots of these results into `out_dir`; returns name -> path."""
+@dataclass
+class WrittenReport:
+    """The files a report wrote (name -> path), and each main metric's mean and std over
+    seeds per sampler as (`fid/heun`, value, NFE) points, for charts against NFE."""
+
+    files: dict[str, Path]
+    series: list[tuple[str, float, int]]
+
+
+def write_report(results: Results, out_dir: Path, title: str = "") -> WrittenReport:
+    """Write the tables and plots of these results into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = trials_table(results.records)
@@ -263,7 +272,26 @@ def write_report(results: Results, out_dir: Path, title: str = "") -> dict[str, 
             title=f"FID vs wall-clock{suffix}", log_x=True),
     }
     files.update({name: path for name, path in drawn.items() if path is not None})
-    return files
+    return WrittenReport(files, nfe_series(board))
+
+
+def nfe_series(board: pd.DataFrame) -> list[tuple[str, float, int]]:
+    """Per sampler, each main metric's mean (`fid/heun`) and std over seeds
+    (`fid_std/heun`) as points at step = NFE."""
+    names = main_metrics(c[:-len("_mean")] for c in board.columns if c.endswith("_mean"))
+    names = [n for n in names if n != "nfe"]
+    points: list[tuple[str, float, int]] = []
+    for _, row in board.iterrows():
+        nfe = row.get("nfe_mean", row.get("steps"))
+        if nfe is None or pd.isna(nfe):
+            continue
+        for name in names:
+            for stat, suffix in (("mean", ""), ("std", "_std")):
+                value = row.get(f"{name}_{stat}")
+                if value is not None and not pd.isna(value):
+                    points.append((f"{name}{suffix}/{row['label']}", float(value),
+                                   int(round(nfe))))
+    return points
 
 
 def _markdown_page(board: pd.DataFrame, results: Results, reference: dict[str, float],
@@ -283,7 +311,7 @@ def _markdown_page(board: pd.DataFrame, results: Results, reference: dict[str, f
     return "".join(parts)
 
 
-def report_from_mlflow(tracking_uri: str, experiment: str, out_dir: Path) -> dict[str, Path]:
+def report_from_mlflow(tracking_uri: str, experiment: str, out_dir: Path) -> WrittenReport:
     """`harness report`: read every run of the experiment back and write its report."""
     from .tracking import search_experiment_runs
 
