@@ -175,6 +175,7 @@ def _extractor(suite: SuiteContext, opts: dict[str, Any]):
 
 
 class _FeatureMetric(_Configured):
+    on_real_data = True
     DEFAULTS = {"extractor": "auto", "inception_weights": None, "split": "test",
                 "num_reference": None, "seed": 0, "postprocess": "clamp", "cache_dir": None}
     keep_features = False
@@ -233,6 +234,12 @@ class FIDMetric(_FeatureMetric):
             value, n = sharded_metrics.sharded_fid(local, stats)
         else:
             value, n = FID(extractor, stats)(samples)
+        if trial.bootstrap is not None:
+            from harness.metrics.feature_replicates import fid_replicates
+            from harness.metrics.fid import extract
+
+            trial.bootstrap.record("fid", fid_replicates(
+                extract(extractor, samples), stats, trial.bootstrap.index_sets), minimum=0.0)
         return {"fid": value, "fid_num_samples": float(n), "fid_num_reference": float(stats.n)}
 
 
@@ -254,6 +261,12 @@ class KIDMetric(_FeatureMetric):
         kid = KID(extractor, stats, subset_size=opts["subset_size"], subsets=opts["subsets"],
                   seed=opts["seed"])
         mean, std, n = kid(samples)
+        if trial.bootstrap is not None:
+            from harness.metrics.feature_replicates import kid_replicates
+            from harness.metrics.fid import extract
+
+            trial.bootstrap.record("kid", kid_replicates(
+                extract(extractor, samples), stats, trial.bootstrap.index_sets))
         return {"kid": mean, "kid_std": std, "kid_num_samples": float(n)}
 
 
@@ -279,7 +292,14 @@ class _NLLMetric(_Configured):
     def _values(self, result) -> dict[str, float]:
         name = self.name
         self.info = {f"{name}_{k.removeprefix('nll_')}": v for k, v in result.params().items()}
-        return {name: result.bits_per_dim, f"{name}_stderr": result.bits_per_dim_stderr,
+        to_bits = 1.0 / (result.dim * math.log(2))
+        # The probes' Monte-Carlo error and the spread over test points, apart (each
+        # only when it can be told: one probe per point cannot separate them).
+        parts = {f"{name}_{part}_stderr": value * to_bits for part, value in
+                 (("probe", result.probe_stderr), ("data", result.data_stderr))
+                 if value is not None}
+        return {**parts,
+                name: result.bits_per_dim, f"{name}_stderr": result.bits_per_dim_stderr,
                 f"{name}_nats": result.nats, f"{name}_nats_per_dim": result.nats_per_dim,
                 f"{name}_nfe_mean": result.nfe_mean, f"{name}_nfe_max": result.nfe_max,
                 f"{name}_num_points": float(result.num_points)}
@@ -350,6 +370,7 @@ class FlowNLLMetric(_NLLMetric):
 
 class _OracleMetric(_Configured):
     higher_is_better = False
+    on_real_data = True
     DEFAULTS = {"num_reference": 10_000, "seed": 0}
 
     def applies_to(self, suite: SuiteContext) -> bool:

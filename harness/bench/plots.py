@@ -72,13 +72,16 @@ def _scatter(points: Tensor) -> Any:
 def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
                       x_label: str, y_label: str, title: str,
                       reference: Optional[tuple[float, str]] = None,
-                      log_x: bool = False, error: Optional[str] = None) -> Optional[Path]:
+                      log_x: bool = False, error: Optional[str] = None,
+                      floor_width: float = 2.0) -> Optional[Path]:
     """One line per sampler (variant): mean of `y` over seeds with error bars.
 
     `table` has one row per (label, steps) with columns `label`, `{x}_mean`, `{y}_mean`
-    and the error column: `error`, by default `{y}_std` (the spread over seeds).
-    `reference` = (value, label) draws a horizontal line. Returns None (and writes
-    nothing) when no row has a value for `y`.
+    and the error: `{y}_ci_low`/`{y}_ci_high` (a bootstrap interval) when present, else
+    the column `error`, by default `{y}_std` (the spread over seeds). `reference` =
+    (value, label) draws a horizontal line; rows of the real-data floor (sampler
+    "data", no NFE) draw their band, mean +- `floor_width` std, across the plot.
+    Returns None (and writes nothing) when no row has a value for `y`.
     """
     x_col, y_col, err_col = f"{x}_mean", f"{y}_mean", error or f"{y}_std"
     if x_col not in table or y_col not in table or table[y_col].notna().sum() == 0:
@@ -86,11 +89,24 @@ def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, axis = plt.subplots(figsize=(6, 4))
+    low_col, high_col = f"{y}_ci_low", f"{y}_ci_high"
     for label, rows in table.dropna(subset=[x_col, y_col]).groupby("label", sort=True):
         rows = rows.sort_values(x_col)
-        errors = rows[err_col].fillna(0.0) if err_col in rows else None
+        if low_col in rows and rows[low_col].notna().any():
+            errors = [(rows[y_col] - rows[low_col]).clip(lower=0).fillna(0.0),
+                      (rows[high_col] - rows[y_col]).clip(lower=0).fillna(0.0)]
+        else:
+            errors = rows[err_col].fillna(0.0) if err_col in rows else None
         axis.errorbar(rows[x_col], rows[y_col], yerr=errors, marker="o", markersize=4,
                       capsize=2, label=label)
+    floor = table[(table["sampler"] == "data") & table[y_col].notna()] \
+        if "sampler" in table else table.iloc[0:0]
+    if not floor.empty:
+        mean = float(floor[y_col].iloc[0])
+        std = floor.get(f"{y}_std", pd.Series([0.0])).fillna(0.0).iloc[0]
+        axis.axhspan(mean - floor_width * std, mean + floor_width * std, color="grey",
+                     alpha=0.25, label=f"real data at this N (mean ± {floor_width:g} sd)")
+        axis.axhline(mean, color="grey", linewidth=1)
     if reference is not None and reference[0] is not None and math.isfinite(reference[0]):
         axis.axhline(reference[0], color="black", linestyle="--", linewidth=1,
                      label=reference[1])

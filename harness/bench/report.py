@@ -17,7 +17,11 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
+from ..metrics.bootstrap import DEFAULT_LEVEL
 from . import plots
+from .comparison import BEST, BUDGET_TOLERANCE, FLOOR_WIDTH, TIED, conclude
+from .comparison import replicated_metrics
+from .floor import FLOOR_NAME
 from .sinks import FINISHED, read_lines
 
 #: Leaderboard columns first in this order when present; other main values follow.
@@ -170,6 +174,20 @@ def trials_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     return table.sort_values(["sampler", "variant", "steps", "seed"]).reset_index(drop=True)
 
 
+def replicates_of(records: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
+    """Config hash -> the bootstrap replicates of each set metric, of finished trials."""
+    return {r["config_hash"]: r["replicates"] for r in records
+            if r.get("status") == FINISHED and r.get("replicates")}
+
+
+def minimums_of(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The least value each replicated metric can take, as its trials recorded it."""
+    out: dict[str, float] = {}
+    for r in records:
+        out.update(r.get("replicate_minimums") or {})
+    return out
+
+
 def failures(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Failed trials that no later run of the same configuration has made good."""
     finished = {r.get("config_hash") for r in records if r.get("status") == FINISHED}
@@ -178,9 +196,13 @@ def failures(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
+    """The numeric per-trial values to aggregate over seeds. A trial's own bootstrap
+    interval is left out: a row's interval is made from the replicates of all its seeds
+    (`harness.bench.comparison`), not by averaging the bounds."""
     skip = set(KEY_COLUMNS) | {"seed", "name", "config_hash", "ended", "num_samples"}
     numeric = [c for c in table.columns
-               if c not in skip and pd.api.types.is_numeric_dtype(table[c])]
+               if c not in skip and pd.api.types.is_numeric_dtype(table[c])
+               and not c.endswith(("_ci_low", "_ci_high"))]
     ordered = [m for m in PRIMARY_METRICS if m in numeric]
     return ordered + sorted(c for c in numeric if c not in ordered)
 
@@ -198,29 +220,100 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
         board[f"{col}_std"] = groups[col].std(ddof=1)
     board = board.reset_index()
     order = "nfe_mean" if "nfe_mean" in board else "steps"
-    return board.sort_values(["sampler", "variant", order]).reset_index(drop=True)
+    board["is_floor"] = board["sampler"] == FLOOR_NAME
+    board = board.sort_values(["is_floor", "sampler", "variant", order],
+                              ascending=[False, True, True, True])
+    return board.drop(columns="is_floor").reset_index(drop=True)
+
+
+def annotate(board: pd.DataFrame, table: pd.DataFrame,
+             replicates: dict[str, dict[str, list]],
+             minimums: Optional[dict[str, float]] = None) -> pd.DataFrame:
+    """The leaderboard with, per set metric m, `m_ci_low`/`m_ci_high` (over samples and
+    seeds), `m_mark` (best / tied with the best at its budget) and `m_within_floor`;
+    and `nfe_mismatch` where the counted NFE is not what the sampler declared."""
+    board = board.copy()
+    found = conclude(board, table, replicates, minimums=minimums)
+    for metric in replicated_metrics(replicates):
+        board[f"{metric}_ci_low"] = [found.intervals.get((i, metric), (math.nan,))[0]
+                                     for i in board.index]
+        board[f"{metric}_ci_high"] = [found.intervals.get((i, metric), (0, math.nan))[1]
+                                      for i in board.index]
+        board[f"{metric}_mark"] = [found.marks.get((i, metric), "") for i in board.index]
+        board[f"{metric}_within_floor"] = [found.within_floor.get((i, metric), False)
+                                           for i in board.index]
+    if "nfe_mean" in board and "nfe_expected_mean" in board:
+        board["nfe_mismatch"] = (board["nfe_mean"] - board["nfe_expected_mean"]).abs() > 1e-9
+    board["budget"] = [found.budgets.get(i, -1) for i in board.index]
+    return board
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _cell(mean: Any, std: Any) -> str:
     """`mean ± std` to 4 significant digits; the std is left out for a single seed."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if _missing(mean):
         return ""
     text = f"{mean:.4g}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+    if not _missing(std):
         text += f" ± {std:.2g}"
     return text
 
 
+def _set_cell(row: Any, metric: str) -> str:
+    """`mean [low, high]` (bootstrap interval), then the row's marks."""
+    mean, low, high = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+    if _missing(mean):
+        return ""
+    text = f"{mean:.4g}" if _missing(low) else f"{mean:.4g} [{low:.3g}, {high:.3g}]"
+    text += {BEST: " ★", TIED: " ≈"}.get(row.get(f"{metric}_mark", ""), "")
+    if row.get(f"{metric}_within_floor", False):
+        text += " ◦"
+    return text
+
+
 def markdown(board: pd.DataFrame) -> str:
-    """The leaderboard as a Markdown table of `mean ± std` cells (main metrics only)."""
+    """The leaderboard as Markdown: set metrics as `mean [interval]` with marks, other
+    values as `mean ± std` over seeds (main metrics only), then what the marks mean."""
     metrics = main_metrics(c[:-len("_mean")] for c in board.columns if c.endswith("_mean"))
     header = ["sampler", "steps", "seeds"] + metrics
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in board.iterrows():
-        cells = [row["label"], str(int(row["steps"])), str(int(row["seeds"]))]
-        cells += [_cell(row[f"{m}_mean"], row.get(f"{m}_std")) for m in metrics]
+        steps = "–" if row["sampler"] == FLOOR_NAME else str(int(row["steps"]))
+        cells = [row["label"], steps, str(int(row["seeds"]))]
+        for m in metrics:
+            if f"{m}_ci_low" in board:
+                cells.append(_set_cell(row, m))
+            elif m == "nfe" and row.get("nfe_mismatch", False):
+                cells.append(_cell(row["nfe_mean"], row.get("nfe_std"))
+                             + f" (declared {row['nfe_expected_mean']:g}) !")
+            else:
+                cells.append(_cell(row[f"{m}_mean"], row.get(f"{m}_std")))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _legend(board)
+
+
+def _legend(board: pd.DataFrame) -> str:
+    notes = []
+    if any(c.endswith("_ci_low") for c in board.columns):
+        notes.append(f"`a [lo, hi]`: mean over seeds and its {DEFAULT_LEVEL:.0%} interval, "
+                     f"a +- z se with the standard error from bootstrap resamples of the "
+                     f"samples (seeds averaged). ★ lowest at its "
+                     f"NFE budget (counted NFE within {BUDGET_TOLERANCE:.0%}); ≈ tied with "
+                     f"it: the {DEFAULT_LEVEL:.0%} paired-bootstrap interval of the "
+                     f"difference (same initial noise per sample index, common seeds) "
+                     f"contains 0.")
+    if (board["sampler"] == FLOOR_NAME).any():
+        notes.append(f"`{FLOOR_NAME}`: the same metrics on held-out real data of the same "
+                     f"size (± std over draws); ◦ a sampler row at or below the top of "
+                     f"that band (mean + {FLOOR_WIDTH:g} std): not worse than real data at "
+                     f"this N by this metric.")
+    if "nfe_mismatch" in board and board["nfe_mismatch"].any():
+        notes.append("`!`: the counted NFE per sample differs from what the sampler "
+                     "declares; its budget and name came from the declaration.")
+    return "".join(f"\n{note}\n" for note in notes)
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -239,7 +332,8 @@ def write_report(results: Results, out_dir: Path, title: str = "") -> WrittenRep
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = trials_table(results.records)
-    board = leaderboard(table)
+    board = annotate(leaderboard(table), table, replicates_of(results.records),
+                     minimums_of(results.records))
     reference = dict(results.reference)
     if reference.get("nll") is None and "nll" in table and table["nll"].notna().any():
         # The model's NLL logged with every trial (not once per suite): same value.

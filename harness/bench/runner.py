@@ -38,18 +38,19 @@ from tqdm import tqdm
 
 from ..core import distributed
 from . import plots
+from ..metrics.bootstrap import Bootstrap
 from ..metrics.metric import Metric, SuiteContext, TrialContext
 from ..core.model import ScoreModel
+from ..core.network_clock import NetworkClock
 from ..plugin.manager import LoadedPlugins
 from ..models.precision import STATE_DTYPES, configure_model
 from ..core.sampling import generate
 from ..core.schedules import make_grid
+from .floor import held_out
 from .sinks import FAILED, FINISHED, KILLED, Sinks, SuiteInfo, TrialResult
 from .suite import Suite, Trial
 from ..metrics.timing import clock, forward_time, peak_memory, reset_peak_memory
 
-#: Bare forward passes timed per trial for the overhead ratio (a few % of a trial's NFE).
-FORWARD_REPEATS = 3
 
 
 class TrialFailure(Exception):
@@ -85,6 +86,15 @@ def load_model(suite: Suite, plugins: LoadedPlugins, device: torch.device) -> Sc
     model = model.to(dtype=STATE_DTYPES[suite.dtype]).eval()
     network_dtype = None if suite.network_dtype == "native" else suite.network_dtype
     return configure_model(model, dtype=network_dtype, compile=suite.compile)
+
+
+def bootstrap_conventions(bootstrap: Bootstrap) -> dict[str, Any]:
+    """How the `*_ci_low`/`*_ci_high` values were made, logged beside them."""
+    return {"bootstrap": f"normal interval, estimate +- z se, se from {bootstrap.replicates} "
+                         f"resamples of the trial's samples (with replacement; index sets "
+                         f"shared by every trial with N = {bootstrap.n}: paired between "
+                         f"samplers)",
+            "bootstrap_level": bootstrap.level}
 
 
 def _trial_seed(trial: Trial) -> int:
@@ -150,17 +160,6 @@ class SuiteRunner:
             forward_time(self.model, size, warmup=1, repeats=1, dtype=self.dtype)
         self.model.nfe.reset()
 
-    def _network_seconds(self, calls: list[tuple[int, int]]) -> float:
-        """What a trial's network calls alone take: calls x bare forward time per batch
-        size. Timed right after the trial's sampling (the model is warm), so that both
-        see the same machine load; `forward_time` leaves the NFE counter untouched."""
-        counts: dict[int, int] = {}
-        for size, count in calls:
-            counts[size] = counts.get(size, 0) + count
-        return sum(count * forward_time(self.model, size, warmup=0,
-                                        repeats=FORWARD_REPEATS, dtype=self.dtype)
-                   for size, count in counts.items())
-
     def suite_values(self) -> tuple[dict[str, float], dict[str, Any]]:
         """The per-suite metrics' values; one that fails is reported, not fatal."""
         values: dict[str, float] = {}
@@ -225,6 +224,9 @@ class SuiteRunner:
 
     # --- measuring one trial ---------------------------------------------------------------
     def _measure(self, trial: Trial, result: TrialResult) -> None:
+        if trial.kind == "floor":
+            self._measure_floor(trial, result)
+            return
         sampler = self.plugins.samplers.get(trial.sampler)
         params = sampler.make_params(trial.params)
         grid = make_grid(self.model.sde, self.suite.schedule, trial.steps)
@@ -235,6 +237,7 @@ class SuiteRunner:
                             dtype=self.dtype)
 
         samples = self._sample_timed(trial, draw, result)
+        self._check_nfe(trial, result)
         with distributed.shared_failure():  # only rank 0 draws it
             if self.artifacts_dir is not None:
                 path = self.artifacts_dir / f"{trial.name}.png"
@@ -244,12 +247,29 @@ class SuiteRunner:
 
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
                                seed=trial.seed, samples=samples,
-                               generate=lambda indices: draw(list(indices)).cpu())
+                               generate=lambda indices: draw(list(indices)).cpu(),
+                               bootstrap=Bootstrap(samples.shape[0]))
         # The timing above drew from the global generator as much as this process's
         # share needed; metrics that draw from it start from the same state everywhere.
         torch.manual_seed(_trial_seed(trial))
+        self._compute_metrics(self.metrics.per_trial, context, result)
+
+    def _measure_floor(self, trial: Trial, result: TrialResult) -> None:
+        """The set metrics on held-out real data of the suite's size (no sampler)."""
+        samples = held_out(self.model, self.suite.num_samples, trial.seed).to(self.dtype)
+        context = TrialContext(suite=self.context, sampler=None, params=None, grid=None,
+                               seed=trial.seed, samples=samples,
+                               bootstrap=Bootstrap(samples.shape[0]))
+        torch.manual_seed(_trial_seed(trial))
+        self._compute_metrics([m for m in self.metrics.per_trial
+                               if getattr(m, "on_real_data", False)], context, result)
+
+    def _compute_metrics(self, metrics: list[Metric], context: TrialContext,
+                         result: TrialResult) -> None:
+        """Every metric's values (finite, or the trial fails), with bootstrap intervals."""
+        bootstrap = context.bootstrap
         start = time.perf_counter()
-        for metric in self.metrics.per_trial:
+        for metric in metrics:
             with distributed.shared_failure():
                 values = metric.compute(context)
                 for key, value in values.items():
@@ -257,7 +277,23 @@ class SuiteRunner:
                         raise TrialFailure(f"metric {metric.name!r} gave {key} = {value!r}")
             result.metrics.update({k: float(v) for k, v in values.items()})
             result.params.update(metric.params())
+        if bootstrap.values:
+            result.metrics.update(bootstrap.intervals(result.metrics))
+            result.replicates = dict(bootstrap.values)
+            result.minimums = {k: v for k, v in bootstrap.minimum.items() if v is not None}
+            result.params.update(bootstrap_conventions(bootstrap))
         result.metrics["metrics_s"] = time.perf_counter() - start
+
+    def _check_nfe(self, trial: Trial, result: TrialResult) -> None:
+        """Flag (not fail) a trial whose counted NFE per sample is not what its sampler
+        declares: its name and step budget were chosen from the declaration, so it would
+        otherwise be compared with samplers at another budget without a word."""
+        counted = result.metrics["nfe"]
+        if abs(counted - trial.nfe) > 1e-9 * max(1.0, trial.nfe):
+            warning = (f"nfe_mismatch: counted {counted:g} network evaluations per sample, "
+                       f"the sampler declares {trial.nfe} for {trial.steps} steps")
+            result.warnings.append(warning)
+            distributed.print0(f"warning: {trial.name}: {warning}", file=sys.stderr)
 
     def _sample_timed(self, trial: Trial, draw: Callable[[list[int]], Tensor],
                       result: TrialResult) -> Tensor:
@@ -268,16 +304,22 @@ class SuiteRunner:
         reset_peak_memory(self.device)
         distributed.barrier()  # every process starts the clock together
         start = clock(self.device)
-        with distributed.shared_failure():
-            local, calls = self._sample(trial, draw, distributed.shard(range(n)))
-            local_wall = clock(self.device) - start
-            # Before the gather, whose buffers are no part of sampling.
-            memory, memory_kind = peak_memory(self.device)
-            local_network = self._network_seconds(calls)
+        network = NetworkClock(self.device)
+        self.model.network_clock = network
+        try:
+            with distributed.shared_failure():
+                local = self._sample(trial, draw, distributed.shard(range(n)))
+                local_wall = clock(self.device) - start
+                # Before the gather, whose buffers are no part of sampling.
+                memory, memory_kind = peak_memory(self.device)
+        finally:
+            self.model.network_clock = None
+        local_network = network.seconds()
         samples = distributed.gather_concat(local)
         wall = distributed.all_reduce_max(local_wall)
         rows = float(distributed.all_reduce_sum(torch.tensor([self.model.nfe.rows])))
-        # Each process's own wall over its own network time; the worst one is reported.
+        # Each process's wall over the time inside its own network calls of this same run
+        # (>= 1 up to the timer's resolution); the worst process is reported.
         overhead = distributed.all_reduce_max(
             local_wall / local_network if local_network else math.nan)
         nfe = rows / n
@@ -294,20 +336,18 @@ class SuiteRunner:
         return samples
 
     def _sample(self, trial: Trial, draw: Callable[[list[int]], Tensor], mine: list[int]
-                ) -> tuple[Tensor, list[tuple[int, int]]]:
+                ) -> Tensor:
         """The samples of indices `mine` in batches, each checked for shape and
-        finiteness; also (batch size, network calls) per batch, for the overhead ratio."""
+        finiteness."""
         shape = tuple(self.model.data.shape)
         batch = self.suite.batch_size
-        parts, calls = [], []
+        parts = []
         starts = range(0, len(mine), batch)
         bar = tqdm(starts, desc=trial.name, unit="batch", file=sys.stderr, leave=False,
                    disable=not self.progress or len(starts) < 2, dynamic_ncols=True)
         for first in bar:
             indices = mine[first:first + batch]
-            before = self.model.nfe.calls
             x = draw(indices)
-            calls.append((len(indices), self.model.nfe.calls - before))
             if not isinstance(x, Tensor) or tuple(x.shape) != (len(indices), *shape):
                 got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
                 raise TrialFailure(f"sampler returned shape {got}, expected "
@@ -318,7 +358,7 @@ class SuiteRunner:
                                    f"{len(indices)} samples (batch from sample "
                                    f"{indices[0]})")
             parts.append(x.detach().to("cpu"))
-        return torch.cat(parts), calls
+        return torch.cat(parts)
 
 
 def summary(results: list[TrialResult], skipped: int = 0) -> str:

@@ -69,6 +69,14 @@ class TrialResult:
     error: Optional[str] = None
     #: The formatted traceback of a failure, for whoever has to fix it.
     traceback: Optional[str] = None
+    #: What a reader must know about a finished trial's numbers (e.g. the counted NFE
+    #: differs from what the sampler declares), one line each.
+    warnings: list[str] = field(default_factory=list)
+    #: Bootstrap replicates of set metrics, by metric key (`harness.metrics.bootstrap`):
+    #: what the report needs for intervals over seeds and paired comparisons.
+    replicates: dict[str, list[float]] = field(default_factory=dict)
+    #: The least value each replicated metric can take (0 for FID), where there is one.
+    minimums: dict[str, float] = field(default_factory=dict)
     #: Files made from the trial's samples (e.g. "samples.png"), for sinks to keep.
     artifacts: dict[str, Path] = field(default_factory=dict)
     started: float = 0.0
@@ -77,13 +85,18 @@ class TrialResult:
     def record(self) -> dict[str, Any]:
         """One JSON line: enough to rebuild the results table without MLflow."""
         t = self.trial
-        return {"kind": "trial", "name": t.name, "config_hash": t.config_hash,
+        return {"kind": "trial", "floor": t.kind == "floor",
+                "name": t.name, "config_hash": t.config_hash,
                 "status": self.status, "sampler": t.sampler, "variant": variant(t),
                 "params": t.params, "steps": t.steps, "nfe_expected": t.nfe,
                 "seed": t.seed, "num_samples": t.config["num_samples"],
                 "metrics": {k: _finite_or_none(v) for k, v in self.metrics.items()},
                 "measured_params": self.params,
                 "error": self.error, "traceback": self.traceback,
+                "warnings": list(self.warnings),
+                "replicates": {k: [_finite_or_none(v) for v in values]
+                               for k, values in self.replicates.items()},
+                "replicate_minimums": dict(self.minimums),
                 "started": self.started, "ended": self.ended,
                 "artifacts": {k: str(v) for k, v in self.artifacts.items()},
                 "config": t.config}

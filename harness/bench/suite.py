@@ -134,6 +134,8 @@ class Trial:
     seed: int
     config: dict[str, Any]
     config_hash: str
+    #: "trial" (a sampler run) or "floor" (held-out real data, `harness.bench.floor`).
+    kind: str = "trial"
 
 
 # --- loading and overriding ------------------------------------------------------------
@@ -402,15 +404,18 @@ def load_suite(name_or_path: Optional[str], plugins: LoadedPlugins,
 
 # --- resolution into trials ------------------------------------------------------------
 
-def steps_for_budget(sampler: Any, params: Any, budget: int) -> int:
+def steps_for_budget(sampler: Any, params: Any, budget: int,
+                     final_sigma_zero: bool = True) -> int:
     """The number of steps whose counted NFE per sample is closest to `budget`.
 
     Ties go to fewer steps, so a sampler is never given more than its budget when an
     equally close smaller run exists (e.g. Heun: 2N - 1 NFE; a budget of 10 gives N = 5).
+    `final_sigma_zero`: whether the grid's last step lands on sigma = 0, where a sampler
+    may spend less (Heun's last step is Euler); under VE, sigma(0) = sigma_min > 0.
     """
     best, best_gap = 1, None
     for steps in range(1, budget + 2):
-        gap = abs(sampler.expected_nfe(steps, params) - budget)
+        gap = abs(sampler.expected_nfe(steps, params, final_sigma_zero) - budget)
         if best_gap is None or gap < best_gap:
             best, best_gap = steps, gap
     return best
@@ -434,11 +439,14 @@ def short_value(value: Any) -> str:
 
 
 def resolve_trials(suite: Suite, plugins: LoadedPlugins,
-                   model_identity: Mapping[str, Any]) -> list[Trial]:
+                   model_identity: Mapping[str, Any],
+                   final_sigma_zero: bool = True) -> list[Trial]:
     """Every (sampler, hyperparameters, steps, seed) of the suite, with its config hash.
 
     `model_identity` says which model exactly (name, options, weight hash, SDE); it is
     part of every hash, so new weights never match old results on --resume.
+    `final_sigma_zero` is `sde.sigma(0) == 0` for the model's process: it decides what
+    the last step costs, so that budgets and names give the NFE really spent.
     """
     trials: list[Trial] = []
     for entry in suite.samplers:
@@ -448,10 +456,11 @@ def resolve_trials(suite: Suite, plugins: LoadedPlugins,
             if entry.steps is not None:
                 step_list = list(entry.steps)
             else:
-                step_list = sorted({steps_for_budget(sampler, params, b) for b in entry.nfe})
+                step_list = sorted({steps_for_budget(sampler, params, b, final_sigma_zero)
+                                    for b in entry.nfe})
             varied = {k: combination[k] for k in entry.varied()}
             for steps in step_list:
-                nfe = sampler.expected_nfe(steps, params)
+                nfe = sampler.expected_nfe(steps, params, final_sigma_zero)
                 for seed in suite.seeds:
                     config = {
                         "model": dict(model_identity), "sampler": entry.name,

@@ -27,6 +27,8 @@ from .sinks import FAILED, KILLED, SuiteInfo, Trial, TrialResult, variant
 from .suite import flatten
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: A trial run's bootstrap replicates (`TrialResult.replicates`), as a JSON artefact.
+REPLICATES_ARTIFACT = "replicates.json"
 #: During the start-up check: fail fast. During a suite: a few retries, then give up on
 #: MLflow for the rest of the suite (the local JSONL keeps every trial).
 CHECK_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
@@ -218,7 +220,7 @@ class MLflowSink:
         config = trial.config
         params: dict[str, Any] = {
             "sampler": trial.sampler, "steps": trial.steps, "nfe_expected": trial.nfe,
-            "schedule": config["schedule"], "seed": trial.seed,
+            "schedule": config.get("schedule", ""), "seed": trial.seed,
             "num_samples": config["num_samples"], "batch_size": suite.batch_size,
             "dtype": config["dtype"], "config_hash": trial.config_hash,
         }
@@ -236,17 +238,22 @@ class MLflowSink:
                 self.experiment_id, run_name=trial.name,
                 tags={"mlflow.parentRunId": self.parent_id, "harness.kind": "trial",
                       "harness.suite": self.info.suite.name, "config_hash": trial.config_hash,
-                      "harness.variant": variant(trial)})
+                      "harness.variant": variant(trial),
+                      **({"harness.floor": "true"} if trial.kind == "floor" else {})})
         self.trial_runs[trial.config_hash] = run.info.run_id
         self._log(run.info.run_id, params=self.trial_params(trial))
 
     def trial_ended(self, result: TrialResult) -> None:
         run_id = self.trial_runs[result.trial.config_hash]
-        tags = {"error": result.error} if result.error else None
+        tags = {"error": result.error} if result.error else {}
+        if result.warnings:
+            tags["warnings"] = "; ".join(result.warnings)
         self._log(run_id, params=result.params, metrics=result.metrics, tags=tags)
         with http_limits(SUITE_LIMITS, override=False):
             for path in result.artifacts.values():
                 self.client.log_artifact(run_id, str(path))
+            if result.replicates:
+                self.client.log_dict(run_id, result.replicates, REPLICATES_ARTIFACT)
         self._end(run_id, result.status)
 
     def trial_interrupted(self, trial: Trial, reason: str) -> None:

@@ -19,6 +19,7 @@ from ..core import distributed
 from ..plugin.manager import LoadedPlugins, get_plugins
 from ..bench.report import records_from_jsonl, write_report
 from ..bench.environment import environment
+from ..bench.floor import floor_trials, has_floor
 from ..bench.runner import SuiteRunner, load_model, summary
 from ..bench.sinks import LocalSink, Sinks, SuiteInfo
 from ..bench.suite import (
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> in
     suite = load_suite(args.suite, plugins, overrides_from_args(args))
     if args.dry_run:
         model = load_model(suite, plugins, distributed.resolve_device("cpu"))
-        print(format_plan(suite, resolve_trials(suite, plugins, model_identity(suite, model))))
+        print(format_plan(suite, resolve_trials(suite, plugins, model_identity(suite, model),
+                                                lands_on_zero(model))))
         return 0
     device = distributed.resolve_device(suite.device)
     created = distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
@@ -133,7 +135,9 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
     distributed.on_rank0(connect_tracking)
     model = load_model(suite, plugins, device)
     identity = model_identity(suite, model)
-    trials = resolve_trials(suite, plugins, identity)
+    trials = resolve_trials(suite, plugins, identity, lands_on_zero(model))
+    if has_floor(model):
+        trials = floor_trials(suite, identity) + trials
     skipped = []
     if args.resume:
         done = distributed.on_rank0(
@@ -177,10 +181,17 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
               f"in {out_dir / 'trials.jsonl'}", file=sys.stderr)
     print(f"results: {out_dir}/ (leaderboard.md, plots, samples/, trials.jsonl)")
     if uri.startswith("sqlite:"):
-        print(f"dashboard: mlflow ui --backend-store-uri {uri}")
+        print(f"dashboard: tox -e dashboard (in the repository), or "
+              f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
     else:
         print(f"dashboard: {uri}")
     return status
+
+
+def lands_on_zero(model: Any) -> bool:
+    """Whether a grid's last step reaches sigma = 0 under the model's process (not VE,
+    whose sigma(0) = sigma_min): the NFE a sampler's last step costs depends on it."""
+    return float(model.sde.sigma(0.0)) == 0.0
 
 
 def _toml_like(value: Any) -> str:

@@ -15,6 +15,7 @@ score(x, t) = (s D(x / s; sigma) - x) / (s^2 sigma^2).
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Union
@@ -22,6 +23,7 @@ from typing import Callable, Literal, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .network_clock import NetworkClock
 from .sde import SDE, Time, _expand
 
 
@@ -87,6 +89,10 @@ def per_sample(value: Union[float, Tensor], x: Tensor) -> Tensor:
     return torch.full((1,), value, device=x.device, dtype=x.dtype).expand(x.shape[0])
 
 
+#: What a counted call enters when no clock is installed (reusable: it holds no state).
+_UNTIMED = contextlib.nullcontext()
+
+
 def _is_one(value: Time) -> bool:
     """A Python number equal to 1 (tensors are never inspected: that would sync a GPU)."""
     return not isinstance(value, Tensor) and value == 1
@@ -100,6 +106,8 @@ class ScoreModel(nn.Module, ABC):
         self.sde = sde
         self.data = data
         self.nfe = NFECounter()
+        #: Set by the runner while it times a run: every counted call is timed inside it.
+        self.network_clock: Optional[NetworkClock] = None
 
     # --- what subclasses provide (uncounted) ----------------------------------------
     @abstractmethod
@@ -127,14 +135,16 @@ class ScoreModel(nn.Module, ABC):
     def denoise(self, x: Tensor, sigma: Union[float, Tensor]) -> Tensor:
         """D(x; sigma) in the EDM convention. One network evaluation per call."""
         self.nfe.add(x.shape[0])
-        return self._denoise(x, per_sample(sigma, x))
+        with self.network_clock or _UNTIMED:
+            return self._denoise(x, per_sample(sigma, x))
 
     def score(self, x: Tensor, t: Time) -> Tensor:
         """grad log p_t(x) in the SDE's scaled variable. One network evaluation per call."""
         self.nfe.add(x.shape[0])
-        if not isinstance(t, Tensor) and type(self)._score is ScoreModel._score:
-            return self._score(x, float(t))  # scalar coefficients: see `_score`
-        return self._score(x, per_sample(t, x))
+        with self.network_clock or _UNTIMED:
+            if not isinstance(t, Tensor) and type(self)._score is ScoreModel._score:
+                return self._score(x, float(t))  # scalar coefficients: see `_score`
+            return self._score(x, per_sample(t, x))
 
     def ode_drift(self, x: Tensor, t: Time) -> Tensor:
         """dx/dt of the probability-flow ODE at (x, t). One network evaluation per call."""

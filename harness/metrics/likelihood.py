@@ -113,6 +113,15 @@ class NLLResult:
         return self.stderr / (self.dim * math.log(2))
 
     @property
+    def data_stderr(self) -> Optional[float]:
+        """The part of `stderr` due to which test points were drawn, in nats: the total
+        less the probes' Monte-Carlo part, sqrt(stderr^2 - probe_stderr^2) (independent
+        sources add in variance); None when the probe error is unknown (one probe)."""
+        if self.probe_stderr is None:
+            return None
+        return math.sqrt(max(self.stderr**2 - self.probe_stderr**2, 0.0))
+
+    @property
     def dequantisation(self) -> str:
         return "none (continuous data)" if self.bin_width is None else DEQUANTISATION
 

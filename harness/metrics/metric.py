@@ -18,6 +18,7 @@ from torch import Tensor
 from ..core.model import ScoreModel
 from ..core.sampler import Params, Sampler
 from ..core.schedules import TimeGrid
+from .bootstrap import Bootstrap
 
 
 @dataclass
@@ -49,6 +50,10 @@ class TrialContext:
     samples: Tensor
     #: Generates more samples of this trial on demand: f(indices) -> tensor.
     generate: Optional[Callable[[list[int]], Tensor]] = None
+    #: Index sets shared by every trial with this N (`harness.metrics.bootstrap`): a set
+    #: metric records its value on each (`bootstrap.record`) for intervals and paired
+    #: comparisons between samplers. None when nothing is to be resampled.
+    bootstrap: Optional[Bootstrap] = None
 
 
 class Metric(ABC):
@@ -60,6 +65,10 @@ class Metric(ABC):
     unit: str
     higher_is_better: bool
     description: str = ""
+    #: The value depends only on the set of samples, not on the sampler that made them
+    #: (FID, KID, two-sample distances): the runner also computes it on held-out real
+    #: data of the same size, the floor row of the report (`harness.bench.floor`).
+    on_real_data: bool = False
 
     def applies_to(self, suite: SuiteContext) -> bool:
         """Whether this metric can be computed for the suite's model (default: yes)."""

@@ -1,0 +1,162 @@
+"""What the leaderboard concludes: intervals over seeds, ties with the best, the floor.
+
+Built from recorded trials (their values and bootstrap replicates, see
+`harness.metrics.bootstrap`), never from anything held in memory during the run, so a
+report made later from `trials.jsonl` concludes the same.
+
+* Intervals. A row's set metric (one with replicates: FID, KID, two-sample distances)
+  gets its mean over seeds +- z se, the se from its replicates averaged over the seeds
+  (`harness.metrics.bootstrap.normal_interval`).
+* Budgets. Samplers are given the step count whose NFE is closest to each budget, so
+  rows of one budget differ by an evaluation or two (Heun 2N - 1, Euler N); rows whose
+  counted NFE per sample lie within `BUDGET_TOLERANCE` of each other form one budget.
+* Ties. Within a budget, for each set metric (all are distances: lower is better), the
+  row with the lowest mean is the best; every other row is compared with it by the paired
+  bootstrap over the seeds both have (sample i has the same initial noise in both), and
+  is tied with the best when the 95 % interval of the difference contains 0 (two-sided,
+  no correction for the several rows compared; the best row is chosen from the same data,
+  which favours finding a difference). Rows without common seeds are not compared.
+* Floor. The "data" rows (`harness.bench.floor`) are real held-out data at the same N:
+  their band is mean +- 2 standard deviations over draws; a sampler row whose mean is at
+  or below the band's top cannot be told apart from real data by this metric at this N.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pandas as pd
+
+from ..metrics.bootstrap import (
+    DEFAULT_LEVEL,
+    mean_over_seeds,
+    normal_interval,
+    paired_comparison,
+)
+from .floor import FLOOR_NAME
+
+#: Rows whose counted NFE are within this fraction of the smallest form one budget.
+BUDGET_TOLERANCE = 0.10
+#: The floor band: mean +- this many standard deviations over the floor's draws.
+FLOOR_WIDTH = 2.0
+
+BEST, TIED = "best", "tied"
+
+
+@dataclass
+class Conclusions:
+    """Per leaderboard row index: interval, mark and floor flag of each set metric."""
+
+    intervals: dict[tuple[int, str], tuple[float, float]]
+    marks: dict[tuple[int, str], str]
+    within_floor: dict[tuple[int, str], bool]
+    floor_band: dict[str, tuple[float, float]]
+    budgets: dict[int, int]
+
+
+def replicated_metrics(replicates: dict[str, dict[str, list]]) -> list[str]:
+    names: set[str] = set()
+    for values in replicates.values():
+        names.update(values)
+    return sorted(names)
+
+
+def _row_replicates(hashes: list[str], replicates: dict[str, dict[str, list]], metric: str
+                    ) -> Optional[list[float]]:
+    per_seed = [replicates.get(h, {}).get(metric) for h in hashes]
+    if not per_seed or any(r is None or any(v is None for v in r) for r in per_seed):
+        return None
+    return mean_over_seeds(per_seed)
+
+
+def budgets(board: pd.DataFrame) -> dict[int, int]:
+    """Row index -> budget number, grouping rows of close counted NFE (floor rows out)."""
+    if "nfe_mean" not in board:
+        return {}
+    rows = board[(board["sampler"] != FLOOR_NAME) & board["nfe_mean"].notna()]
+    out: dict[int, int] = {}
+    group, start = -1, None
+    for index, nfe in rows["nfe_mean"].sort_values().items():
+        if start is None or nfe > start * (1 + BUDGET_TOLERANCE):
+            group, start = group + 1, nfe
+        out[index] = group
+    return out
+
+
+def conclude(board: pd.DataFrame, table: pd.DataFrame,
+             replicates: dict[str, dict[str, list]], level: float = DEFAULT_LEVEL,
+             minimums: Optional[dict[str, float]] = None) -> Conclusions:
+    """Intervals, ties and floor flags for the leaderboard `board` built from `table`;
+    `minimums`: the least value a metric can take (its interval is clipped there)."""
+    minimums = minimums or {}
+    metrics = replicated_metrics(replicates)
+    keys = ["label", "sampler", "variant", "steps"]
+    hashes_of: dict[int, dict[int, str]] = {}
+    for index, row in board.iterrows():
+        rows = table
+        for key in keys:
+            rows = rows[rows[key] == row[key]]
+        hashes_of[index] = dict(zip(rows["seed"].astype(int), rows["config_hash"]))
+    out = Conclusions({}, {}, {}, {}, budgets(board))
+    for metric in metrics:
+        for index, seeds in hashes_of.items():
+            reps = _row_replicates(list(seeds.values()), replicates, metric)
+            mean = board.at[index, f"{metric}_mean"] if f"{metric}_mean" in board else None
+            if reps is not None and mean is not None and not pd.isna(mean):
+                out.intervals[(index, metric)] = normal_interval(
+                    float(mean), reps, level, minimum=minimums.get(metric))
+        _floor(board, metric, out)
+        _ties(board, metric, hashes_of, replicates, level, out)
+    return out
+
+
+def _floor(board: pd.DataFrame, metric: str, out: Conclusions) -> None:
+    floor = board[board["sampler"] == FLOOR_NAME]
+    mean_col, std_col = f"{metric}_mean", f"{metric}_std"
+    if floor.empty or mean_col not in board or pd.isna(floor[mean_col].iloc[0]):
+        return
+    mean = float(floor[mean_col].iloc[0])
+    std = float(floor[std_col].iloc[0]) if std_col in floor else math.nan
+    std = 0.0 if math.isnan(std) else std
+    low, high = mean - FLOOR_WIDTH * std, mean + FLOOR_WIDTH * std
+    out.floor_band[metric] = (low, high)
+    for index, row in board.iterrows():
+        if row["sampler"] != FLOOR_NAME and not pd.isna(row.get(mean_col)):
+            out.within_floor[(index, metric)] = float(row[mean_col]) <= high
+
+
+def _ties(board: pd.DataFrame, metric: str, hashes_of: dict[int, dict[int, str]],
+          replicates: dict[str, dict[str, list]], level: float, out: Conclusions) -> None:
+    mean_col = f"{metric}_mean"
+    if mean_col not in board:
+        return
+    groups: dict[int, list[int]] = {}
+    for index, group in out.budgets.items():
+        if not pd.isna(board.at[index, mean_col]):
+            groups.setdefault(group, []).append(index)
+    for members in groups.values():
+        best = min(members, key=lambda i: float(board.at[i, mean_col]))
+        out.marks[(best, metric)] = BEST
+        for other in members:
+            if other == best:
+                continue
+            common = sorted(set(hashes_of[best]) & set(hashes_of[other]))
+            if not common:
+                continue
+            a = [replicates.get(hashes_of[other][s], {}).get(metric) for s in common]
+            b = [replicates.get(hashes_of[best][s], {}).get(metric) for s in common]
+            if any(r is None for r in a + b):
+                continue
+            observed = (float(board.at[other, mean_col]) - float(board.at[best, mean_col]))
+            comparison = paired_comparison(observed, 0.0, mean_over_seeds(a),
+                                           mean_over_seeds(b), level)
+            if comparison.tied:
+                out.marks[(other, metric)] = TIED
+
+
+def describe(level: float = DEFAULT_LEVEL) -> dict[str, Any]:
+    """The conventions behind the marks, for the report's notes."""
+    return {"level": level, "budget_tolerance": BUDGET_TOLERANCE,
+            "floor_width_sd": FLOOR_WIDTH}

@@ -1,0 +1,58 @@
+"""The real-data floor: the suite's set metrics computed on held-out real data.
+
+With one fixed reference set, every sampler's FID or KID shares that set's sampling
+error, and at small N even real data score far from zero (128 real training digits
+against the 355 test digits give FID 15-24). A sampler is only as good as it can be shown
+to be: the floor row ("data") gives the same metrics on N held-out real samples (the
+model's "train" split, never the reference split), over several draws, so that a reader
+sees which sampler rows cannot be told apart from real data at this N.
+
+Floor trials go through the runner and the sinks like any trial (sampler name "data",
+kind "floor", no NFE), each with its own configuration hash, so `--resume` keeps them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from ..core.model import ScoreModel
+from .suite import Suite, Trial, canonical_hash
+
+#: The sampler column of floor rows.
+FLOOR_NAME = "data"
+#: The split the floor draws from; the set metrics' reference is another ("test").
+FLOOR_SPLIT = "train"
+#: Draws of the floor when the suite has fewer seeds (its spread needs a few).
+MIN_DRAWS = 4
+
+
+def has_floor(model: ScoreModel) -> bool:
+    """Whether the model can give held-out real data (a "train" reference split)."""
+    return FLOOR_SPLIT in getattr(model, "reference_splits", ())
+
+
+def floor_trials(suite: Suite, model_identity: Mapping[str, Any]) -> list[Trial]:
+    """One floor trial per draw: max(len(seeds), MIN_DRAWS) draws of num_samples each."""
+    draws = max(len(suite.seeds), MIN_DRAWS)
+    trials = []
+    for draw in range(draws):
+        config = {"kind": "floor", "model": dict(model_identity), "split": FLOOR_SPLIT,
+                  "dtype": suite.dtype,
+                  "draw": draw, "num_samples": suite.num_samples, "metrics": suite.metrics}
+        trials.append(Trial(name=f"{FLOOR_NAME}-draw{draw}", sampler=FLOOR_NAME, params={},
+                            varied={}, steps=0, nfe=0, seed=draw, config=config,
+                            config_hash=canonical_hash(config), kind="floor"))
+    return trials
+
+
+def held_out(model: ScoreModel, num: int, draw: int) -> Tensor:
+    """`num` real samples of the floor split, chosen without replacement by `draw`."""
+    pool = model.reference_data(FLOOR_SPLIT, None, seed=draw).data
+    if pool.shape[0] < num:
+        raise ValueError(f"the {FLOOR_SPLIT!r} split has {pool.shape[0]} samples, fewer "
+                         f"than the suite's num_samples = {num}: no floor at this N")
+    order = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(draw))
+    return pool[order[:num]]
