@@ -137,3 +137,15 @@ def test_no_conclusion_is_a_physically_impossible_number(run):
         assert (frame[column].dropna() >= 0).all(), column
     assert (frame["overhead_ratio_mean"].dropna() >= 1.0 - 1e-6).all()
     assert frame["fid_ci_high"].dropna().map(math.isfinite).all()
+
+
+def test_the_report_read_back_from_mlflow_concludes_the_same(run, tmp_path):
+    from harness.bench.report import report_from_mlflow
+
+    _, out = run
+    uri = f"sqlite:///{out.parent.parent / 'mlflow.db'}"
+    again = report_from_mlflow(uri, "conclusions", tmp_path)
+    local = pd.read_csv(out / "leaderboard.csv")
+    tracked = pd.read_csv(again.files["leaderboard.csv"])
+    columns = ["label", "steps", "fid_mean", "fid_ci_low", "fid_ci_high", "fid_mark"]
+    assert local[columns].fillna("").equals(tracked[columns].fillna(""))

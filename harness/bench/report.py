@@ -124,6 +124,9 @@ def records_from_runs(runs: pd.DataFrame) -> Results:
             "num_samples": _integer(row.get("params.num_samples")),
             "metrics": {k: v for k, v in metrics.items() if v is not None},
             "error": row.get("tags.error"),
+            "warnings": [w for w in str(row.get("tags.warnings") or "").split("; ") if w],
+            "floor": row.get("tags.harness.floor") == "true",
+            "run_id": row.get("run_id"),
             "ended": _timestamp(row.get("end_time")),
         })
     return out
@@ -407,7 +410,14 @@ def _markdown_page(board: pd.DataFrame, results: Results, reference: dict[str, f
 
 def report_from_mlflow(tracking_uri: str, experiment: str, out_dir: Path) -> WrittenReport:
     """`harness report`: read every run of the experiment back and write its report."""
-    from .tracking import search_experiment_runs
+    from .tracking import run_replicates, search_experiment_runs
 
     runs = search_experiment_runs(tracking_uri, experiment)
-    return write_report(records_from_runs(runs), Path(out_dir) / experiment, title=experiment)
+    results = records_from_runs(runs)
+    finished = [r for r in results.records if r.get("status") == FINISHED]
+    replicates = run_replicates(tracking_uri, [r["run_id"] for r in finished])
+    for record in finished:
+        logged = replicates.get(record["run_id"], {})
+        record["replicates"] = logged.get("replicates", {})
+        record["replicate_minimums"] = logged.get("minimums", {})
+    return write_report(results, Path(out_dir) / experiment, title=experiment)

@@ -14,8 +14,10 @@ and nested runs never leak into each other. Every trial run carries the tag
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -27,7 +29,8 @@ from .sinks import FAILED, KILLED, SuiteInfo, Trial, TrialResult, variant
 from .suite import flatten
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-#: A trial run's bootstrap replicates (`TrialResult.replicates`), as a JSON artefact.
+#: A trial run's bootstrap replicates and their metrics' least values (`TrialResult`), as
+#: a JSON artefact {"replicates": {key: [...]}, "minimums": {key: value}}.
 REPLICATES_ARTIFACT = "replicates.json"
 #: During the start-up check: fail fast. During a suite: a few retries, then give up on
 #: MLflow for the rest of the suite (the local JSONL keeps every trial).
@@ -136,6 +139,20 @@ def search_experiment_runs(uri: str, experiment: str) -> pd.DataFrame:
         return mlflow.search_runs(experiment_names=[experiment], max_results=100000)
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def run_replicates(uri: str, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Run id -> what a trial run logged as `REPLICATES_ARTIFACT`, for the runs that
+    have one."""
+    client = connect(uri)
+    out: dict[str, dict[str, list]] = {}
+    for run_id in run_ids:
+        names = {f.path for f in client.list_artifacts(run_id)}
+        if REPLICATES_ARTIFACT in names:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = client.download_artifacts(run_id, REPLICATES_ARTIFACT, tmp)
+                out[run_id] = json.loads(Path(path).read_text())
+    return out
 
 
 def metric_key(name: str) -> str:
@@ -253,7 +270,9 @@ class MLflowSink:
             for path in result.artifacts.values():
                 self.client.log_artifact(run_id, str(path))
             if result.replicates:
-                self.client.log_dict(run_id, result.replicates, REPLICATES_ARTIFACT)
+                self.client.log_dict(run_id, {"replicates": result.replicates,
+                                              "minimums": result.minimums},
+                                     REPLICATES_ARTIFACT)
         self._end(run_id, result.status)
 
     def trial_interrupted(self, trial: Trial, reason: str) -> None:
