@@ -270,12 +270,15 @@ class SuiteRunner:
         bootstrap = context.bootstrap
         start = time.perf_counter()
         for metric in metrics:
+            began = time.perf_counter()
             with distributed.shared_failure():
                 values = metric.compute(context)
                 for key, value in values.items():
                     if not isinstance(value, (int, float)) or not math.isfinite(value):
                         raise TrialFailure(f"metric {metric.name!r} gave {key} = {value!r}")
             result.metrics.update({k: float(v) for k, v in values.items()})
+            # What each metric costs (its bootstrap included), beside the sampling time.
+            result.metrics[f"{metric.name}_s"] = time.perf_counter() - began
             result.params.update(metric.params())
         if bootstrap.values:
             result.metrics.update(bootstrap.intervals(result.metrics))
