@@ -72,6 +72,33 @@ def test_every_hook_is_documented_with_its_arguments(guide, name):
             f"the reference of {name} does not explain its argument {argument!r}")
 
 
+#: What every hook's docstring must say, in pytest's style: phrase -> what it tells.
+CALLING_CONTRACT = {
+    "Called ": "when the hook is called",
+    "once per": "how often",
+    "torchrun": "on which processes under torchrun",
+    "first result": "whether the first result wins",
+}
+
+
+@pytest.mark.parametrize("name", sorted(hooks()))
+def test_every_hook_argument_has_a_param_line(name):
+    """Like pytest's hookspec.py: one `:param name:` line per argument, none for others."""
+    doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+    documented = re.findall(r"^:param (\w+):", doc, flags=re.MULTILINE)
+    missing = [a for a in hooks()[name] if a not in documented]
+    assert not missing, f"hookspecs.{name} has no :param: line for {missing}"
+    extra = [a for a in documented if a not in hooks()[name]]
+    assert not extra, f"hookspecs.{name} documents arguments it does not have: {extra}"
+
+
+@pytest.mark.parametrize("name", sorted(hooks()))
+def test_every_hook_states_its_calling_contract(name):
+    doc = " ".join((inspect.getdoc(getattr(hookspecs, name)) or "").split())
+    untold = [what for phrase, what in CALLING_CONTRACT.items() if phrase not in doc]
+    assert not untold, f"hookspecs.{name}'s docstring does not say {', '.join(untold)}"
+
+
 def test_nothing_else_is_documented_as_a_hook(guide):
     documented = re.findall(r"^### `(\w+)\(", section(guide, "## Hook reference"),
                             flags=re.MULTILINE)
