@@ -4,7 +4,9 @@ Samplers that register fine but break the contract, each of which the conformanc
 must reject with its own message: `ignores_score`, `wrong_nfe`, `batch_coupled_noise`,
 `final_step_noise`. Plugins the loader must refuse while still loading the others:
 `raises_on_import`, `wrong_signature`, `future_api_version`, `raises_in_register`,
-`duplicate_name`. `bench_plugins` serves the benchmark-runner tests.
+`duplicate_name`. Metrics that each break the metric contract in one way, which the metric
+kit must reject in the check that names it: `broken_metrics`. `bench_plugins` serves the
+benchmark-runner tests.
 """
 
 from __future__ import annotations
