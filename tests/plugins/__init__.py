@@ -17,19 +17,28 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-EXAMPLE_SRC = Path(__file__).parents[2] / "examples" / "harness-dpmsolver" / "src"
+EXAMPLES = Path(__file__).parents[2] / "examples"
+EXAMPLE_SRC = EXAMPLES / "harness-dpmsolver" / "src"
 
 
 def example_plugin() -> ModuleType:
-    """The example distribution's plugin module: installed, or straight from its source."""
+    """The sampler example's plugin module: installed, or straight from its source."""
+    return _installed_or_source("harness_dpmsolver", EXAMPLE_SRC)
+
+
+def example_metric_plugin() -> ModuleType:
+    """The metric example's plugin module (examples/harness-energy), likewise."""
+    return _installed_or_source("harness_energy", EXAMPLES / "harness-energy" / "src")
+
+
+def _installed_or_source(name: str, src: Path) -> ModuleType:
     try:
-        return importlib.import_module("harness_dpmsolver")
+        return importlib.import_module(name)
     except ImportError:
         pass
-    package = EXAMPLE_SRC / "harness_dpmsolver"
+    package = src / name
     spec = importlib.util.spec_from_file_location(
-        "harness_dpmsolver", package / "__init__.py",
-        submodule_search_locations=[str(package)])
+        name, package / "__init__.py", submodule_search_locations=[str(package)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
