@@ -1,28 +1,71 @@
 """A benchmark harness for diffusion-model samplers.
 
 The public API for plugin authors and users is re-exported here; `harness.hookspecs`
-is the plugin author's reference.
+is the plugin author's reference, `harness.testing` the conformance kit. Anything not
+exported here is internal and may change without notice.
 """
 
 from .errors import HarnessError, ParameterError, PluginError, UnknownNameError
-from .metrics.fid import FID, KID, reference_stats
 from .hookspecs import HARNESS_API_VERSION, hookimpl
-from .metrics.likelihood import NLLResult, discretised_flow_nll, ode_nll
-from .core.model import DataSpec, NetworkScoreModel, NFECounter, ScoreModel
+
+# The maths: processes, grids, the model interface, the sampler contract, noise.
+from .core.model import DataSpec, NetworkScoreModel, NFECounter, ReferenceData, ScoreModel
 from .core.noise import SampleNoise
-from .models.oracle import GaussianMixture
-from .plugin.registry import ModelSpec, Origin
 from .core.sampler import Capabilities, NoParams, Params, Sampler, param
 from .core.sampling import generate
 from .core.schedules import SCHEDULES, TimeGrid, make_grid
 from .core.sde import EDMSDE, SDE, SubVPSDE, VESDE, VPSDE, make_sde
 
+# Models.
+from .models.oracle import GaussianMixture
+from .plugin.registry import ModelSpec, Origin
+
+# The metric contract, its sharding helpers and the bootstrap of set metrics.
+from .metrics.bootstrap import Bootstrap
+from .metrics.feature_replicates import fid_replicates, kid_replicates
+from .metrics.metric import (
+    Metric,
+    SuiteContext,
+    TrialContext,
+    all_reduce_sum,
+    gather_concat,
+    local_rows,
+    nfe_untouched,
+    shared_failure,
+    world_size,
+)
+
+# Measurement back-ends a metric can build on: FID/KID and their features, the
+# probability-flow likelihood, distances between sample sets, and their sharded forms.
+from .metrics.fid import (
+    FID,
+    KID,
+    Float64Features,
+    IdentityFeatures,
+    extract,
+    inception_extractor,
+    reference_stats,
+)
+from .metrics.likelihood import NLLResult, discretised_flow_nll, ode_nll
+from .metrics.sharded import sharded_fid, sharded_nll
+from .metrics.two_sample import gaussian_mmd2, median_bandwidth, sliced_wasserstein
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "HARNESS_API_VERSION", "Capabilities", "DataSpec", "EDMSDE", "GaussianMixture",
-    "FID", "HarnessError", "KID", "ModelSpec", "NFECounter", "NLLResult", "NetworkScoreModel", "NoParams", "Origin",
-    "ParameterError", "Params", "PluginError", "SCHEDULES", "SDE", "SampleNoise", "Sampler",
-    "ScoreModel", "SubVPSDE", "TimeGrid", "UnknownNameError", "VESDE", "VPSDE", "discretised_flow_nll",
-    "generate", "hookimpl", "make_grid", "make_sde", "ode_nll", "param", "reference_stats",
+    # errors and plugins
+    "HARNESS_API_VERSION", "HarnessError", "ParameterError", "PluginError",
+    "UnknownNameError", "hookimpl", "ModelSpec", "Origin",
+    # the maths and models
+    "Capabilities", "DataSpec", "EDMSDE", "GaussianMixture", "NFECounter",
+    "NetworkScoreModel", "NoParams", "Params", "ReferenceData", "SCHEDULES", "SDE",
+    "SampleNoise", "Sampler", "ScoreModel", "SubVPSDE", "TimeGrid", "VESDE", "VPSDE",
+    "generate", "make_grid", "make_sde", "param",
+    # the metric contract and sharding
+    "Metric", "SuiteContext", "TrialContext", "nfe_untouched", "world_size", "local_rows",
+    "all_reduce_sum", "gather_concat", "shared_failure", "Bootstrap",
+    # measurement back-ends
+    "FID", "KID", "fid_replicates", "kid_replicates", "Float64Features", "IdentityFeatures", "NLLResult", "extract",
+    "discretised_flow_nll", "gaussian_mmd2", "inception_extractor", "median_bandwidth",
+    "ode_nll", "reference_stats", "sharded_fid", "sharded_nll", "sliced_wasserstein",
 ]

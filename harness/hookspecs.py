@@ -7,7 +7,8 @@ names and arguments match the specifications below. It is found through the
     [project.entry-points.harness]
     my_sampler = "my_package.my_module"
 
-The built-in samplers and models are plugins of exactly this kind (see ``plugins/``).
+The built-in samplers, models and metrics are plugins of exactly this kind (see
+``plugins/``).
 
 A plugin module should state the harness API version it was written for::
 
@@ -19,7 +20,9 @@ one that states none is loaded as if it said the current version.
 Each registration hook receives a ``register`` function; call it once per thing the
 plugin provides. Every implementation is called (no "first result wins"): a plugin
 that raises is reported and its registrations are discarded, while the others load.
-Hook implementations may accept any subset of a hook's arguments, by name.
+Hook implementations may accept any subset of a hook's arguments, by name. Each hook's
+docstring says when it is called, how often, on which processes under torchrun, and
+documents every argument with a ``:param:`` line.
 
 Tracing: set ``HARNESS_TRACE_HOOKS=1`` to print every hook call and its result to stderr.
 Disabling: set ``HARNESS_DISABLE_PLUGINS=name1,name2`` (entry-point names) or pass
@@ -47,17 +50,31 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 # --- registration: called once when the plugins are loaded ---------------------------
+#
+# Every hook below is called in the same way: once per plugin that implements it, each
+# time the plugins are loaded (once per process: ``harness`` loads them at start-up and
+# keeps them), in the order the plugins load (built-ins first). Under torchrun every
+# process loads the plugins and calls every hook, before the processes join their group:
+# a hook must not use collectives, and must register the same things on every process.
+# Each implementation's return value is ignored; there is no "first result wins".
+
 
 @hookspec
 def harness_register_samplers(register: Callable[["Sampler"], None]) -> None:
     """Register samplers: call ``register(Sampler(...))`` once per sampler.
 
-    A ``harness.Sampler`` names the sampler (unique across all plugins), its function
-    (see ``harness.core.sampler`` for the call shape), its ``Params`` dataclass with declared
-    ranges, its ``Capabilities`` (stochastic, order, NFE per step, PF-ODE) and a citation.
-    A name that is already registered is refused: the later plugin fails to load (with
-    a message naming both origins) and the first keeps the name. Built-in plugins load
-    first, so a third-party plugin can never displace a built-in.
+    Called once per loading of the plugins (once per process; on every process under
+    torchrun), for each plugin that implements it. Every implementation is called and
+    its return value ignored: no first result wins.
+
+    :param register: Takes a ``harness.Sampler`` naming the sampler (unique across all
+        plugins), its function (see ``harness.core.sampler`` for the call shape), its
+        ``Params`` dataclass with declared ranges, its ``Capabilities`` (stochastic,
+        order, NFE per step, PF-ODE) and a citation. Anything else is refused with a
+        ``PluginError``. A name that is already registered is refused: the later plugin
+        fails to load (with a message naming both origins) and the first keeps the name.
+        Built-in plugins load first, so a third-party plugin can never displace a
+        built-in.
     """
 
 
@@ -65,10 +82,18 @@ def harness_register_samplers(register: Callable[["Sampler"], None]) -> None:
 def harness_register_models(register: Callable[["ModelSpec"], None]) -> None:
     """Register score models: call ``register(ModelSpec(...))`` once per model.
 
-    A ``harness.ModelSpec`` has a ``name``, a ``load(device, **options) -> ScoreModel``
-    factory (called only when the model is used, so registration stays cheap), a
-    one-line ``description``, and ``options``: the keyword options ``load`` accepts,
-    each with a one-line meaning (e.g. a checkpoint directory).
+    Called once per loading of the plugins (once per process; on every process under
+    torchrun), for each plugin that implements it. Every implementation is called and
+    its return value ignored: no first result wins. The ``load`` factory of a model is
+    called later, once per suite that uses the model, on every process.
+
+    :param register: Takes a ``harness.ModelSpec`` with a ``name``, a
+        ``load(device, **options) -> ScoreModel`` factory (called only when the model is
+        used, so registration stays cheap), a one-line ``description``, and ``options``:
+        the keyword options ``load`` accepts, each with a one-line meaning (e.g. a
+        checkpoint directory). A model that has reference data (the real side of FID,
+        test points for the NLL) provides them through ``ScoreModel.reference_data`` and
+        its features through ``ScoreModel.feature_extractor``.
     """
 
 
@@ -76,9 +101,22 @@ def harness_register_models(register: Callable[["ModelSpec"], None]) -> None:
 def harness_register_metrics(register: Callable[["Metric"], None]) -> None:
     """Register metrics: call ``register(metric)`` once per metric.
 
-    A metric (``harness.metrics.metric.Metric``) declares its name, unit and
-    ``higher_is_better``, and computes its value from a trial's samples and context.
-    Under torchrun every process computes it from all of the trial's samples, unless
-    the metric shares the work out itself with ``harness.core.distributed`` (then every
-    process must reach every collective).
+    Called once per loading of the plugins (once per process; on every process under
+    torchrun), for each plugin that implements it. Every implementation is called and
+    its return value ignored: no first result wins. The registered instance is then
+    used by every suite of the process: the runner calls ``applies_to(suite)`` and
+    ``prepare(suite)`` once per suite, and ``compute(trial)`` once per trial (or once
+    per suite when the metric declares ``per_suite = True``), on every process.
+
+    :param register: Takes an instance of a ``harness.Metric`` subclass that declares
+        ``name`` (unique across all plugins; the key of its main value), ``unit`` and
+        ``higher_is_better``, optionally ``per_suite``, and computes
+        ``{name: value, name_<what>: value, ...}`` (finite floats) from a
+        ``harness.TrialContext``. Under torchrun every process computes it from all of
+        the trial's samples (``trial.samples`` is the same everywhere), unless the metric
+        shares the work out with ``harness.local_rows``, ``harness.all_reduce_sum`` and
+        ``harness.gather_concat``; every process must then reach every collective, with
+        local work that can fail wrapped in ``harness.shared_failure()``. A metric must
+        leave the model's NFE counter as it found it (``harness.nfe_untouched``).
+        ``harness.testing.check_metric`` checks all of this.
     """

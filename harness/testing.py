@@ -19,6 +19,9 @@ final_step (no noise left at sigma = 0) and convergence (to the exact 64-D Gauss
 mixture under VP and EDM). The expensive convergence check runs only when all the cheap
 ones pass, so a broken sampler is reported within a second. docs/plugins.md has the table
 of what each check demands.
+
+Metrics have their own checks, `check_metric(metric)` and `metric_conformance_test(...)`
+(declaration, values, nfe, repeatable, scope; `harness.plugin.metric_kit`), exported here.
 """
 
 from __future__ import annotations
@@ -562,3 +565,13 @@ def conformance_test(*samplers: Union[Sampler, str], **options: Any) -> Callable
         print(check_sampler(sampler, **options))  # shown by pytest -rP or -s
 
     return test_sampler_conformance
+
+
+# The metric checks live beside the plugin machinery; this is their public path.
+from .plugin.metric_kit import (  # noqa: E402
+    METRIC_CHECKS,
+    MetricConformanceError,
+    MetricReport,
+    check_metric,
+    metric_conformance_test,
+)

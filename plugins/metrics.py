@@ -1,113 +1,60 @@
 """Built-in metrics: FID, KID, NLL (reference and discretised flow) and oracle distances.
 
-Each is a `harness.metrics.metric.Metric` registered through `harness_register_metrics`, the
-same door a third-party metric uses. Options come from the suite, keyed by metric name
+Each is a `harness.Metric` registered through `harness_register_metrics`, the same door
+a third-party metric uses, and written against the public API (`from harness import
+...`) alone. Options come from the suite, keyed by metric name
 (`suite.options["nll"]["num_points"]`, ...); the defaults are the class's `DEFAULTS`.
 Work shared by every trial of a suite (reference statistics, the model's reference NLL)
 is done once and kept in `suite.cache`. Metric evaluations leave the model's NFE counter
 as they found it, so they never leak into a trial's sampling NFE.
 
-Reference data (the "real" side of FID/KID, the test points of the NLL, the exact samples
-of the oracle distances) come from `reference_data(model, split, num, seed)`: a model may
-provide its own through a `reference_data(split, num, seed) -> ReferenceData` method;
-otherwise the Gaussian-mixture oracles give exact samples and the digits model the
-fixed digits split.
+What the samples are compared with comes from the model: `model.reference_data(split,
+num, seed)` (the "real" side of FID/KID, the NLL's test points, the exact samples of an
+oracle) and `model.feature_extractor(device)` (FID/KID features). A model without
+reference data is left out of these metrics; the oracle distances need exact reference
+samples (`model.reference_is_exact`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import math
-from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from harness import hookimpl
-from harness.core import distributed
-from harness.metrics import sharded as sharded_metrics
-from harness.errors import ParameterError
-from harness.metrics.likelihood import discretised_flow_nll
-from harness.metrics.metric import Metric, SuiteContext, TrialContext
-from harness.core.model import ScoreModel
-from harness.models.oracle import GaussianMixture
+from harness import (
+    FID,
+    KID,
+    Float64Features,
+    IdentityFeatures,
+    Metric,
+    ParameterError,
+    ScoreModel,
+    SuiteContext,
+    TrialContext,
+    discretised_flow_nll,
+    extract,
+    fid_replicates,
+    gaussian_mmd2,
+    hookimpl,
+    inception_extractor,
+    kid_replicates,
+    local_rows,
+    median_bandwidth,
+    nfe_untouched,
+    reference_stats,
+    shared_failure,
+    sharded_fid,
+    sharded_nll,
+    sliced_wasserstein,
+    world_size,
+)
 
 harness_api_version = 1
 
-
-# --- reference data ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ReferenceData:
-    """Samples of the data distribution in the model's data variable, with an identity.
-
-    `data_id` must change whenever the samples do: it keys the on-disk statistics cache.
-    """
-
-    data_id: str
-    data: Tensor
-    description: str = ""
-
-
-def _tensor_digest(*tensors: Tensor) -> str:
-    digest = hashlib.sha256()
-    for t in tensors:
-        digest.update(t.detach().cpu().double().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _is_digits(model: ScoreModel) -> bool:
-    from harness.models.digits import DIGITS_SPEC
-
-    return model.data == DIGITS_SPEC
-
-
-def has_reference_data(model: ScoreModel) -> bool:
-    return (callable(getattr(model, "reference_data", None))
-            or isinstance(model, GaussianMixture) or _is_digits(model))
-
-
-def reference_data(model: ScoreModel, split: str = "test", num: Optional[int] = None,
-                   seed: int = 0) -> ReferenceData:
-    """Reference samples for `model`: its own provider, exact oracle samples, or digits.
-
-    Oracle: `num` (default 10,000) exact samples of the noise-free mixture from a
-    generator seeded by (seed, split), so "train" and "test" never share samples.
-    Digits: the first `num` images (default all) of `harness.models.digits.load_split(split)`.
-    """
-    provider = getattr(model, "reference_data", None)
-    if callable(provider):
-        return provider(split=split, num=num, seed=seed)
-    if isinstance(model, GaussianMixture):
-        num = 10_000 if num is None else int(num)
-        split_seed = int(hashlib.sha256(f"{seed}:{split}".encode()).hexdigest()[:15], 16)
-        gen = torch.Generator(device=model.means.device).manual_seed(split_seed)
-        data = model.sample_clean(num, generator=gen).cpu()
-        mixture = _tensor_digest(model.weights, model.means, model.variances)
-        return ReferenceData(f"gmm:{mixture}:{split}:n={num}:seed={seed}", data,
-                             f"{num} exact samples of the noise-free mixture ({split})")
-    if _is_digits(model):
-        from harness.models.digits import load_split, split_fingerprint
-
-        images, _ = load_split(split)
-        images = images if num is None else images[:int(num)]
-        return ReferenceData(f"digits:{split}:n={len(images)}:{split_fingerprint()[:16]}",
-                             images, f"first {len(images)} digits {split} images")
-    raise ParameterError(f"no reference data for model {type(model).__name__}: give it a "
-                         f"reference_data(split, num, seed) method returning ReferenceData")
-
-
-@contextlib.contextmanager
-def nfe_untouched(model: ScoreModel) -> Iterator[None]:
-    """Run metric work without leaving its evaluations in the model's NFE counter."""
-    calls, rows = model.nfe.calls, model.nfe.rows
-    try:
-        yield
-    finally:
-        model.nfe.calls, model.nfe.rows = calls, rows
+#: Values of the `extractor` option of FID and KID.
+EXTRACTORS = ("auto", "identity", "model", "inception")
 
 
 class _Configured(Metric):
@@ -147,30 +94,33 @@ def _postprocess(samples: Tensor, model: ScoreModel, how: str) -> Tensor:
 
 
 def _extractor(suite: SuiteContext, opts: dict[str, Any]):
-    from harness.metrics import fid
-
+    """(logged name, feature module). `auto` is InceptionV3 when weights are given, else
+    the model's own extractor, else the flattened samples (`identity`)."""
     kind = opts["extractor"]
+    if kind not in EXTRACTORS:
+        raise ParameterError(f"extractor must be one of {', '.join(EXTRACTORS)}, got {kind!r}")
     if kind == "auto":
-        kind = ("inception" if opts["inception_weights"] else
-                "identity" if isinstance(suite.model, GaussianMixture) else
-                "digits" if _is_digits(suite.model) else None)
-        if kind is None:
-            raise ParameterError("no default FID feature extractor for this model: set "
-                                 "extractor = 'inception' with inception_weights = PATH")
+        kind = "inception" if opts["inception_weights"] else "model"
+    if kind == "model":
+        key = ("metrics.model_features",)
+        if key not in suite.cache:
+            own = suite.model.feature_extractor(suite.device)
+            suite.cache[key] = None if own is None else (
+                getattr(own, "name", None) or "model", Float64Features(own))
+        if suite.cache[key] is not None:
+            return suite.cache[key]
+        if opts["extractor"] == "model":
+            raise ParameterError(f"model {suite.model_name!r} has no feature extractor of "
+                                 f"its own; use extractor = 'identity' or 'inception'")
+        kind = "identity"
     key = ("metrics.extractor", kind, opts["inception_weights"])
     if key not in suite.cache:
         if kind == "identity":
-            suite.cache[key] = fid.IdentityFeatures(suite.model.data.dim)
-        elif kind == "digits":
-            suite.cache[key] = fid.digits_extractor(suite.device)
-        elif kind == "inception":
-            if not opts["inception_weights"]:
-                raise ParameterError("extractor 'inception' needs inception_weights = PATH")
-            suite.cache[key] = fid.inception_extractor(opts["inception_weights"]).to(
-                suite.device)
+            suite.cache[key] = IdentityFeatures(suite.model.data.dim)
+        elif not opts["inception_weights"]:
+            raise ParameterError("extractor 'inception' needs inception_weights = PATH")
         else:
-            raise ParameterError(f"extractor must be auto, identity, digits or inception, "
-                                 f"got {kind!r}")
+            suite.cache[key] = inception_extractor(opts["inception_weights"]).to(suite.device)
     return kind, suite.cache[key]
 
 
@@ -181,17 +131,14 @@ class _FeatureMetric(_Configured):
     keep_features = False
 
     def applies_to(self, suite: SuiteContext) -> bool:
-        return has_reference_data(suite.model)
+        return bool(suite.model.reference_splits)
 
     def prepare(self, suite: SuiteContext) -> None:
-        from harness.metrics import fid
-
         opts = self.options(suite)
         kind, extractor = _extractor(suite, opts)
-        ref = reference_data(suite.model, opts["split"], opts["num_reference"], opts["seed"])
-        stats = fid.reference_stats(ref.data_id, lambda: ref.data, extractor,
-                                    keep_features=self.keep_features,
-                                    cache_dir=opts["cache_dir"])
+        ref = suite.model.reference_data(opts["split"], opts["num_reference"], opts["seed"])
+        stats = reference_stats(ref.data_id, lambda: ref.data, extractor,
+                                keep_features=self.keep_features, cache_dir=opts["cache_dir"])
         suite.cache[f"metrics.{self.name}"] = (extractor, stats, opts)
         self.info = {f"{self.name}_extractor": kind,
                      f"{self.name}_extractor_sha256": stats.extractor_sha256,
@@ -211,7 +158,7 @@ class FIDMetric(_FeatureMetric):
     """FID (Heusel et al. 2017) of the trial's samples against the reference split.
 
     Under torchrun each process extracts the features of its own share of the samples and
-    the float64 moments are summed over processes (`sharded_metrics.sharded_fid`); a
+    the float64 moments are summed over processes (`harness.sharded_fid`); a
     single process goes through torchmetrics. Both give the same value (to 1e-9 relative
     or better, tested).
     """
@@ -222,22 +169,15 @@ class FIDMetric(_FeatureMetric):
     description = "Frechet distance of feature Gaussians to the reference data (lower is better)"
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        from harness.metrics.fid import FID
-
         extractor, stats, opts = self._state(trial)
         samples = _postprocess(trial.samples, trial.suite.model, opts["postprocess"])
-        if distributed.world_size() > 1:
-            from harness.metrics.fid import extract
-
-            with distributed.shared_failure():  # before the collective, on every rank
-                local = extract(extractor, distributed.local_rows(samples))
-            value, n = sharded_metrics.sharded_fid(local, stats)
+        if world_size() > 1:
+            with shared_failure():  # before the collective, on every rank
+                local = extract(extractor, local_rows(samples))
+            value, n = sharded_fid(local, stats)
         else:
             value, n = FID(extractor, stats)(samples)
         if trial.bootstrap is not None:
-            from harness.metrics.feature_replicates import fid_replicates
-            from harness.metrics.fid import extract
-
             trial.bootstrap.record("fid", fid_replicates(
                 extract(extractor, samples), stats, trial.bootstrap.index_sets), minimum=0.0)
         return {"fid": value, "fid_num_samples": float(n), "fid_num_reference": float(stats.n)}
@@ -254,17 +194,12 @@ class KIDMetric(_FeatureMetric):
     keep_features = True
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        from harness.metrics.fid import KID
-
         extractor, stats, opts = self._state(trial)
         samples = _postprocess(trial.samples, trial.suite.model, opts["postprocess"])
         kid = KID(extractor, stats, subset_size=opts["subset_size"], subsets=opts["subsets"],
                   seed=opts["seed"])
         mean, std, n = kid(samples)
         if trial.bootstrap is not None:
-            from harness.metrics.feature_replicates import kid_replicates
-            from harness.metrics.fid import extract
-
             trial.bootstrap.record("kid", kid_replicates(
                 extract(extractor, samples), stats, trial.bootstrap.index_sets))
         return {"kid": mean, "kid_std": std, "kid_num_samples": float(n)}
@@ -280,12 +215,12 @@ class _NLLMetric(_Configured):
                 "batch_size": None}
 
     def applies_to(self, suite: SuiteContext) -> bool:
-        return has_reference_data(suite.model)
+        return bool(suite.model.reference_splits)
 
     def _points(self, suite: SuiteContext, opts: dict[str, Any]) -> Tensor:
         key = ("metrics.nll_points", opts["split"], opts["num_points"], opts["seed"])
         if key not in suite.cache:
-            ref = reference_data(suite.model, opts["split"], opts["num_points"], opts["seed"])
+            ref = suite.model.reference_data(opts["split"], opts["num_points"], opts["seed"])
             suite.cache[key] = ref.data
         return suite.cache[key]
 
@@ -313,8 +248,7 @@ class NLLMetric(_NLLMetric):
     """
 
     name = "nll"
-    #: The runner computes it once per suite (the trial passed has no sampler or samples).
-    per_suite = True
+    per_suite = True  # a property of the model: the trial passed has no sampler or samples
     description = ("test-set NLL by the probability-flow ODE (dopri5, Hutchinson), "
                    "bits/dim with dequantisation offset from the data spec")
     DEFAULTS = {**_NLLMetric.DEFAULTS, "solver": "dopri5", "rtol": 1e-5, "atol": 1e-5}
@@ -325,7 +259,7 @@ class NLLMetric(_NLLMetric):
         key = ("metrics.nll", tuple(sorted(opts.items(), key=lambda kv: kv[0])))
         if key not in suite.cache:
             with nfe_untouched(suite.model):
-                suite.cache[key] = sharded_metrics.sharded_nll(
+                suite.cache[key] = sharded_nll(
                     suite.model, self._points(suite, opts), dtype=suite.dtype,
                     method=opts["method"],
                     probe=opts["probe"], num_probes=opts["num_probes"], eps=opts["eps"],
@@ -358,7 +292,7 @@ class FlowNLLMetric(_NLLMetric):
             solve = functools.partial(discretised_flow_nll, suite.model, trial.sampler,
                                       trial.grid)
             with nfe_untouched(suite.model):
-                suite.cache[key] = sharded_metrics.sharded_nll(
+                suite.cache[key] = sharded_nll(
                     suite.model, self._points(suite, opts), solve=solve, dtype=suite.dtype,
                     params=trial.params, method=opts["method"], probe=opts["probe"],
                     num_probes=opts["num_probes"], seed=opts["seed"],
@@ -374,13 +308,13 @@ class _OracleMetric(_Configured):
     DEFAULTS = {"num_reference": 10_000, "seed": 0}
 
     def applies_to(self, suite: SuiteContext) -> bool:
-        return isinstance(suite.model, GaussianMixture)
+        return bool(suite.model.reference_splits) and suite.model.reference_is_exact
 
     def _exact(self, suite: SuiteContext, opts: dict[str, Any]) -> Tensor:
         key = ("metrics.exact", opts["num_reference"], opts["seed"])
         if key not in suite.cache:
-            suite.cache[key] = reference_data(suite.model, "test", opts["num_reference"],
-                                              opts["seed"]).data
+            suite.cache[key] = suite.model.reference_data("test", opts["num_reference"],
+                                                          opts["seed"]).data
         return suite.cache[key]
 
 
@@ -393,8 +327,6 @@ class SlicedWassersteinMetric(_OracleMetric):
     DEFAULTS = {**_OracleMetric.DEFAULTS, "num_projections": 256}
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        from harness.metrics.two_sample import sliced_wasserstein
-
         opts = self.options(trial.suite)
         exact = self._exact(trial.suite, opts)
         result = sliced_wasserstein(trial.samples, exact, opts["num_projections"], p=2.0,
@@ -418,8 +350,6 @@ class MMDOracleMetric(_OracleMetric):
     DEFAULTS = {"num_reference": 2000, "seed": 0, "bandwidth": None}
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        from harness.metrics.two_sample import gaussian_mmd2, median_bandwidth
-
         opts = self.options(trial.suite)
         exact = self._exact(trial.suite, opts)
         bandwidth = opts["bandwidth"]

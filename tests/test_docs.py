@@ -1,7 +1,8 @@
 """The plugin author's guide (docs/plugins.md) stays true to the code.
 
-Every hook in `harness/hookspecs.py` is documented with its arguments (and nothing else
-is documented as a hook); the minimal plugin is under 40 lines and really works: it is
+Every hook in `harness/hookspecs.py` is documented with its arguments, in the guide and
+with a `:param:` line and its calling contract in its docstring (and nothing else is
+documented as a hook); the minimal plugin is under 40 lines and really works: it is
 written to disk, loaded through its entry point and passes the conformance kit; the
 quoted messages, options and defaults are the ones the code has.
 """
@@ -19,7 +20,15 @@ import pytest
 from harness import hookspecs
 from harness.cli import build_parser
 from harness.plugin.manager import DISABLE_ENV, TRACE_ENV, load_plugins
-from harness.testing import CHECKS, MOMENT_Z, SW_MARGIN, check_sampler
+import harness
+from harness.testing import (
+    CHECKS,
+    METRIC_CHECKS,
+    MOMENT_Z,
+    SW_MARGIN,
+    check_metric,
+    check_sampler,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,6 +79,33 @@ def test_every_hook_is_documented_with_its_arguments(guide, name):
     for argument in arguments:
         assert f"`{argument}(" in body or f"`{argument}`" in body, (
             f"the reference of {name} does not explain its argument {argument!r}")
+
+
+#: What every hook's docstring must say, in pytest's style: phrase -> what it tells.
+CALLING_CONTRACT = {
+    "Called ": "when the hook is called",
+    "once per": "how often",
+    "torchrun": "on which processes under torchrun",
+    "first result": "whether the first result wins",
+}
+
+
+@pytest.mark.parametrize("name", sorted(hooks()))
+def test_every_hook_argument_has_a_param_line(name):
+    """Like pytest's hookspec.py: one `:param name:` line per argument, none for others."""
+    doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+    documented = re.findall(r"^:param (\w+):", doc, flags=re.MULTILINE)
+    missing = [a for a in hooks()[name] if a not in documented]
+    assert not missing, f"hookspecs.{name} has no :param: line for {missing}"
+    extra = [a for a in documented if a not in hooks()[name]]
+    assert not extra, f"hookspecs.{name} documents arguments it does not have: {extra}"
+
+
+@pytest.mark.parametrize("name", sorted(hooks()))
+def test_every_hook_states_its_calling_contract(name):
+    doc = " ".join((inspect.getdoc(getattr(hookspecs, name)) or "").split())
+    untold = [what for phrase, what in CALLING_CONTRACT.items() if phrase not in doc]
+    assert not untold, f"hookspecs.{name}'s docstring does not say {', '.join(untold)}"
 
 
 def test_nothing_else_is_documented_as_a_hook(guide):
@@ -152,6 +188,44 @@ def test_the_kit_section_lists_every_check_and_the_real_defaults(guide):
             assert f"{name}={shown}" in text, f"check_sampler's default {name}={shown}"
     assert f"within {MOMENT_Z} standard errors" in text
     assert f"within {SW_MARGIN:.0%} of the exact-vs-exact floor" in text
+
+
+def test_the_metric_kit_section_lists_every_check_and_the_real_defaults(guide):
+    text = section(guide, "### Checking a metric")
+    documented = re.findall(r"^\| `(\w+)` \|", text, flags=re.MULTILINE)
+    assert documented == list(METRIC_CHECKS)
+    for name, parameter in inspect.signature(check_metric).parameters.items():
+        if parameter.default is not inspect.Parameter.empty:
+            assert f"{name}={parameter.default!r}" in flat(text), name
+
+
+def test_the_quoted_metric_kit_message_is_the_kits(guide):
+    from tests.plugins.broken_metrics import CountsEvaluations
+
+    report = check_metric(CountsEvaluations, checks=["nfe"], raise_on_failure=False)
+    text = flat(section(guide, "### Checking a metric"))
+    quoted = re.search(r"e\.g\. `\[nfe\] (.*?)`", text)
+    assert quoted and report.result("nfe").message.startswith(quoted.group(1))
+
+
+def test_the_sharding_helpers_are_public(guide):
+    text = section(guide, "### Sharding under torchrun")
+    named = re.findall(r"^\| `(\w+)\(", text, flags=re.MULTILINE)
+    assert named == ["local_rows", "all_reduce_sum", "gather_concat", "shared_failure"]
+    for name in named + ["world_size", "nfe_untouched", "sharded_fid", "sharded_nll"]:
+        assert name in harness.__all__, name
+
+
+def test_the_quoted_metric_code_is_the_examples(guide):
+    (code,) = code_blocks(section(guide, "### The example metric plugin"), "python")
+    source = (ROOT / "examples/harness-energy/src/harness_energy/__init__.py").read_text()
+    assert code in source, "docs/plugins.md quotes compute() other than the example has it"
+    (block,) = code_blocks(section(guide, "### The example metric plugin"), "sh")
+    assert block.splitlines()[0].split("#")[0].split() == [
+        "pip", "install", "./examples/harness-energy"]
+    example = tomllib.loads((ROOT / "examples/harness-energy/pyproject.toml").read_text())
+    assert example["project"]["name"] == "harness-energy"
+    assert example["project"]["entry-points"]["harness"] == {"energy": "harness_energy"}
 
 
 def test_readme_links_the_guide():

@@ -1,16 +1,26 @@
-"""The built-in metric plugins: registration, units, values on the oracle, omissions."""
+"""The built-in metric plugins: registration, units, values on the oracle, omissions, and
+that they are written against the public API alone."""
 
 from __future__ import annotations
 
+import ast
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+import harness
 import harness_plugins.metrics as metrics_plugin
-from harness.errors import ParameterError
-from harness.metrics.metric import Metric, SuiteContext, TrialContext
-from harness.core.model import DataSpec, NetworkScoreModel
+from harness import (
+    DataSpec,
+    Metric,
+    NetworkScoreModel,
+    ParameterError,
+    ReferenceData,
+    SuiteContext,
+    TrialContext,
+)
 from harness.models.oracle import ring_2d
 from harness.plugin.manager import get_plugins, load_plugins
 from harness.core.sampling import generate
@@ -96,7 +106,7 @@ def test_flow_nll_only_for_pf_ode_samplers(registry, suite):
     assert metric.compute(_trial(suite, "euler_maruyama", 10, n=8)) == {}
 
 
-def test_options_are_checked_and_oracle_metrics_skip_other_models(registry, suite):
+def test_options_are_checked_and_metrics_skip_models_without_reference_data(registry, suite):
     bad = SuiteContext(model=suite.model, model_name="x", device="cpu",
                        options={"nll": {"num_point": 3}})
     with pytest.raises(ParameterError, match="num_point"):
@@ -108,18 +118,58 @@ def test_options_are_checked_and_oracle_metrics_skip_other_models(registry, suit
 
     other = NetworkScoreModel(Net(), VPSDE(), DataSpec(shape=(5,)))
     plain = SuiteContext(model=other, model_name="plain", device="cpu")
-    assert not registry.get("sliced_wasserstein").applies_to(plain)
-    assert not registry.get("fid").applies_to(plain)
-    with pytest.raises(ParameterError, match="reference_data"):
-        metrics_plugin.reference_data(other)
+    for name in NAMES:
+        assert not registry.get(name).applies_to(plain), name
 
 
-def test_reference_data_splits_differ_and_models_can_supply_their_own():
-    model = ring_2d(VPSDE())
-    test = metrics_plugin.reference_data(model, "test", 50)
-    train = metrics_plugin.reference_data(model, "train", 50)
-    assert test.data_id != train.data_id and not torch.equal(test.data, train.data)
-    torch.testing.assert_close(metrics_plugin.reference_data(model, "test", 50).data, test.data)
-    mine = metrics_plugin.ReferenceData("mine:1", torch.zeros(3, 2))
-    model.reference_data = lambda split, num, seed: mine
-    assert metrics_plugin.reference_data(model, "test") is mine
+def test_oracle_distances_need_exact_reference_samples(registry):
+    """Real data (the digits split) are not exact samples of the model: FID applies, the
+    oracle distances do not."""
+
+    class RealDataModel(NetworkScoreModel):
+        reference_splits = ("test",)
+
+        def _reference_data(self, split, num, seed):
+            return ReferenceData("real:1", torch.zeros(4, 2))
+
+    model = RealDataModel(torch.nn.Identity(), VPSDE(), DataSpec(shape=(2,)))
+    context = SuiteContext(model=model, model_name="real", device="cpu")
+    assert registry.get("fid").applies_to(context)
+    assert not registry.get("sliced_wasserstein").applies_to(context)
+    assert not registry.get("mmd_oracle").applies_to(context)
+
+
+def test_extractor_option_is_checked(registry, suite):
+    fid = registry.get("fid")
+    for value, message in (("digits", "auto, identity, model, inception"),
+                           ("model", "no feature extractor of its own")):
+        context = SuiteContext(model=suite.model, model_name="ring", device="cpu",
+                               options={"fid": {"extractor": value}})
+        with pytest.raises(ParameterError, match=message):
+            fid.prepare(context)
+
+
+def test_the_plugin_uses_only_the_public_api():
+    """plugins/metrics.py imports names from `harness` alone (no internal module) and
+    never asks for a particular model's type."""
+    source = Path(metrics_plugin.__file__).read_text()
+    tree = ast.parse(source)
+    internal = [ast.unparse(node) for node in ast.walk(tree)
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                and any(name.startswith("harness.") for name in _imported_modules(node))]
+    assert not internal, f"imports of internal modules: {internal}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "harness":
+            for alias in node.names:
+                assert alias.name in harness.__all__, f"harness.{alias.name} is not public"
+    type_checks = [ast.unparse(node) for node in ast.walk(tree)
+                   if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                   and node.func.id in ("isinstance", "type")]
+    assert not type_checks, f"type checks on models: {type_checks}"
+    assert "DIGITS_SPEC" not in source and "GaussianMixture" not in source
+
+
+def _imported_modules(node):
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return [node.module or ""]

@@ -7,7 +7,11 @@ A `ScoreModel` couples a network with its forward SDE and exposes
 * `score(x, t)`: grad log p_t(x) in the SDE's own (scaled) variable;
 * `ode_drift(x, t)`: the probability-flow ODE drift dx/dt;
 * `data`: what the data look like (shape, value range, quantisation levels);
-* `nfe`: network evaluations, counted here at the boundary and nowhere else.
+* `nfe`: network evaluations, counted here at the boundary and nowhere else;
+* `reference_data(split, num, seed)`: samples of the data the model stands for (the
+  "real" side of FID/KID, the NLL's test points, exact samples of an oracle), with an
+  identity, and `feature_extractor(device)`: the features FID/KID compare them in. The
+  metrics ask the model for these instead of knowing particular models.
 
 The two views are tied by x_t = s(t) x_unscaled and
 score(x, t) = (s D(x / s; sigma) - x) / (s^2 sigma^2).
@@ -18,11 +22,12 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import ParameterError
 from .network_clock import NetworkClock
 from .sde import SDE, Time, _expand
 
@@ -52,6 +57,22 @@ class DataSpec:
             return None
         lo, hi = self.value_range
         return (hi - lo) / (self.levels - 1)
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """Samples of the data a model stands for, in its data variable, with an identity.
+
+    `data_id` must change whenever the samples do: metrics key on-disk statistics caches
+    by it (with the feature extractor's hash). `exact` is True when the samples are drawn
+    from the model's own distribution at t = 0 (an analytic oracle), so that a distance
+    to them measures the sampler's error alone; real data (a test split) are not exact.
+    """
+
+    data_id: str
+    data: Tensor
+    description: str = ""
+    exact: bool = False
 
 
 class NFECounter:
@@ -130,6 +151,56 @@ class ScoreModel(nn.Module, ABC):
         denoised = self._denoise(x if unit else x / _expand(s, x), per_sample(sigma, x))
         residual = denoised - x if unit else _expand(s, x) * denoised - x
         return residual / _expand(s**2 * sigma**2, x)
+
+    # --- reference data (not network evaluations: not counted) ----------------------
+    #: The splits `reference_data` serves, e.g. ("train", "test"); empty: it has none.
+    reference_splits: tuple[str, ...] = ()
+    #: Whether `reference_data` gives exact samples of this model's own distribution (an
+    #: analytic oracle) rather than real data; distances to exact samples need it.
+    reference_is_exact: bool = False
+
+    def _reference_data(self, split: str, num: Optional[int], seed: int) -> ReferenceData:
+        """Subclasses with `reference_splits` implement this; arguments are checked."""
+        raise NotImplementedError(f"{type(self).__name__} declares reference_splits but "
+                                  f"does not implement _reference_data")
+
+    def reference_data(self, split: str = "test", num: Optional[int] = None,
+                       seed: int = 0) -> ReferenceData:
+        """Samples of the data this model stands for: the first `num` (default: the
+        model's own choice) of split `split`; `seed` picks the draw where the samples are
+        drawn rather than stored. The same arguments give the same samples and `data_id`.
+        """
+        if not self.reference_splits:
+            raise ParameterError(
+                f"model {type(self).__name__} provides no reference data: set its "
+                f"reference_splits and implement _reference_data(split, num, seed)")
+        if split not in self.reference_splits:
+            raise ParameterError(f"reference data split must be one of "
+                                 f"{', '.join(self.reference_splits)}, got {split!r}")
+        if num is not None and (isinstance(num, bool) or not isinstance(num, int)
+                                or num < 1):
+            raise ParameterError(f"number of reference samples must be a positive integer "
+                                 f"or None, got {num!r}")
+        ref = self._reference_data(split, num, int(seed))
+        if not isinstance(ref, ReferenceData) or ref.data.shape[1:] != self.data.shape:
+            shape = getattr(getattr(ref, "data", None), "shape", None)
+            raise ParameterError(
+                f"{type(self).__name__}._reference_data must return ReferenceData whose "
+                f"data have shape (N, {', '.join(map(str, self.data.shape))}), got "
+                f"{type(ref).__name__} with shape {tuple(shape) if shape else None}")
+        if ref.exact != self.reference_is_exact:
+            raise ParameterError(f"{type(self).__name__}: ReferenceData.exact = {ref.exact} "
+                                 f"but reference_is_exact = {self.reference_is_exact}")
+        return ref
+
+    def feature_extractor(self, device: Any = "cpu") -> Optional[nn.Module]:
+        """The network whose features FID/KID compare for this model's data, or None
+        (the default) when the flattened samples themselves serve (low-dimensional data).
+
+        The module maps (B, *data.shape) to (B, F) and has `sha256` (names its weights;
+        keys cached statistics) and `num_features`; an optional `name` is logged.
+        """
+        return None
 
     # --- the counted interface ----------------------------------------------------
     def denoise(self, x: Tensor, sigma: Union[float, Tensor]) -> Tensor:

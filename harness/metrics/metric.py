@@ -1,30 +1,68 @@
-"""What a metric is: a named measurement with a unit and a direction, computed per trial.
+"""The metric contract: what a metric declares, what it is given, and what it returns.
 
-Metrics are plugins (hook `harness_register_metrics`). The runner prepares each metric
-once per suite (e.g. reference statistics) and then calls `compute` once per trial with
-a `TrialContext`; a metric returns one or more named values. Metrics measure; they do
-not log, time or decide devices — the runner does.
+A metric is an instance of a `Metric` subclass, registered through the hook
+`harness_register_metrics` (built-in and third-party metrics alike). It declares
+
+* `name`: unique among metrics; the key of its main value and the prefix of its others;
+* `unit`: the unit of the main value ("FID", "bits/dim", "nats", "s", "1" for a number);
+* `higher_is_better`: the direction tables and plots rank by;
+* `per_suite`: False (the default) for a measurement of a trial's samples; True for a
+  property of the model alone (e.g. its test NLL), computed once per suite.
+
+The runner, once per suite: `applies_to(suite)` (a metric that does not apply to the
+model is left out and said so), then `prepare(suite)` (reference statistics, test data).
+Then `compute(trial)` once per trial (per-trial metrics) or once for the suite
+(per-suite metrics, whose trial has no sampler, grid or samples: read `trial.suite`).
+`compute` returns finite floats, keyed `name` and `name_<what>` (e.g. `fid_num_samples`);
+`params()` returns the conventions to log beside them. A metric measures: it does not
+log, time, choose devices, or leave evaluations in the model's NFE counter
+(`nfe_untouched`).
+
+Under torchrun every process runs every metric, and `trial.samples` holds all of the
+trial's samples on every process, in index order: a metric written for one process gives
+the same value on each, and only rank 0's values are recorded. To share the work out
+instead, a metric uses `local_rows(samples)` (this process's share; `world_size()`
+says how many processes share them), combines with
+`all_reduce_sum` (a float64 sum over processes) or `gather_concat` (rows back in index
+order), and wraps its local work in `shared_failure()` so that a failure on one process
+stops them all rather than leaving the others waiting in a collective. Every process must
+reach every collective, and none may run inside an adaptive solver (processes make
+different numbers of steps). These work unchanged in a single process; they are
+`harness.core.distributed`'s, re-exported as the public surface for metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import Tensor
 
+from ..core.distributed import (
+    all_reduce_sum,
+    gather_concat,
+    local_rows,
+    shared_failure,
+    world_size,
+)
 from ..core.model import ScoreModel
 from ..core.sampler import Params, Sampler
 from ..core.schedules import TimeGrid
 from .bootstrap import Bootstrap
+
+__all__ = ["Metric", "SuiteContext", "TrialContext", "all_reduce_sum", "gather_concat",
+           "local_rows", "nfe_untouched", "shared_failure", "world_size"]
 
 
 @dataclass
 class SuiteContext:
     """What is shared by every trial of a suite; built once by the runner."""
 
+    #: The suite's model; `model.reference_data(...)` and `model.feature_extractor(...)`
+    #: give what a metric compares samples with.
     model: ScoreModel
     model_name: str
     device: Any
@@ -39,7 +77,12 @@ class SuiteContext:
 
 @dataclass
 class TrialContext:
-    """One trial: a sampler with its params on a grid, and the samples it produced."""
+    """One trial: a sampler with its params on a grid, and the samples it produced.
+
+    For a per-suite metric the runner passes `sampler`, `params` and `grid` as None and
+    no samples; for the real-data floor (metrics with `on_real_data`) it passes them as
+    None with held-out real samples in `samples`.
+    """
 
     suite: SuiteContext
     sampler: Sampler
@@ -61,10 +104,15 @@ class Metric(ABC):
 
     #: Unique name; also the key of the main value in `compute`'s result.
     name: str
-    #: Unit of the main value, e.g. "bits/dim", "nats", "FID", "NFE", "s".
+    #: Unit of the main value, e.g. "bits/dim", "nats", "FID", "NFE", "s", "1".
     unit: str
+    #: Whether a larger main value is better (False for distances and NLL).
     higher_is_better: bool
+    #: One line for `harness plugins` and the logs.
     description: str = ""
+    #: True for a property of the model alone: computed once per suite, from a trial
+    #: without sampler or samples, and repeated beside every trial.
+    per_suite: bool = False
     #: The value depends only on the set of samples, not on the sampler that made them
     #: (FID, KID, two-sample distances): the runner also computes it on held-out real
     #: data of the same size, the floor row of the report (`harness.bench.floor`).
@@ -80,8 +128,19 @@ class Metric(ABC):
     @abstractmethod
     def compute(self, trial: TrialContext) -> dict[str, float]:
         """Values for this trial: at least {self.name: value}; extras like
-        f"{self.name}_stderr" may follow."""
+        f"{self.name}_stderr" may follow. Every value a finite float."""
 
     def params(self) -> dict[str, Any]:
         """Conventions to log with the values (units, estimator, sample counts...)."""
         return {}
+
+
+@contextlib.contextmanager
+def nfe_untouched(model: ScoreModel) -> Iterator[None]:
+    """Run metric work that evaluates the model (a likelihood, extra samples) without
+    leaving its evaluations in the model's NFE counter, which counts sampling only."""
+    calls, rows = model.nfe.calls, model.nfe.rows
+    try:
+        yield
+    finally:
+        model.nfe.calls, model.nfe.rows = calls, rows

@@ -13,13 +13,14 @@ metric in the harness is tested against.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ..core.model import DataSpec, ScoreModel
+from ..core.model import DataSpec, ReferenceData, ScoreModel
 from ..core.sde import SDE, Time, _expand
 
 ArrayLike = Union[Tensor, Sequence]
@@ -119,6 +120,26 @@ class GaussianMixture(ScoreModel):
         noise = torch.randn(n, self.means.shape[1], generator=generator,
                             dtype=self.means.dtype, device=self.means.device)
         return self.means[which] + self.variances[which].sqrt() * noise
+
+    # --- reference data: exact samples --------------------------------------------------
+    reference_splits = ("train", "test")
+    reference_is_exact = True
+    #: Exact samples given when the caller does not say how many.
+    REFERENCE_SAMPLES = 10_000
+
+    def _reference_data(self, split: str, num: Optional[int], seed: int) -> ReferenceData:
+        """`num` exact samples of the noise-free mixture from a generator seeded by
+        (seed, split), so that "train" and "test" never share samples."""
+        num = self.REFERENCE_SAMPLES if num is None else num
+        split_seed = int(hashlib.sha256(f"{seed}:{split}".encode()).hexdigest()[:15], 16)
+        gen = torch.Generator(device=self.means.device).manual_seed(split_seed)
+        data = self.sample_clean(num, generator=gen).cpu()
+        digest = hashlib.sha256()
+        for tensor in (self.weights, self.means, self.variances):
+            digest.update(tensor.detach().cpu().double().contiguous().numpy().tobytes())
+        return ReferenceData(f"gmm:{digest.hexdigest()[:16]}:{split}:n={num}:seed={seed}",
+                             data, f"{num} exact samples of the noise-free mixture ({split})",
+                             exact=True)
 
     def moments(self) -> tuple[Tensor, Tensor]:
         """Exact mean (D,) and covariance (D, D) of the noise-free mixture."""

@@ -1,5 +1,8 @@
 """The shipped, hash-verified digits models: the EDM score model and the FID classifier.
 
+The score model is a `DigitsScoreModel`: a `NetworkScoreModel` that also gives the
+metrics its reference data (the fixed digits splits) and FID features (the classifier).
+
 Both live in the package's `weights/` folder as safetensors + JSON manifest pairs
 (`harness.models.checkpoint`), written by `harness train digits` and `harness train classifier`.
 Every load re-hashes the weight file and refuses it when the hash differs from the
@@ -13,16 +16,17 @@ import contextlib
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .classifier import ARCHITECTURE as CLASSIFIER_ARCHITECTURE
 from .classifier import ClassifierConfig, DigitsClassifier, DigitsFeatureExtractor
+from . import digits
 from .digits import DIGITS_SPEC
-from ..core.model import NetworkScoreModel, ScoreModel
+from ..core.model import NetworkScoreModel, ReferenceData, ScoreModel
 from ..core.sde import make_sde
 from .unet import ARCHITECTURE as UNET_ARCHITECTURE
 from .unet import EDMPrecond, UNetConfig
@@ -77,8 +81,30 @@ def _expect(checkpoint: Checkpoint, kind: str, architecture: str) -> None:
             f"{found[1]!r}; expected a {kind!r} with architecture {architecture!r}")
 
 
+class DigitsScoreModel(NetworkScoreModel):
+    """A score network on the 8x8 digits, with the digits splits as its reference data and
+    the shipped classifier's features for FID/KID."""
+
+    reference_splits = digits.SPLITS
+
+    def _reference_data(self, split: str, num: Optional[int], seed: int) -> ReferenceData:
+        """The first `num` images (default: all) of the fixed split; `seed` is unused (the
+        split is stored, not drawn)."""
+        images, _ = digits.load_split(split)  # type: ignore[arg-type]
+        images = images if num is None else images[:num]
+        fingerprint = digits.split_fingerprint()[:16]
+        return ReferenceData(f"digits:{split}:n={len(images)}:{fingerprint}", images,
+                             f"first {len(images)} digits {split} images")
+
+    def feature_extractor(self, device: Any = "cpu") -> nn.Module:
+        """The shipped digits classifier's feature layer (`load_feature_extractor`)."""
+        extractor = load_feature_extractor(device)
+        extractor.name = "digits"  # type: ignore[assignment]
+        return extractor
+
+
 def build_digits_model(checkpoint: Checkpoint, device: Device = "cpu") -> ScoreModel:
-    """A `NetworkScoreModel` (x0-parametrised, sigma-conditioned) from a loaded checkpoint."""
+    """A `DigitsScoreModel` (x0-parametrised, sigma-conditioned) from a loaded checkpoint."""
     _expect(checkpoint, "score_model", UNET_ARCHITECTURE)
     manifest = checkpoint.manifest
     network = EDMPrecond(UNetConfig.from_dict(manifest["architecture"]["config"]))
@@ -87,8 +113,8 @@ def build_digits_model(checkpoint: Checkpoint, device: Device = "cpu") -> ScoreM
     for p in network.parameters():
         p.requires_grad_(False)
     sde = make_sde(manifest["sde"]["name"], **manifest["sde"]["params"])
-    model = NetworkScoreModel(network, sde, DIGITS_SPEC, parametrization="x0",
-                              condition=_sigma_condition)
+    model = DigitsScoreModel(network, sde, DIGITS_SPEC, parametrization="x0",
+                             condition=_sigma_condition)
     model.eval()
     model.sha256 = checkpoint.sha256  # type: ignore[attr-defined]
     model.manifest = manifest  # type: ignore[attr-defined]
@@ -98,7 +124,7 @@ def build_digits_model(checkpoint: Checkpoint, device: Device = "cpu") -> ScoreM
 def load_digits_model(device: Device = "cpu", path: Optional[PathLike] = None) -> ScoreModel:
     """The shipped EDM digits score model (or the checkpoint at `path`), hash-verified.
 
-    Returns a `NetworkScoreModel` over `EDMSDE(sigma_min, sigma_max)` from the manifest,
+    Returns a `DigitsScoreModel` over `EDMSDE(sigma_min, sigma_max)` from the manifest,
     with `DIGITS_SPEC` as its data; extra attributes `sha256` and `manifest` identify it.
     """
     return build_digits_model(_checkpoint(path, SCORE_MODEL_FILE, device), device)

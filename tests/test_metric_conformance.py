@@ -1,0 +1,112 @@
+"""The metric kit passes every built-in metric and rejects each deliberately broken metric
+(tests/plugins/broken_metrics.py) in the one check that names its fault, with its message.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import harness_plugins.metrics as metrics_plugin
+from harness import DataSpec, Metric, NetworkScoreModel, ParameterError, VPSDE
+from harness.plugin.manager import load_plugins
+from harness.testing import (
+    METRIC_CHECKS,
+    MetricConformanceError,
+    check_metric,
+    metric_conformance_test,
+)
+from tests.plugins import broken_metrics
+
+#: Small options, so that each built-in metric's kit run takes seconds.
+OPTIONS = {
+    "fid": {"num_reference": 500},
+    "kid": {"num_reference": 500, "subset_size": 100, "subsets": 5},
+    "nll": {"num_points": 8, "num_probes": 1, "rtol": 1e-3, "atol": 1e-3},
+    "flow_nll": {"num_points": 8, "num_probes": 1},
+    "sliced_wasserstein": {"num_reference": 500, "num_projections": 32},
+    "mmd_oracle": {"num_reference": 300},
+}
+
+
+@pytest.mark.parametrize("cls", metrics_plugin.METRICS, ids=lambda c: c.name)
+def test_every_builtin_metric_passes_the_kit(cls, tmp_path):
+    options = dict(OPTIONS[cls.name])
+    if cls.name in ("fid", "kid"):
+        options["cache_dir"] = str(tmp_path)  # no statistics from another run
+    report = check_metric(cls, options=options)
+    assert report.passed and [r.name for r in report.results] == list(METRIC_CHECKS)
+
+
+#: metric -> (the check that must fail, a pattern of its message).
+BROKEN = {
+    "forgets_direction": ("declaration", r"higher_is_better must be declared True or False"),
+    "unkeyed_values": ("values", r"keys \['stderr'\] do not start with 'unkeyed_values_'"),
+    "counts_evaluations": ("nfe", r"compute changed the model's NFE counter from \(calls, "
+                                  r"rows\) = \(7, 21\) to \(8, 277\)"),
+    "private_generator": ("repeatable", r"the same samples gave \{private_generator: .*\} "
+                                        r"and then, again in the same suite"),
+    "ignores_the_trial": ("scope", r"two different trials .* both gave .* a property of "
+                                   r"the model alone must declare per_suite = True"),
+    "per_suite_reads_samples": ("scope", r"declares per_suite = True but fails on the "
+                                         r"runner's per-suite trial"),
+}
+
+
+def test_every_broken_metric_is_listed():
+    assert sorted(cls.name for cls in broken_metrics.BROKEN) == sorted(BROKEN)
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_kit_names_the_one_broken_behaviour(name):
+    loaded = load_plugins(entry_points=[], extra=[("broken_metrics", broken_metrics)])
+    assert not loaded.failures, loaded.failures
+    report = check_metric(loaded.metrics.get(name), raise_on_failure=False)
+    check, message = BROKEN[name]
+    assert [r.name for r in report.failures] == [check], str(report)
+    assert re.search(message, report.result(check).message), report.result(check).message
+
+
+def test_a_failure_raises_with_every_failed_check_named():
+    with pytest.raises(MetricConformanceError, match=r"metric 'unkeyed_values' fails the "
+                                                     r"conformance kit:\n  \[values\]"):
+        check_metric(broken_metrics.UnkeyedValues)
+
+
+def test_the_kit_leaves_the_global_generator_and_the_counter_as_they_were():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_metric(broken_metrics.CountsEvaluations, checks=["values", "nfe"],
+                 raise_on_failure=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_bad_input_is_refused_before_any_check():
+    with pytest.raises(ParameterError, match="unknown checks.*available: declaration"):
+        check_metric(broken_metrics.UnkeyedValues, checks=["value"])
+    with pytest.raises(ParameterError, match="expected a harness.Metric subclass"):
+        check_metric(dict)
+    model = NetworkScoreModel(torch.nn.Identity(), VPSDE(), DataSpec(shape=(2,)))
+    with pytest.raises(ParameterError, match="'fid' does not apply to NetworkScoreModel"):
+        check_metric(metrics_plugin.FIDMetric, model=model)
+    with pytest.raises(ParameterError, match="name the metrics"):
+        metric_conformance_test()
+
+
+# The kit's own pytest helper, as a plugin author would use it.
+test_helper_runs_the_kit = metric_conformance_test(
+    metrics_plugin.SlicedWassersteinMetric, options=OPTIONS["sliced_wasserstein"])
+
+
+def test_a_metric_instance_is_checked_as_it_is():
+    class Radius(Metric):
+        name, unit, higher_is_better = "radius", "1", False
+        description = "mean distance from the origin"
+
+        def compute(self, trial):
+            return {"radius": broken_metrics.mean_radius(trial.samples)}
+
+    assert check_metric(Radius()).passed

@@ -1,0 +1,107 @@
+"""The built-in metrics give the values they gave before models provided their own
+reference data: a tiny suite on the ring oracle and on the shipped digits model.
+
+`BEFORE` was measured with the metrics plugin as it was when it found reference data by
+the model's type (commit c292cba). On the machine that measured it the values are
+identical to the last bit; `RTOL` leaves room for another BLAS. The reference data
+identities must match exactly: they key the on-disk statistics caches.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import harness_plugins.metrics as metrics_plugin
+from harness import SuiteContext, TrialContext, VPSDE, generate, make_grid
+from harness.models.oracle import ring_2d
+from harness.models.pretrained import load_digits_model
+from harness.plugin.manager import get_sampler
+
+RTOL = 1e-9
+
+BEFORE = {
+    "digits:fid": {"fid": 192.62231367614424, "fid_num_reference": 355.0,
+                   "fid_num_samples": 40.0},
+    "digits:kid": {"kid": 155.95235794441174, "kid_num_samples": 40.0,
+                   "kid_std": 121.27460701760336},
+    "digits:nll": {"nll": 2.2789159569766397, "nll_nats": -31.988311767578125,
+                   "nll_nats_per_dim": -0.4998173713684082, "nll_nfe_max": 74.0,
+                   "nll_nfe_mean": 74.0, "nll_num_points": 3.0,
+                   "nll_stderr": 0.09968729194544405},
+    "ring:fid": {"fid": 0.030827633834091817, "fid_num_reference": 500.0,
+                 "fid_num_samples": 120.0},
+    "ring:kid": {"kid": 0.10334902082942987, "kid_num_samples": 120.0,
+                 "kid_std": 0.16401931713066387},
+    "ring:mmd_oracle": {"mmd_oracle": 0.003943267616743906,
+                        "mmd_oracle_bandwidth": 1.4003716510277557},
+    "ring:nll": {"nll": 0.06750976452422221, "nll_nats": 0.09358840588046087,
+                 "nll_nats_per_dim": 0.046794202940230435, "nll_nfe_max": 56.0,
+                 "nll_nfe_mean": 56.0, "nll_num_points": 6.0, "nll_stderr": 0.240789825128808},
+    "ring:sliced_wasserstein": {"sliced_wasserstein": 0.191988909710047,
+                                "sliced_wasserstein_stderr": 0.007904727330796871},
+}
+#: The logged conventions that name the reference data and the features.
+PARAMS_BEFORE = {
+    "digits:fid": {"fid_extractor": "digits",
+                   "fid_reference": "digits:test:n=355:57cb840d6e828076",
+                   "fid_extractor_sha256": "8579c6036ce87cd58a852e64399799597259b845736b1c0bb6412a8"
+                                           "2317a0d72"},
+    "ring:fid": {"fid_extractor": "identity",
+                 "fid_reference": "gmm:bd06e3fec3eef65b:test:n=500:seed=0",
+                 "fid_extractor_sha256": "f6366c09fc573891bd18d62b1a90982ea46650d7cf4a36e9d8e98fc"
+                                         "dd15cca62"},
+    "ring:kid": {"kid_reference": "gmm:bd06e3fec3eef65b:test:n=500:seed=0"},
+}
+METRICS = {cls.name: cls for cls in metrics_plugin.METRICS}
+
+
+def measure(tag, model, options, steps, n):
+    """Every metric named in `options` on heun's samples, as the runner calls them."""
+    suite = SuiteContext(model=model, model_name=tag, device="cpu", options=options)
+    heun = get_sampler("heun")
+    grid, params = make_grid(model.sde, "karras", steps), heun.make_params()
+    samples = generate(model, heun, grid, 0, range(n), params=params)
+    trial = TrialContext(suite=suite, sampler=heun, params=params, grid=grid, seed=0,
+                         samples=samples)
+    values, logged = {}, {}
+    for name in options:
+        metric = METRICS[name]()
+        assert metric.applies_to(suite), (tag, name)
+        metric.prepare(suite)
+        values[f"{tag}:{name}"] = metric.compute(trial)
+        logged[f"{tag}:{name}"] = metric.params()
+    return values, logged
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    torch.set_num_threads(1)
+    cache = str(tmp_path_factory.mktemp("stats"))  # fresh: no statistics from elsewhere
+    ring, ring_params = measure("ring", ring_2d(VPSDE()), {
+        "fid": {"num_reference": 500, "cache_dir": cache},
+        "kid": {"num_reference": 500, "subset_size": 50, "subsets": 4, "cache_dir": cache},
+        "nll": {"num_points": 6, "num_probes": 1, "rtol": 1e-4, "atol": 1e-4},
+        "sliced_wasserstein": {"num_reference": 500, "num_projections": 32},
+        "mmd_oracle": {"num_reference": 300}}, steps=10, n=120)
+    digits, digits_params = measure("digits", load_digits_model(), {
+        "fid": {"cache_dir": cache},
+        "kid": {"subset_size": 20, "subsets": 4, "cache_dir": cache},
+        "nll": {"num_points": 3, "num_probes": 1, "rtol": 1e-3, "atol": 1e-3}},
+        steps=4, n=40)
+    return {**ring, **digits}, {**ring_params, **digits_params}
+
+
+@pytest.mark.parametrize("key", sorted(BEFORE))
+def test_values_are_those_measured_before(measured, key):
+    values, _ = measured
+    assert set(values[key]) == set(BEFORE[key])
+    for name, before in BEFORE[key].items():
+        assert values[key][name] == pytest.approx(before, rel=RTOL, abs=0), (key, name)
+
+
+@pytest.mark.parametrize("key", sorted(PARAMS_BEFORE))
+def test_reference_data_and_features_are_named_as_before(measured, key):
+    _, logged = measured
+    for name, before in PARAMS_BEFORE[key].items():
+        assert logged[key][name] == before, (key, name)
