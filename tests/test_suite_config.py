@@ -243,6 +243,9 @@ def test_constraints_between_hyperparameters_are_checked_on_every_grid_point(plu
     ({"steps": [90_000], "samplers": {"predictor_corrector": {
         "params": {"n_corrector_steps": [1, 20]}}}},
      ["90000 step(s) of predictor_corrector with {'n_corrector_steps': 20} cost 1,890,000"]),
+    ({"samplers": {"langevin": {"params": {k: list(range(20)) for k in
+                                           ("S_churn", "S_tmin", "S_noise", "S_tmax")}}}},
+     ["samplers: the grids, budgets and seeds make 320,000 trials, above the cap of 100,000"]),
 ])
 def test_absurd_sizes_are_refused_with_the_cap(plugins, change, fragments):
     refused({k: v for k, v in dict(BASE, **change).items() if v is not None}, plugins,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -45,10 +46,12 @@ MAX_NUM_SAMPLES = 10_000_000
 MAX_STEPS = 100_000
 #: Network evaluations per sample of one trial, whatever the hyperparameters multiply.
 MAX_NFE = 1_000_000
-#: Seeds are stored as signed 64-bit integers (torch, MLflow's tables).
+#: A seed must fit a signed 64-bit integer, as generator keys and int64 tensors hold it.
 MAX_SEED = 2**63 - 1
 #: More torch threads than this is no setting but a typo.
 MAX_THREADS = 1024
+#: Trials of one suite (grid points x budgets x seeds), counted before the grid is expanded.
+MAX_TRIALS = 100_000
 
 
 class SuiteError(HarnessError):
@@ -176,31 +179,36 @@ class SuiteFile(_Table):
 
     experiment: Optional[str] = Field(None, description="MLflow experiment (default: the "
                                       "suite's name)")
-    description: str = ""
+    description: str = Field("", description="one line on what the suite compares")
     model: str = Field(description="a registered model (`harness plugins`)")
     model_options: dict[str, Any] = Field(default_factory=dict,
                                           description="options the model declares")
     samplers: Annotated[dict[str, SamplerFile], AfterValidator(_not_empty)] = Field(
         description="the samplers to run: [samplers.NAME] tables",
         json_schema_extra={"minProperties": 1})
-    schedule: _one_of(tuple(SCHEDULES), kind="schedule") = "karras"  # type: ignore[valid-type]
+    schedule: _one_of(tuple(SCHEDULES), kind="schedule") = Field(  # type: ignore[valid-type]
+        "karras", description="the time grid of every sampler")
     steps: Optional[Steps] = Field(None, description="step counts for every sampler")
     nfe: Optional[Budgets] = Field(None, description="NFE budgets for every sampler")
-    seeds: Seeds = Field(default_factory=lambda: [0])
+    seeds: Seeds = Field(default_factory=lambda: [0], description="one trial per seed; "
+                         "sample i depends only on (seed, i)")
     num_samples: Annotated[int, Field(ge=1, le=MAX_NUM_SAMPLES)] = Field(
         description="samples per trial")
     batch_size: Annotated[int, Field(ge=1, le=MAX_NUM_SAMPLES)] = Field(
         1000, description="samples per batch and process (memory, not results)")
     metrics: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                description="metric name -> its options")
-    device: Device = "auto"
-    dtype: _one_of(DTYPES, DTYPE_HINTS) = "float32"  # type: ignore[valid-type]
-    network_dtype: _one_of(NETWORK_DTYPES) = "native"  # type: ignore[valid-type]
-    compile: bool = False
+    device: Device = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    dtype: _one_of(DTYPES, DTYPE_HINTS) = Field(  # type: ignore[valid-type]
+        "float32", description="the sampler's state")
+    network_dtype: _one_of(NETWORK_DTYPES) = Field(  # type: ignore[valid-type]
+        "native", description="the network's precision (autocast); native: as loaded")
+    compile: bool = Field(False, description="run the network through torch.compile")
     threads: Optional[Annotated[int, Field(ge=1, le=MAX_THREADS)]] = Field(
         None, description="torch threads per process (default: $OMP_NUM_THREADS, else 1); "
                           "not part of a trial's configuration")
-    tracking_uri: str = ""
+    tracking_uri: str = Field("", description="MLflow tracking URI (default: "
+                              "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
     @model_validator(mode="after")
     def _budgets(self) -> "SuiteFile":
@@ -302,6 +310,13 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
             if key not in known:
                 kind = f"option of metric {metric_name!r}"
                 raise refuse(f"metrics.{metric_name}", unknown_name(kind, key, known))
+    trials = len(file.seeds) * sum(
+        math.prod(len(_listed(v)) for v in entry.params.values())
+        * len(entry.steps or entry.nfe or file.steps or file.nfe or ())
+        for entry in file.samplers.values())
+    if trials > MAX_TRIALS:
+        raise refuse("samplers", f"the grids, budgets and seeds make {trials:,} trials, above "
+                     f"the cap of {MAX_TRIALS:,}")
     samplers = tuple(_sampler_entry(refuse, plugins, sampler_name, entry, file)
                      for sampler_name, entry in file.samplers.items())
     return Suite(
