@@ -21,10 +21,18 @@ from ..bench.report import records_from_jsonl, write_report
 from ..bench.environment import environment
 from ..bench.runner import SuiteRunner, load_model, summary
 from ..bench.sinks import LocalSink, Sinks, SuiteInfo
-from ..bench.canonical import flatten, model_identity
-from ..bench.suite_files import DEFAULT_SUITE, load_suite, parse_list
-from ..bench.suite_schema import Suite, SuiteError
-from ..bench.trials import Trial, resolve_trials, short_value
+from ..bench.suite import (
+    DEFAULT_SUITE,
+    Suite,
+    SuiteError,
+    Trial,
+    flatten,
+    load_suite,
+    model_identity,
+    parse_list,
+    resolve_trials,
+    short_value,
+)
 from ..bench.tracking import (
     DEFAULT_TRACKING_URI,
     MLflowSink,
