@@ -106,6 +106,14 @@ def _not_empty(samplers: dict[str, Any]) -> dict[str, Any]:
     return samplers
 
 
+def _some_values(value: Any) -> Any:
+    if value == []:
+        raise ValueError("must not be an empty list (give at least one value)")
+    return value
+
+
+#: A hyperparameter's value, or a list of values to try (checked by the sampler's Params).
+ParamValues = Annotated[Any, AfterValidator(_some_values)]
 Steps = _counts(MAX_STEPS)
 Budgets = _counts(MAX_NFE)
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
@@ -157,7 +165,7 @@ class SamplerFile(_Table):
 
     KEY_HINT: ClassVar[str] = " (hyperparameters go in the sampler's [params] table)"
 
-    params: dict[str, Any] = Field(
+    params: dict[str, ParamValues] = Field(
         default_factory=dict, description="hyperparameter -> value, or a list of values "
         "to try (lists of several parameters expand to their Cartesian product)")
     steps: Optional[Steps] = Field(None, description="step counts for this sampler")
@@ -168,9 +176,6 @@ class SamplerFile(_Table):
     def _one_budget(self) -> "SamplerFile":
         if self.steps is not None and self.nfe is not None:
             raise ValueError("give either 'steps' or 'nfe', not both")
-        for key, value in self.params.items():
-            if value == []:
-                raise ValueError(f"params.{key}: empty list of values")
         return self
 
 
