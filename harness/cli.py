@@ -12,7 +12,7 @@ from .errors import HarnessError
 from .plugin.manager import DISABLE_ENV, TRACE_ENV, get_plugins
 
 #: Subcommand modules; each provides add_parser(subparsers) and sets a `func` default.
-COMMANDS = ("plugins", "run", "report", "train")
+COMMANDS = ("plugins", "run", "report", "train", "schema")
 
 
 def build_parser() -> argparse.ArgumentParser:

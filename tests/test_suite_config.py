@@ -156,11 +156,11 @@ def test_dry_run_prints_trials_and_computes_nothing(bench, tmp_path, capsys):
      ["samplers.langevin.params", "S_churn", ">= 0.0"]),
     ({"model_options": {"sdee": "vp"}}, ["model_options", "Did you mean 'sde'"]),
     ({"metrics": {"nll": {"num_point": 8}}}, ["metrics.nll", "Did you mean 'num_points'"]),
-    ({"steps": [0, 4]}, ["steps must be an integer >= 1, got 0"]),
+    ({"steps": [0, 4]}, ["steps[0] must be an integer >= 1, got 0"]),
     ({"samplers": {"heun": {"steps": [2.5]}}}, ["samplers.heun.steps", "2.5"]),
     ({"num_samples": 0}, ["num_samples must be an integer >= 1"]),
     ({"batch_size": -3}, ["batch_size must be an integer >= 1"]),
-    ({"seeds": [0, -1]}, ["seeds must be integers >= 0, got -1"]),
+    ({"seeds": [0, -1]}, ["seeds[1] must be an integer >= 0, got -1"]),
     ({"device": "tpu"}, ["device must be one of"]),
     ({"dtype": "float16"}, ["dtype must be one of"]),
     ({"dtype": "bf16"}, ["dtype must be one of float32, float64", "sampler's state",
@@ -200,3 +200,98 @@ def test_unknown_suite_name_and_bad_cli_values(bench, tmp_path, capsys):
     assert harness("run", "smoke", "--dry-run", "--samplers", "heun,eulr") == 2
     assert "Did you mean 'euler'" in capsys.readouterr().err
     assert not Path("mlflow.db").exists()
+
+
+def test_an_error_names_the_value_by_its_path_in_the_file(plugins):
+    message = refused(dict(BASE, samplers={"langevin": {"params": {"S_churn": [1.0, -1.0]}}}),
+                      plugins)
+    assert message == ("suite <memory>: samplers.langevin.params.S_churn[1] must be >= 0.0, "
+                       "got -1.0")
+    message = refused(dict(BASE, samplers={"predictor_corrector": {"params": {"snr": -1}}}),
+                      plugins)
+    assert message.endswith("samplers.predictor_corrector.params.snr must be >= 0.0, got -1")
+    message = refused(dict(BASE, samplers={"heun": {"steps": [3, True]}}), plugins)
+    assert message.endswith("samplers.heun.steps[1] must be an integer, got True")
+
+
+def test_every_problem_of_a_suite_is_named_on_one_line(plugins):
+    message = refused(dict(BASE, num_samples=0, batch_size="big", compile=1), plugins)
+    assert "\n" not in message
+    for fragment in ("num_samples must be an integer >= 1, got 0",
+                     "batch_size must be an integer, got 'big'",
+                     "compile must be true or false, got 1"):
+        assert fragment in message, message
+
+
+def test_constraints_between_hyperparameters_are_checked_on_every_grid_point(plugins):
+    ok = {"S_tmin": [0.0, 1.0], "S_tmax": [2.0]}
+    build_suite(dict(BASE, samplers={"langevin": {"params": ok}}), plugins)
+    bad = {"S_tmin": [0.0, 3.0], "S_tmax": [2.0]}
+    refused(dict(BASE, samplers={"langevin": {"params": bad}}), plugins,
+            "samplers.langevin.params", "'S_tmin' (3.0) must not exceed 'S_tmax' (2.0)")
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"num_samples": 10**12}, ["num_samples must be an integer <= 10000000, got 1000000000000"]),
+    ({"batch_size": 2 * 10**7}, ["batch_size must be an integer <= 10000000"]),
+    ({"steps": [10, 2 * 10**9]}, ["steps[1] must be an integer <= 100000"]),
+    ({"steps": None, "nfe": [3 * 10**9]}, ["nfe[0] must be an integer <= 1000000"]),
+    ({"seeds": [2**64]}, ["seeds[0] must be an integer <= 9223372036854775807"]),
+    ({"samplers": {"predictor_corrector": {"params": {"n_corrector_steps": 10**7}}}},
+     ["samplers.predictor_corrector", "80,000,008 network evaluations per sample",
+      "cap of 1,000,000"]),
+    ({"steps": [90_000], "samplers": {"predictor_corrector": {
+        "params": {"n_corrector_steps": [1, 20]}}}},
+     ["90000 step(s) of predictor_corrector with {'n_corrector_steps': 20} cost 1,890,000"]),
+    ({"samplers": {"langevin": {"params": {k: list(range(20)) for k in
+                                           ("S_churn", "S_tmin", "S_noise", "S_tmax")}}}},
+     ["samplers: the grids, budgets and seeds make 320,000 trials, above the cap of 100,000"]),
+])
+def test_absurd_sizes_are_refused_with_the_cap(plugins, change, fragments):
+    refused({k: v for k, v in dict(BASE, **change).items() if v is not None}, plugins,
+            *fragments)
+
+
+def test_a_batch_larger_than_the_trial_is_accepted(plugins):
+    """As before: the runner draws min(batch_size, num_samples) at a time."""
+    assert build_suite(dict(BASE, batch_size=64), plugins).batch_size == 64
+
+
+def nearest_by_scan(sampler, params, budget):
+    """The definition: the step count in 1..budget+1 whose NFE is nearest, ties to fewer."""
+    gaps = [(abs(sampler.expected_nfe(n, params) - budget), n) for n in range(1, budget + 2)]
+    return min(gaps)[1]
+
+
+@pytest.mark.parametrize("sampler, values", [
+    ("euler", {}), ("heun", {}), ("langevin", {}), ("predictor_corrector", {}),
+    ("predictor_corrector", {"n_corrector_steps": 0}),
+    ("predictor_corrector", {"n_corrector_steps": 3}),
+    ("predictor_corrector", {"corrector": "none"}),
+])
+def test_budgets_pick_the_nearest_step_count(plugins, sampler, values):
+    s = plugins.samplers.get(sampler)
+    params = s.make_params(values)
+    for budget in range(1, 60):
+        assert steps_for_budget(s, params, budget) == nearest_by_scan(s, params, budget), budget
+
+
+def test_a_suite_that_is_not_utf8_is_a_one_line_error(tmp_path, plugins):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "café"\n'.encode("latin-1"))
+    with pytest.raises(SuiteError, match=r"latin1.toml' is not UTF-8 text"):
+        load_suite(str(path), plugins)
+
+
+def test_absurd_command_line_sizes_are_refused_before_the_model_loads(bench, tmp_path,
+                                                                     capsys, monkeypatch):
+    import harness.commands.run as run_command
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(run_command, "load_model", no_model)
+    assert harness("run", "smoke", "--num-samples", str(10**12)) == 2
+    assert "num_samples must be an integer <= 10000000" in capsys.readouterr().err
+    assert harness("run", "smoke", "--steps", f"10,{10**9}") == 2
+    assert "steps[1] must be an integer <= 100000" in capsys.readouterr().err

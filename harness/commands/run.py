@@ -67,6 +67,10 @@ def add_parser(subparsers: Any) -> None:
                       "in --dtype), fp32, bf16 or fp16 (autocast; the state keeps --dtype)")
     over.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                       help="run the network through torch.compile (or not)")
+    over.add_argument("--threads", type=int,
+                      help="torch threads per process (default: the suite's, else "
+                           "$OMP_NUM_THREADS, else 1, which degrades least when other "
+                           "processes compete for the cores); logged, not hashed")
     over.add_argument("--experiment", help="MLflow experiment name")
     over.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other field, dotted for tables, value as TOML "
@@ -98,13 +102,24 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "num_samples": args.num_samples, "batch_size": args.batch_size,
         "model": args.model, "schedule": args.schedule, "device": args.device,
         "dtype": args.dtype, "network_dtype": args.network_dtype, "compile": args.compile,
-        "experiment": args.experiment, "set": args.set,
+        "threads": args.threads, "experiment": args.experiment, "set": args.set,
     }
 
 
 def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> int:
     plugins = plugins or get_plugins()
     suite = load_suite(args.suite, plugins, overrides_from_args(args))
+    # Before the model loads, so that loading runs at the setting too; restored after,
+    # for callers that run suites in their own process.
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(suite.threads)
+    try:
+        return _run(args, plugins, suite)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite) -> int:
     if args.dry_run:
         model = load_model(suite, plugins, distributed.resolve_device("cpu"))
         print(format_plan(suite, resolve_trials(suite, plugins, model_identity(suite, model),

@@ -18,11 +18,12 @@ It returns the final state. Samplers contain no timing, logging, I/O or device l
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Union
+from typing import Annotated, Any, Callable, Optional, Protocol, Union
 
 from torch import Tensor
 
@@ -39,36 +40,22 @@ def param(default: Any, *, ge: float | None = None, gt: float | None = None,
     return field(default=default, metadata=limits)
 
 
-_CHECKS = {
-    "ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
-    "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<"),
-}
-
-
 @dataclass(frozen=True)
 class Params:
     """Base of every sampler's hyperparameters: a frozen dataclass checked on creation.
 
     Declare fields with `param(default, ge=..., le=..., choices=..., doc=...)`; types come
-    from the annotations (int, float, bool, str). Invalid values raise `ParameterError`
-    naming the parameter and what is allowed, before any compute happens.
+    from the annotations (int, float, bool, str, or any type pydantic validates). Invalid
+    values raise `ParameterError` naming the parameter and what is allowed, before any
+    compute happens. The checks are a pydantic model generated from the declarations
+    (`validator()`), strict: 1 is no boolean, 2.5 no integer, "3" no number; an integer
+    given for a float becomes a float; NaN is refused everywhere.
     """
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value = _coerce(f.name, getattr(self, f.name), hints.get(f.name))
-            object.__setattr__(self, f.name, value)
-            meta = f.metadata
-            if meta.get("choices") is not None and value not in meta["choices"]:
-                options = ", ".join(repr(c) for c in meta["choices"])
-                raise ParameterError(f"parameter {f.name!r} must be one of {options}, "
-                                     f"got {value!r}")
-            for key, (ok, symbol) in _CHECKS.items():
-                bound = meta.get(key)
-                if bound is not None and not ok(value, bound):
-                    raise ParameterError(f"parameter {f.name!r} must be {symbol} {bound}, "
-                                         f"got {value!r}")
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in _validate(type(self), values).items():
+            object.__setattr__(self, name, value)
         self.check()
 
     def check(self) -> None:
@@ -79,12 +66,36 @@ class Params:
         """Build from a mapping; unknown keys are refused with the known ones listed."""
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
+            if key not in known and not known:
+                raise ParameterError(f"unknown parameter {key!r}: this sampler has no "
+                                     f"hyperparameters")
             if key not in known:
                 raise ParameterError(str(unknown_name("parameter", key, known)))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def validator(cls) -> Any:
+        """The pydantic model that checks one set of these parameters (generated once)."""
+        return _validator(cls)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of these parameters: types, defaults, ranges, choices, docs.
+
+        JSON has no infinity: a non-finite default is left out of `default` and named in
+        the description instead (TOML writes it `inf`)."""
+        schema = cls.validator().model_json_schema()
+        for prop in schema.get("properties", {}).values():
+            default = prop.get("default")
+            if isinstance(default, float) and not math.isfinite(default):
+                del prop["default"]
+                note = f"default: {default}"
+                prop["description"] = (f"{prop['description']} ({note})"
+                                       if prop.get("description") else note)
+        return schema
 
     @classmethod
     def describe(cls) -> list[dict[str, Any]]:
@@ -98,23 +109,66 @@ class Params:
         return rows
 
 
-def _coerce(name: str, value: Any, kind: Any) -> Any:
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ParameterError(f"parameter {name!r} must be true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParameterError(f"parameter {name!r} must be an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParameterError(f"parameter {name!r} must be a number, got {value!r}")
-        if math.isnan(value):
-            raise ParameterError(f"parameter {name!r} must not be NaN")
-        return float(value)
-    if kind is str and not isinstance(value, str):
-        raise ParameterError(f"parameter {name!r} must be a string, got {value!r}")
+def _validate(cls: type[Params], values: dict[str, Any]) -> dict[str, Any]:
+    """The values checked and converted by `cls`'s generated model, or `ParameterError`."""
+    from pydantic import ValidationError  # pydantic loads on first use: see validation.py
+
+    from .validation import one_line
+
+    try:
+        checked = _validator(cls).model_validate(values)
+    except ValidationError as err:
+        raise ParameterError(one_line(err, where=_parameter_name)) from None
+    return {name: getattr(checked, name) for name in values}
+
+
+def _parameter_name(loc: Sequence[Any]) -> str:
+    from .validation import dotted
+
+    return f"parameter {dotted(loc)!r}" if loc else ""
+
+
+@functools.cache
+def _validator(cls: type[Params]) -> Any:
+    """A strict pydantic model with one field per dataclass field: its annotation, its
+    default, `param(...)`'s bounds as constraints, its choices as an enum."""
+    from pydantic import AfterValidator, BeforeValidator, Field, create_model
+
+    from .validation import STRICT
+
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        bounds = {k: meta[k] for k in ("ge", "gt", "le", "lt") if meta.get(k) is not None}
+        extra = {}
+        checks: list[Any] = [BeforeValidator(_not_nan)]
+        if meta.get("choices") is not None:
+            choices = tuple(meta["choices"])
+            checks.append(AfterValidator(functools.partial(_one_of, choices)))
+            extra["enum"] = list(choices)
+        default = f.default if f.default is not dataclasses.MISSING else ...
+        spec = Field(default, description=meta.get("doc") or None,
+                     json_schema_extra=extra or None, **bounds)
+        fields[f.name] = (Annotated[(hints.get(f.name, Any), *checks)], spec)
+    try:
+        return create_model(cls.__name__, __config__=STRICT, **fields)
+    except Exception as err:  # pydantic refuses e.g. `ge` on a str field
+        raise ParameterError(f"{cls.__name__}: its declarations cannot be checked "
+                             f"({type(err).__name__}: {err})") from None
+
+
+def _not_nan(value: Any) -> Any:
+    # NaN compares false with every bound, so it must be refused before the bounds.
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError("must not be NaN")
+    return value
+
+
+def _one_of(choices: tuple, value: Any) -> Any:
+    if value not in choices:
+        raise ValueError(f"must be one of {', '.join(repr(c) for c in choices)}, "
+                         f"got {value!r}")
     return value
 
 

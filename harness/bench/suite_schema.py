@@ -1,0 +1,400 @@
+"""What a suite file may say, validated by pydantic, and the `Suite` it becomes.
+
+Validation has two stages, both before anything is loaded or allocated:
+
+1. `SuiteFile` (pydantic, strict) checks the structure: known keys, types, ranges and the
+   caps below, fixed choices (schedule, dtypes, device). Every problem names its field as
+   the file spells it (`samplers.heun.steps[1] must be an integer >= 1, got 0`).
+2. `build_suite` checks the names against the installed plugins: the model and its
+   options, the samplers and each point of their hyperparameter grids (through the
+   sampler's own `Params`), the metrics and the options they declare. Unknown names get
+   a did-you-mean and the list of what exists (`harness.errors.unknown_name`).
+
+The JSON Schema of the same rules, with the installed plugins' names filled in, is
+`harness.bench.suite_jsonschema`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Mapping, Optional
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, Field, ValidationError,
+                      WithJsonSchema, model_validator)
+
+from ..core.schedules import SCHEDULES
+from ..core.validation import STRICT, join, one_line
+from ..errors import HarnessError, ParameterError, UnknownNameError, unknown_name
+from ..models.precision import NETWORK_DTYPES as PRECISIONS, STATE_DTYPES
+from ..plugin.manager import LoadedPlugins
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = tuple(STATE_DTYPES)
+NETWORK_DTYPES = ("native", *PRECISIONS)
+
+# Caps on sizes, so that a typo (1e12 samples, a billion steps) is refused with its
+# reason instead of allocating for minutes or failing deep inside torch.
+#: Every sample of a trial is held in memory at once (the metrics see them together).
+MAX_NUM_SAMPLES = 10_000_000
+#: Far beyond any sampler's useful step count (reference samplers use up to ~2000);
+#: choosing steps for an NFE budget also searches up to the budget.
+MAX_STEPS = 100_000
+#: Network evaluations per sample of one trial, whatever the hyperparameters multiply.
+MAX_NFE = 1_000_000
+#: A seed must fit a signed 64-bit integer, as generator keys and int64 tensors hold it.
+MAX_SEED = 2**63 - 1
+#: More torch threads than this is no setting but a typo.
+MAX_THREADS = 1024
+#: Trials of one suite (grid points x budgets x seeds), counted before the grid is expanded.
+MAX_TRIALS = 100_000
+
+
+class SuiteError(HarnessError):
+    """A suite file or override that cannot be used; says which field and why."""
+
+
+# --- field types -------------------------------------------------------------------
+
+def _listed(value: Any) -> Any:
+    """A single value where a list is allowed is the list of that value."""
+    return value if isinstance(value, list) else [value]
+
+
+def _distinct_sorted(values: list[int]) -> tuple[int, ...]:
+    return tuple(sorted(set(values)))
+
+
+def _distinct(values: list[int]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+def _one_of(choices: tuple[str, ...], hint: Optional[Mapping[str, str]] = None,
+            kind: Optional[str] = None) -> Any:
+    """A string among `choices`; `hint` maps a common mistake to a sentence about it; a
+    `kind` of name (a registry's, like "schedule") gets a did-you-mean."""
+    def check(value: str) -> str:
+        if value in choices:
+            return value
+        if kind is not None:
+            raise ValueError(str(unknown_name(kind, value, choices)))
+        extra = f" {hint[value]}" if hint and value in hint else ""
+        raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}{extra}")
+    return Annotated[str, AfterValidator(check),
+                     WithJsonSchema({"type": "string", "enum": list(choices)})]
+
+
+def _counts_schema(maximum: int) -> dict[str, Any]:
+    item = {"type": "integer", "minimum": 1, "maximum": maximum}
+    return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]}
+
+
+def _counts(maximum: int) -> Any:
+    """Step counts or NFE budgets: one integer or a list, kept sorted without repeats."""
+    item = Annotated[int, Field(ge=1, le=maximum)]
+    return Annotated[list[item], Field(min_length=1), BeforeValidator(_listed),
+                     AfterValidator(_distinct_sorted), WithJsonSchema(_counts_schema(maximum))]
+
+
+def _not_empty(samplers: dict[str, Any]) -> dict[str, Any]:
+    if not samplers:
+        raise ValueError("must name at least one sampler")
+    return samplers
+
+
+def _some_values(value: Any) -> Any:
+    if value == []:
+        raise ValueError("must not be an empty list (give at least one value)")
+    return value
+
+
+#: A hyperparameter's value, or a list of values to try (checked by the sampler's Params).
+ParamValues = Annotated[Any, AfterValidator(_some_values)]
+Steps = _counts(MAX_STEPS)
+Budgets = _counts(MAX_NFE)
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Seeds = Annotated[list[Seed], Field(min_length=1), BeforeValidator(_listed),
+                  AfterValidator(_distinct),
+                  WithJsonSchema({"anyOf": [
+                      {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+                      {"type": "array", "minItems": 1,
+                       "items": {"type": "integer", "minimum": 0, "maximum": MAX_SEED}}]})]
+DTYPE_HINTS = {name: (f"(the sampler's state); for the network's precision use "
+                      f"network_dtype = \"{low}\" (--network-dtype {low})")
+               for name, low in (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"),
+                                 ("float16", "fp16"))}
+
+
+def _device(value: str) -> str:
+    if value not in DEVICES and not re.fullmatch(r"cuda:\d+", value):
+        raise ValueError(f"must be one of {', '.join(DEVICES)} or cuda:N, got {value!r}")
+    return value
+
+
+Device = Annotated[str, AfterValidator(_device),
+                   WithJsonSchema({"type": "string",
+                                   "pattern": r"^(auto|cpu|cuda|cuda:[0-9]+)$"})]
+
+
+# --- the file ----------------------------------------------------------------------
+
+class _Table(BaseModel):
+    """A TOML table: unknown keys are refused with a did-you-mean."""
+
+    model_config = STRICT
+    #: Appended to the unknown-key message, to say where such a key belongs instead.
+    KEY_HINT: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise ValueError(f"{unknown_name('key', key, cls.model_fields)}"
+                                     f"{cls.KEY_HINT}")
+        return data
+
+
+class SamplerFile(_Table):
+    """`[samplers.NAME]`: hyperparameter values (a list is a grid) and step budgets."""
+
+    KEY_HINT: ClassVar[str] = " (hyperparameters go in the sampler's [params] table)"
+
+    params: dict[str, ParamValues] = Field(
+        default_factory=dict, description="hyperparameter -> value, or a list of values "
+        "to try (lists of several parameters expand to their Cartesian product)")
+    steps: Optional[Steps] = Field(None, description="step counts for this sampler")
+    nfe: Optional[Budgets] = Field(None, description="NFE budgets for this sampler: each "
+                                   "picks the step count whose NFE per sample is closest")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "SamplerFile":
+        if self.steps is not None and self.nfe is not None:
+            raise ValueError("give either 'steps' or 'nfe', not both")
+        return self
+
+
+class SuiteFile(_Table):
+    """A suite file's top level."""
+
+    experiment: Optional[str] = Field(None, description="MLflow experiment (default: the "
+                                      "suite's name)")
+    description: str = Field("", description="one line on what the suite compares")
+    model: str = Field(description="a registered model (`harness plugins`)")
+    model_options: dict[str, Any] = Field(default_factory=dict,
+                                          description="options the model declares")
+    samplers: Annotated[dict[str, SamplerFile], AfterValidator(_not_empty)] = Field(
+        description="the samplers to run: [samplers.NAME] tables",
+        json_schema_extra={"minProperties": 1})
+    schedule: _one_of(tuple(SCHEDULES), kind="schedule") = Field(  # type: ignore[valid-type]
+        "karras", description="the time grid of every sampler")
+    steps: Optional[Steps] = Field(None, description="step counts for every sampler")
+    nfe: Optional[Budgets] = Field(None, description="NFE budgets for every sampler")
+    seeds: Seeds = Field(default_factory=lambda: [0], description="one trial per seed; "
+                         "sample i depends only on (seed, i)")
+    num_samples: Annotated[int, Field(ge=1, le=MAX_NUM_SAMPLES)] = Field(
+        description="samples per trial")
+    batch_size: Annotated[int, Field(ge=1, le=MAX_NUM_SAMPLES)] = Field(
+        1000, description="samples per batch and process (memory, not results)")
+    metrics: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                               description="metric name -> its options")
+    device: Device = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    dtype: _one_of(DTYPES, DTYPE_HINTS) = Field(  # type: ignore[valid-type]
+        "float32", description="the sampler's state")
+    network_dtype: _one_of(NETWORK_DTYPES) = Field(  # type: ignore[valid-type]
+        "native", description="the network's precision (autocast); native: as loaded")
+    compile: bool = Field(False, description="run the network through torch.compile")
+    threads: Optional[Annotated[int, Field(ge=1, le=MAX_THREADS)]] = Field(
+        None, description="torch threads per process (default: $OMP_NUM_THREADS, else 1); "
+                          "not part of a trial's configuration")
+    tracking_uri: str = Field("", description="MLflow tracking URI (default: "
+                              "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+
+    @model_validator(mode="after")
+    def _budgets(self) -> "SuiteFile":
+        if self.steps is not None and self.nfe is not None:
+            raise ValueError("give either 'steps' or 'nfe' budgets, not both")
+        if self.steps is None and self.nfe is None:
+            for name, entry in self.samplers.items():
+                if entry.steps is None and entry.nfe is None:
+                    raise ValueError(f"samplers.{name}: no step budget; set 'steps' or "
+                                     f"'nfe' for the suite or for this sampler")
+        return self
+
+
+# --- the validated suite -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class SamplerEntry:
+    """One sampler of a suite: its hyperparameter grid and its step budgets."""
+
+    name: str
+    #: Parameter name -> the values to try (a single value is a one-element list).
+    grid: dict[str, list[Any]]
+    steps: Optional[tuple[int, ...]] = None
+    nfe: Optional[tuple[int, ...]] = None
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """The Cartesian product of the grid, in the order the values were given."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values))
+                for values in itertools.product(*(self.grid[k] for k in keys))]
+
+    def varied(self) -> list[str]:
+        """Parameters that take more than one value (they appear in trial names)."""
+        return [k for k, values in self.grid.items() if len(values) > 1]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite. `to_dict` is the resolved configuration, printed and logged."""
+
+    name: str
+    source: str
+    experiment: str
+    description: str
+    model: str
+    model_options: dict[str, Any]
+    samplers: tuple[SamplerEntry, ...]
+    schedule: str
+    steps: Optional[tuple[int, ...]]
+    nfe: Optional[tuple[int, ...]]
+    seeds: tuple[int, ...]
+    num_samples: int
+    batch_size: int
+    metrics: dict[str, dict[str, Any]]
+    device: str
+    dtype: str
+    network_dtype: str
+    compile: bool
+    #: torch threads per process: how fast, never what; no part of any config hash.
+    threads: int
+    tracking_uri: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["samplers"] = {s.name: {"params": s.grid, "steps": s.steps, "nfe": s.nfe}
+                           for s in self.samplers}
+        return out
+
+
+def default_threads() -> int:
+    """$OMP_NUM_THREADS when it is a positive integer (torch reads it too), else 1: one
+    thread degrades gracefully when other processes compete for the cores
+    (`benchmarks/thread_count.py`)."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(text) if text.isdigit() and 1 <= int(text) <= MAX_THREADS else 1
+
+
+def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "suite",
+                source: str = "<memory>") -> Suite:
+    """Validate a raw suite against the registered plugins; raises naming the field."""
+    where = f"suite {source}"
+    try:
+        file = SuiteFile.model_validate(dict(raw))
+    except ValidationError as err:
+        raise SuiteError(f"{where}: {one_line(err)}") from None
+
+    refuse = _Refusal(where)
+
+    spec = _lookup(refuse, "model", plugins.models, file.model)
+    for key in file.model_options:
+        if key not in spec.options:
+            kind = f"option of model {file.model!r}"
+            raise refuse("model_options", unknown_name(kind, key, spec.options))
+    for metric_name, options in file.metrics.items():
+        metric = _lookup(refuse, "metrics", plugins.metrics, metric_name)
+        # Metrics that declare their options (a DEFAULTS table) get them checked now.
+        known = getattr(metric, "DEFAULTS", None)
+        for key in options if isinstance(known, Mapping) else ():
+            if key not in known:
+                kind = f"option of metric {metric_name!r}"
+                raise refuse(f"metrics.{metric_name}", unknown_name(kind, key, known))
+    trials = len(file.seeds) * sum(
+        math.prod(len(_listed(v)) for v in entry.params.values())
+        * len(entry.steps or entry.nfe or file.steps or file.nfe or ())
+        for entry in file.samplers.values())
+    if trials > MAX_TRIALS:
+        raise refuse("samplers", f"the grids, budgets and seeds make {trials:,} trials, above "
+                     f"the cap of {MAX_TRIALS:,}")
+    samplers = tuple(_sampler_entry(refuse, plugins, sampler_name, entry, file)
+                     for sampler_name, entry in file.samplers.items())
+    return Suite(
+        name=name, source=source, experiment=file.experiment or name,
+        description=file.description, model=file.model,
+        model_options=dict(file.model_options), samplers=samplers, schedule=file.schedule,
+        steps=file.steps, nfe=file.nfe, seeds=file.seeds, num_samples=file.num_samples,
+        batch_size=file.batch_size, metrics={k: dict(v) for k, v in file.metrics.items()},
+        device=file.device, dtype=file.dtype, network_dtype=file.network_dtype,
+        compile=file.compile,
+        threads=file.threads if file.threads is not None else default_threads(),
+        tracking_uri=file.tracking_uri)
+
+
+def _sampler_entry(refuse: Any, plugins: LoadedPlugins, name: str, entry: SamplerFile,
+                   file: SuiteFile) -> SamplerEntry:
+    """One sampler's entry, every point of its grid checked by the sampler's `Params`,
+    and its costliest run's NFE per sample checked against the cap."""
+    sampler = _lookup(refuse, "samplers", plugins.samplers, name)
+    field = f"samplers.{name}.params"
+    validator = sampler.params.validator()
+    grid = {key: list(_listed(values)) for key, values in entry.params.items()}
+    # Each value on its own first, so that the error points at it (`S_churn[1]`) ...
+    for key, values in grid.items():
+        if key not in validator.model_fields:
+            raise refuse(field, _unknown_parameter(key, validator.model_fields))
+        for index, value in enumerate(values):
+            at = f"{field}.{key}" + (f"[{index}]" if isinstance(entry.params[key], list)
+                                     else "")
+            try:
+                validator.model_validate({key: value})
+            except ValidationError as err:
+                raise SuiteError(f"{refuse.where}: {one_line(err, lambda loc: at)}"
+                                 ) from None
+    own = entry.steps is not None or entry.nfe is not None
+    result = SamplerEntry(name, grid, entry.steps if own else file.steps,
+                          entry.nfe if own else file.nfe)
+    # ... then every combination, for the constraints between parameters.
+    for combination in result.combinations():
+        try:
+            params = sampler.make_params(combination)
+        except ParameterError as err:
+            raise refuse(field, err) from None
+        # The most steps asked for; for NFE budgets (capped themselves) the step count is
+        # chosen near the budget, so there only a single step's cost needs checking.
+        steps = max(result.steps) if result.steps is not None else 1
+        cost = sampler.expected_nfe(steps, params)
+        if cost > MAX_NFE:
+            which = f" with {combination}" if combination else ""
+            raise refuse(f"samplers.{name}", f"{steps} step(s) of {name}{which} cost "
+                         f"{cost:,} network evaluations per sample, above the cap of "
+                         f"{MAX_NFE:,}")
+    return result
+
+
+def _unknown_parameter(key: str, known: Mapping[str, Any]) -> Any:
+    if not known:
+        return f"unknown parameter {key!r}: this sampler has no hyperparameters"
+    return unknown_name("parameter", key, known)
+
+
+class _Refusal:
+    """Makes the `SuiteError` of one suite: `suite FILE: FIELD must be ...`."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def __call__(self, field: str, message: Any) -> SuiteError:
+        return SuiteError(f"{self.where}: {join(field, str(message))}")
+
+
+def _lookup(refuse: Any, field: str, registry: Any, name: str) -> Any:
+    try:
+        return registry.get(name)
+    except UnknownNameError as err:
+        raise refuse(field, err) from None
