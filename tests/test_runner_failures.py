@@ -106,7 +106,7 @@ def test_batches_do_not_change_samples(bench, tmp_path):
         model = load_model(suite, bench, device)
         runner = SuiteRunner(suite, bench, model, device, Sinks([]), quiet=True)
         trial = resolve_trials(suite, bench, model_identity(suite, model))[0]
-        samples, _ = runner._sample(trial, lambda idx: _draw(runner, trial, idx),
+        samples = runner._sample(trial, lambda idx: _draw(runner, trial, idx),
                                     list(range(12)))
         grabbed.append(samples)
     assert torch.equal(grabbed[0], grabbed[1])

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..core.model import ScoreModel
+from ..plugin.manager import LoadedPlugins
 from .suite import Suite, Trial, canonical_hash
 
 #: The sampler column of floor rows.
@@ -29,13 +30,15 @@ FLOOR_SPLIT = "train"
 MIN_DRAWS = 4
 
 
-def has_floor(model: ScoreModel) -> bool:
-    """Whether the model can give held-out real data (a "train" reference split)."""
-    return FLOOR_SPLIT in getattr(model, "reference_splits", ())
-
-
-def floor_trials(suite: Suite, model_identity: Mapping[str, Any]) -> list[Trial]:
-    """One floor trial per draw: max(len(seeds), MIN_DRAWS) draws of num_samples each."""
+def floor_trials(suite: Suite, plugins: LoadedPlugins, model: ScoreModel,
+                 model_identity: Mapping[str, Any]) -> list[Trial]:
+    """One floor trial per draw, max(len(seeds), MIN_DRAWS) draws of num_samples each;
+    none when the model has no held-out real data (a "train" reference split) or the
+    suite has no metric that applies to real data (`Metric.on_real_data`)."""
+    if FLOOR_SPLIT not in model.reference_splits or not any(
+            getattr(plugins.metrics.get(name), "on_real_data", False)
+            for name in suite.metrics):
+        return []
     draws = max(len(suite.seeds), MIN_DRAWS)
     trials = []
     for draw in range(draws):

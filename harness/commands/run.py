@@ -19,7 +19,7 @@ from ..core import distributed
 from ..plugin.manager import LoadedPlugins, get_plugins
 from ..bench.report import records_from_jsonl, write_report
 from ..bench.environment import environment
-from ..bench.floor import floor_trials, has_floor
+from ..bench.floor import floor_trials
 from ..bench.runner import SuiteRunner, load_model, summary
 from ..bench.sinks import LocalSink, Sinks, SuiteInfo
 from ..bench.suite import (
@@ -151,8 +151,7 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
     model = load_model(suite, plugins, device)
     identity = model_identity(suite, model)
     trials = resolve_trials(suite, plugins, identity, lands_on_zero(model))
-    if has_floor(model):
-        trials = floor_trials(suite, identity) + trials
+    trials = floor_trials(suite, plugins, model, identity) + trials
     skipped = []
     if args.resume:
         done = distributed.on_rank0(
