@@ -37,7 +37,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..core import distributed
-from . import plots
 from ..metrics.metric import Metric, SuiteContext, TrialContext
 from ..core.model import ScoreModel
 from ..plugin.manager import LoadedPlugins
@@ -238,6 +237,8 @@ class SuiteRunner:
         with distributed.shared_failure():  # only rank 0 draws it
             if self.artifacts_dir is not None:
                 path = self.artifacts_dir / f"{trial.name}.png"
+                from . import plots  # matplotlib: only when a trial is drawn
+
                 result.artifacts["samples.png"] = plots.sample_grid(
                     samples, self.model.data.value_range, path,
                     title=f"{trial.name} ({self.suite.model}, {self.suite.schedule})")
