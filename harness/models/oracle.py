@@ -63,22 +63,20 @@ class GaussianMixture(ScoreModel):
     def _posterior(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """log w_k N(x; mu_k, v_k + sigma^2) (B, K), and 1/var, mu/var, each (S, K, D).
 
-        sigma holds S = 1 level (shared by the batch) or S = B (one per row). For S = 1
-        the quadratic form is one (B, 2D) x (2D, K) product: [x^2, x] against
-        [-inv / 2, mu inv], plus a (K,) constant; nothing of size B x K x D is built.
-        For S = B every row is contracted at its own level.
+        sigma holds S = 1 level (shared by the batch) or S = B (one per row); the same
+        contractions serve both. For S = 1 they are (B, D) x (D, K) products and nothing
+        of size B x K x D is built; for S = B every row is exact at its own level. The
+        terms that do not depend on x are summed once per level, at size (S, K).
+        (einsum, not a matmul against a transposed view: its rounding does not change
+        with the batch size, which keeps sample i independent of its batch-mates.)
         """
         var = self.variances + sigma[:, None, None] ** 2
         inv = var.reciprocal()
         mu_inv = self.means * inv
         per_level = (self.means * mu_inv).sum(-1) + torch.log(var).sum(-1)      # (S, K)
         constant = torch.log(self.weights) - 0.5 * (per_level + x.shape[1] * _LOG_2PI)
-        if sigma.shape[0] == 1:
-            features = torch.cat([x * x, x], dim=1)                             # (B, 2D)
-            weights = torch.cat([-0.5 * inv[0], mu_inv[0]], dim=1)              # (K, 2D)
-            return torch.addmm(constant, features, weights.T), inv, mu_inv
-        quad = (torch.einsum("bd,bkd->bk", x * x, inv)
-                - 2 * torch.einsum("bd,bkd->bk", x, mu_inv))
+        quad = (torch.einsum("...d,...kd->...k", x * x, inv)
+                - 2 * torch.einsum("...d,...kd->...k", x, mu_inv))
         return constant - 0.5 * quad, inv, mu_inv
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
@@ -88,15 +86,11 @@ class GaussianMixture(ScoreModel):
         return torch.addcmul(x, _expand(sigma, x) ** 2, self._unscaled_score(x, sigma))
 
     def _unscaled_score(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """sum_k r_k (mu_k - x) / var_k = (r mu/var) - x (r 1/var), one product for both."""
+        """sum_k r_k (mu_k - x) / var_k = (sum_k r_k mu_k / var_k) - x (sum_k r_k / var_k)."""
         log_joint, inv, mu_inv = self._posterior(x, sigma)
         resp = torch.softmax(log_joint, dim=1)
-        d = x.shape[1]
-        if sigma.shape[0] == 1:
-            both = resp @ torch.cat([mu_inv[0], inv[0]], dim=1)                # (B, 2D)
-        else:
-            both = torch.einsum("bk,bkd->bd", resp, torch.cat([mu_inv, inv], dim=2))
-        return torch.addcmul(both[:, :d], x, both[:, d:], value=-1)
+        return torch.addcmul(torch.einsum("...k,...kd->...d", resp, mu_inv), x,
+                             torch.einsum("...k,...kd->...d", resp, inv), value=-1)
 
     def _score(self, x: Tensor, t: Tensor) -> Tensor:
         # Computed directly rather than from D: no cancellation in (sD - x) / sigma^2.
