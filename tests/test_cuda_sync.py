@@ -2,8 +2,8 @@
 
 On CUDA this is checked directly: `torch.cuda.set_sync_debug_mode("error")` makes every
 synchronising call (`.item()`, `bool(tensor)`, blocking copies, ...) raise, around
-`generate` for every registered sampler, and around the noise streams' refills (pinned
-buffer, asynchronous copy). Those tests skip without a GPU.
+`generate` for every registered sampler, and around the noise draws (Philox on the
+device). Those tests skip without a GPU.
 
 On every machine a proxy runs: the ops that read a tensor's value back to the host (and
 would synchronise a GPU) are watched at the dispatcher while the CPU samples, so a sampler
@@ -81,7 +81,7 @@ def test_no_host_synchronisation_per_step_on_cuda(plugins, name):
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        x = _run(model, name, plugins, steps=20)  # > 16 steps: the noise refills too
+        x = _run(model, name, plugins, steps=20)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert x.device.type == "cuda" and torch.isfinite(x).all()
