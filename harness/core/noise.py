@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .philox import MASK32, WORDS, normal_from_bits, philox4x32
+from .philox import MASK32, WORDS, normal_from_bits, philox_words
 
 _LIMIT = 2**64
 
@@ -89,7 +89,7 @@ class SampleNoise:
             raise ValueError(f"draw number must be in [0, 2^32), got {k}")
         counter = self._counter
         counter[1] = k
-        normals = normal_from_bits(philox4x32(counter, self._key), self.dtype)
+        normals = normal_from_bits(philox_words(counter, self._key), self.dtype)
         batch = len(self.indices)
         flat = normals.reshape(batch, self._counter.shape[2] * WORDS)
         if flat.shape[1] != self._numel:  # the last counter's unused words

@@ -31,6 +31,7 @@ as cuRAND's `curand_normal4` does: two words make two normals.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -60,6 +61,12 @@ def philox4x32(counter: Tensor, key: tuple[int, int], rounds: int = ROUNDS) -> T
     if counter.shape[0] != WORDS or counter.dtype != torch.int64:
         raise ValueError(f"counter must be an int64 tensor of shape (4, ...), got "
                          f"{counter.dtype} {tuple(counter.shape)}")
+    return torch.stack(philox_words(counter, key, rounds))
+
+
+def philox_words(counter: Tensor, key: tuple[int, int], rounds: int = ROUNDS
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`philox4x32` as four separate word tensors (no stacking copy)."""
     c0, c1, c2, c3 = counter.unbind(0)
     for k0, k1 in key_schedule(key, rounds):
         lo0, lo1 = c0 * M0, c2 * M1          # exact modulo 2^64: the low words
@@ -72,11 +79,13 @@ def philox4x32(counter: Tensor, key: tuple[int, int], rounds: int = ROUNDS) -> T
         c2 ^= k1
         c2 &= MASK32
         c1, c3 = lo1, lo0
-    return torch.stack([c0, c1 & MASK32, c2, c3 & MASK32])
+    return c0, c1 & MASK32, c2, c3 & MASK32
 
 
-def normal_from_bits(bits: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+def normal_from_bits(bits: Sequence[Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
     """Standard normals from 32-bit words (4, *batch) by Box-Muller: (*batch, 4).
+
+    `bits` is a (4, *batch) tensor or four (*batch) tensors, words w0 .. w3.
 
     Words (w0, w1) give the pair (r cos theta, r sin theta) with u = (w0 + 1) / 2^32 in
     (0, 1], r = sqrt(-2 log u) and theta = 2 pi w1 / 2^32; (w2, w3) give the next pair.
@@ -84,7 +93,8 @@ def normal_from_bits(bits: Tensor, dtype: torch.dtype = torch.float32) -> Tensor
     3e-11 left out. Computed in float32 whatever `dtype` (as cuRAND's `curand_normal4`),
     then cast: the same numbers in every dtype, to its rounding.
     """
-    normals = torch.empty((*bits.shape[1:], WORDS), dtype=torch.float32, device=bits.device)
+    normals = torch.empty((*bits[0].shape, WORDS), dtype=torch.float32,
+                          device=bits[0].device)
     for first in (0, 2):
         radius = bits[first].float().add_(1.0).mul_(2.0**-32).log_().mul_(-2.0).sqrt_()
         angle = bits[first + 1].float().mul_(2 * math.pi * 2.0**-32)
