@@ -69,7 +69,7 @@ def philox_words(counter: Tensor, key: tuple[int, int], rounds: int = ROUNDS
     """`philox4x32` as four separate word tensors (no stacking copy)."""
     c0, c1, c2, c3 = counter.unbind(0)
     for k0, k1 in key_schedule(key, rounds):
-        lo0, lo1 = c0 * M0, c2 * M1          # exact modulo 2^64: the low words
+        lo0, lo1 = c0 * M0, c2 * M1          # 64-bit products; low halves: c3', c1'
         c0 = lo1 >> 32                       # hi(M1 c2), sign bits above bit 31
         c0 ^= c1
         c0 ^= k0
