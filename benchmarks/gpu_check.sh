@@ -6,8 +6,9 @@
 #   1. the sync-debug tests (tests/test_cuda_sync.py: no host synchronisation per step)
 #   2. Philox on CUDA: bit-identical integers to the CPU; normals within the stated 1e-5
 #   3. noise time / network time at batch 4096 (digits, gmm-64d, and 3x32x32 noise alone)
-#   4. every sampler at batch 4096 on digits and gmm-64d, network fp32 and bf16, with and
-#      without --compile: NFE, wall-clock, network time, overhead ratio, samples/s
+#   4. every sampler at batch 4096 on digits (network fp32 and bf16, with and without
+#      --compile) and on gmm-64d (the exact oracle, as it is): NFE, wall-clock, network
+#      time, overhead ratio, samples/s
 #   5. a 2-process torchrun run against the 1-process run: same samples' metrics
 #
 # Sizes can be shrunk to try the plumbing on a CPU machine:
@@ -119,7 +120,10 @@ overhead = wall / (NFE calls x bare network call), from each trial's own measure
 |---|---|---|---|---|---|---|---|---|
 EOF
 for model in $MODELS; do
-  for mode in $MODES; do
+  modes=$MODES
+  # The oracle has no network module: it runs as it is (float64), uncompiled.
+  [ "$model" = gmm-64d ] && modes=native:no
+  for mode in $modes; do
     ndtype=${mode%%:*}; compile=${mode##*:}
     flag=--no-compile; [ "$compile" = yes ] && flag=--compile
     exp="gpu-$model-$ndtype-$compile"
