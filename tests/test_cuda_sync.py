@@ -2,8 +2,8 @@
 
 On CUDA this is checked directly: `torch.cuda.set_sync_debug_mode("error")` makes every
 synchronising call (`.item()`, `bool(tensor)`, blocking copies, ...) raise, around
-`generate` for every registered sampler, and around the noise streams' refills (pinned
-buffer, asynchronous copy). Those tests skip without a GPU.
+`generate` for every registered sampler, and around the noise draws (Philox on the
+device). Those tests skip without a GPU.
 
 On every machine a proxy runs: the ops that read a tensor's value back to the host (and
 would synchronise a GPU) are watched at the dispatcher while the CPU samples, so a sampler
@@ -81,7 +81,7 @@ def test_no_host_synchronisation_per_step_on_cuda(plugins, name):
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        x = _run(model, name, plugins, steps=20)  # > 16 steps: the noise refills too
+        x = _run(model, name, plugins, steps=20)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert x.device.type == "cuda" and torch.isfinite(x).all()
@@ -89,17 +89,18 @@ def test_no_host_synchronisation_per_step_on_cuda(plugins, name):
 
 @cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_noise_refills_do_not_synchronise(dtype):
-    noise = SampleNoise(0, range(32), (1, 8, 8), device="cuda", dtype=dtype, block=4)
+def test_noise_draws_do_not_synchronise_and_match_the_cpu(dtype):
+    noise = SampleNoise(0, range(32), (1, 8, 8), device="cuda", dtype=dtype)
     noise()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        draws = [noise() for _ in range(10)]  # crosses two refills
+        draws = [noise() for _ in range(10)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    on_cpu = SampleNoise(0, range(32), (1, 8, 8), dtype=dtype, block=4)
+    on_cpu = SampleNoise(0, range(32), (1, 8, 8), dtype=dtype)
     on_cpu()
     for draw in draws:
         assert draw.dtype == dtype
-        assert torch.equal(draw.cpu(), on_cpu())
+        # Same integer bits; float32 log/cos/sin of the two libraries: the stated bound.
+        torch.testing.assert_close(draw.cpu(), on_cpu(), rtol=0, atol=1e-5)

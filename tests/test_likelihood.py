@@ -74,10 +74,11 @@ def test_exact_trace_and_hutchinson_agree():
     assert hutch.probe_stderr > 0
     assert abs(hutch.nats - exact.nats) <= 3 * hutch.probe_stderr
     # The trajectories are identical, so the two differ by probe noise only: per point,
-    # the z-scores of the K-probe means have about unit spread.
+    # the K-probe mean's t-statistic (K - 1 = 7 degrees of freedom, median |t| = 0.71).
+    # The median, not the spread: the skewed probe values give the t's heavy tails.
     per_point_se = hutch.values.std(1) / math.sqrt(hutch.num_probes)
     z = (hutch.values.mean(1) - exact.values[:, 0]) / per_point_se
-    assert 0.5 < float(z.std()) < 1.6
+    assert 0.5 < float(z.abs().median()) < 1.0
 
 
 def test_hutchinson_error_shrinks_like_inverse_sqrt_probes():

@@ -37,7 +37,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..core import distributed
-from . import plots
 from ..metrics.bootstrap import Bootstrap
 from ..metrics.metric import Metric, SuiteContext, TrialContext
 from ..core.model import ScoreModel
@@ -132,7 +131,9 @@ class SuiteRunner:
         self.sinks = sinks
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
         self.quiet = quiet or distributed.rank() != 0
+        # A terminal gets tqdm bars; a log (CI, `tox ... > log`) one line per trial.
         self.progress = not self.quiet and sys.stderr.isatty()
+        self.log_lines = not self.quiet and not self.progress
         self.context = SuiteContext(model=model, model_name=suite.model, device=device,
                                     dtype=self.dtype,
                                     options={k: dict(v) for k, v in suite.metrics.items()})
@@ -164,18 +165,24 @@ class SuiteRunner:
         """The per-suite metrics' values; one that fails is reported, not fatal."""
         values: dict[str, float] = {}
         params: dict[str, Any] = {}
-        for metric in self.metrics.per_suite:
+        total = len(self.metrics.per_suite)
+        for number, metric in enumerate(self.metrics.per_suite, 1):
             # A per-suite metric reads only `trial.suite`; there is no sampler or sample.
             trial = TrialContext(suite=self.context, sampler=None, params=None, grid=None,
                                  seed=0, samples=torch.empty(0))
             if not self.quiet:
-                print(f"computing {metric.name} once for the suite ({metric.description})",
-                      file=sys.stderr)
+                print(f"[suite metric {number}/{total}] computing {metric.name} once for "
+                      f"the suite ({metric.description})", file=sys.stderr, flush=True)
+            started = time.perf_counter()
             try:
                 with distributed.shared_failure():
                     computed = metric.compute(trial)
                 values.update({k: float(v) for k, v in computed.items()})
                 params.update(metric.params())
+                if not self.quiet:
+                    print(f"[suite metric {number}/{total}] {metric.name} done in "
+                          f"{time.perf_counter() - started:.1f} s", file=sys.stderr,
+                          flush=True)
             except Exception as err:  # the trials are still worth running
                 distributed.print0(f"warning: per-suite metric {metric.name!r} failed: "
                                    f"{type(err).__name__}: {err}", file=sys.stderr)
@@ -196,9 +203,14 @@ class SuiteRunner:
                     self.sinks.suite_values(values, params)
                 bar = tqdm(info.trials, desc="trials", unit="trial", file=sys.stderr,
                            disable=not self.progress, dynamic_ncols=True)
+                trials_started = time.perf_counter()
                 for trial in bar:
                     bar.set_postfix_str(trial.name)
                     results.append(self.run_trial(trial))
+                    if self.log_lines:
+                        print(progress_line(results[-1], len(results), len(info.trials),
+                                            time.perf_counter() - trials_started),
+                              file=sys.stderr, flush=True)
             status = FAILED if any(r.status == FAILED for r in results) else FINISHED
         finally:
             self.sinks.suite_ended(results, status, time.perf_counter() - started)
@@ -241,6 +253,8 @@ class SuiteRunner:
         with distributed.shared_failure():  # only rank 0 draws it
             if self.artifacts_dir is not None:
                 path = self.artifacts_dir / f"{trial.name}.png"
+                from . import plots  # matplotlib: only when a trial is drawn
+
                 result.artifacts["samples.png"] = plots.sample_grid(
                     samples, self.model.data.value_range, path,
                     title=f"{trial.name} ({self.suite.model}, {self.suite.schedule})")
@@ -362,6 +376,31 @@ class SuiteRunner:
                                    f"{indices[0]})")
             parts.append(x.detach().to("cpu"))
         return torch.cat(parts)
+
+
+def progress_line(result: TrialResult, done: int, total: int, elapsed: float) -> str:
+    """One line per finished trial for logs: name, NFE, seconds, trials left and ETA.
+
+    The ETA assumes the remaining trials take the mean time of those done so far.
+    """
+    seconds = result.ended - result.started
+    nfe = result.metrics.get("nfe")
+    left = total - done
+    eta = elapsed / done * left
+    status = "" if result.status == FINISHED else f" {result.status}"
+    return (f"[trial {done}/{total}] {result.trial.name}{status}: "
+            f"NFE {'-' if nfe is None else f'{nfe:.4g}'}, {seconds:.1f} s; "
+            f"{left} left, ETA {_duration(eta)}")
+
+
+def _duration(seconds: float) -> str:
+    """3 s, 4 min 05 s, 1 h 02 min."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def summary(results: list[TrialResult], skipped: int = 0) -> str:

@@ -20,13 +20,14 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..errors import HarnessError, unknown_name
 from .sinks import FAILED, KILLED, SuiteInfo, Trial, TrialResult, variant
 from .suite import flatten
+
+if TYPE_CHECKING:  # pandas is imported by mlflow.search_runs, when it is called
+    import pandas as pd
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: A trial run's bootstrap replicates and their metrics' least values (`TrialResult`), as

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..bench.report import report_from_mlflow
 from ..bench.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
 DEFAULT_EXPERIMENT = "default"
@@ -28,6 +27,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bench.report import report_from_mlflow  # pandas, matplotlib: this command only
+
     uri = resolve_tracking_uri(args.tracking_uri)
     report = report_from_mlflow(uri, args.experiment, args.out)
     print(report.files["leaderboard.md"].read_text())

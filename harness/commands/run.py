@@ -17,7 +17,6 @@ import torch
 
 from ..core import distributed
 from ..plugin.manager import LoadedPlugins, get_plugins
-from ..bench.report import records_from_jsonl, write_report
 from ..bench.environment import environment
 from ..bench.floor import floor_trials
 from ..bench.runner import SuiteRunner, load_model, summary
@@ -183,6 +182,8 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         # torchrun stops every process as soon as one exits non-zero, which would cut
         # rank 0's report short; rank 0's exit status is the run's.
         return 0
+
+    from ..bench.report import records_from_jsonl, write_report  # pandas, matplotlib
 
     hashes = {t.config_hash for t in info.all_trials}
     report = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes), out_dir,

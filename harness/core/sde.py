@@ -136,15 +136,18 @@ def _expand(coef: Time, x: Tensor) -> Time:
 
 
 def _combine(a: Time, x: Tensor, b: Time, y: Tensor) -> Tensor:
-    """a x + b y for scalar or per-sample (B,) coefficients.
+    """a x + b y for scalar or per-sample (B,) coefficients, in two passes over the state.
 
     A Python-scalar a == 0 drops the term: f = 0 on VE and EDM, and 0 * x would cost a
-    pass over the state on every step for nothing.
+    pass over the state on every step for nothing. Otherwise b y is formed and a x added
+    to it in place (a fused multiply-add: the same sum to float rounding).
     """
     by = _expand(b, y) * y
     if not isinstance(a, Tensor) and a == 0:
         return by
-    return _expand(a, x) * x + by
+    if by.dtype != x.dtype or by.shape != x.shape:  # in place would lose precision/shape
+        return _expand(a, x) * x + by
+    return by.add_(x, alpha=a) if not isinstance(a, Tensor) else by.addcmul_(_expand(a, x), x)
 
 
 class VPSDE(SDE):

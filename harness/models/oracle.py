@@ -24,6 +24,7 @@ from ..core.model import DataSpec, ReferenceData, ScoreModel
 from ..core.sde import SDE, Time, _expand
 
 ArrayLike = Union[Tensor, Sequence]
+_LOG_2PI = math.log(2 * math.pi)
 
 
 class GaussianMixture(ScoreModel):
@@ -60,39 +61,52 @@ class GaussianMixture(ScoreModel):
         return self.means.shape[0]
 
     # --- exact quantities in the unscaled variable at noise level sigma -------------
-    def _posterior(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """log w_k N(x; mu_k, v_k + sigma^2) (B, K), and 1/var, mu/var, each (S, K, D).
+    def _posterior(self, x: Tensor, sigma: Tensor, scale: Optional[Tensor] = None
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+        """log w_k N(x / s; mu_k, v_k + sigma^2) (B, K) up to a term common to every k,
+        and 1/(s^2 var), mu/(s var), each (S, K, D).
 
-        sigma holds S = 1 level (shared by the batch) or S = B (one per row); the same
-        contractions serve both. For S = 1 they are (B, D) x (D, K) products and nothing
-        of size B x K x D is built; for S = B every row is exact at its own level.
+        sigma (and the scale s, 1 if None) hold S = 1 level (shared by the batch) or
+        S = B (one per row); the same contractions serve both. For S = 1 they are
+        (B, D) x (D, K) products and nothing of size B x K x D is built; for S = B every
+        row is exact at its own level. s is folded into the (S, K, D) constants rather
+        than dividing the state by it. (einsum, not a matmul against a transposed view:
+        its rounding does not change with the batch size, which keeps sample i
+        independent of its batch-mates.)
         """
         var = self.variances + sigma[:, None, None] ** 2
         inv = var.reciprocal()
         mu_inv = self.means * inv
         per_level = (self.means * mu_inv).sum(-1) + torch.log(var).sum(-1)      # (S, K)
+        constant = torch.log(self.weights) - 0.5 * (per_level + x.shape[1] * _LOG_2PI)
+        if scale is not None:
+            mu_inv = mu_inv / scale[:, None, None]
+            inv = inv / scale[:, None, None] ** 2
         quad = (torch.einsum("...d,...kd->...k", x * x, inv)
-                - 2 * torch.einsum("...d,...kd->...k", x, mu_inv) + per_level)
-        log_norm = x.shape[1] * math.log(2 * math.pi)
-        return torch.log(self.weights) - 0.5 * (quad + log_norm), inv, mu_inv
+                - 2 * torch.einsum("...d,...kd->...k", x, mu_inv))
+        return constant - 0.5 * quad, inv, mu_inv
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         # E[x_0 | x] = sum_k r_k (mu_k + v_k / (v_k + sigma^2) (x - mu_k))
         #            = x - sigma^2 * score, with score = sum_k r_k (mu_k - x) / var_k.
         sigma = _levels(sigma, x)
-        return x + _expand(sigma, x) ** 2 * self._unscaled_score(x, sigma)
+        return torch.addcmul(x, _expand(sigma, x) ** 2, self._mixture_score(x, sigma))
 
-    def _unscaled_score(self, x: Tensor, sigma: Tensor) -> Tensor:
-        log_joint, inv, mu_inv = self._posterior(x, sigma)
+    def _mixture_score(self, x: Tensor, sigma: Tensor, scale: Optional[Tensor] = None
+                       ) -> Tensor:
+        """grad log p at x = s u: sum_k r_k (mu_k / (s var_k) - x / (s^2 var_k)), i.e.
+        (sum_k r_k mu_k / (s var_k)) - x (sum_k r_k / (s^2 var_k)); s = 1 if None."""
+        log_joint, inv, mu_inv = self._posterior(x, sigma, scale)
         resp = torch.softmax(log_joint, dim=1)
-        return (torch.einsum("...k,...kd->...d", resp, mu_inv)
-                - x * torch.einsum("...k,...kd->...d", resp, inv))
+        return torch.addcmul(torch.einsum("...k,...kd->...d", resp, mu_inv), x,
+                             torch.einsum("...k,...kd->...d", resp, inv), value=-1)
 
     def _score(self, x: Tensor, t: Tensor) -> Tensor:
         # Computed directly rather than from D: no cancellation in (sD - x) / sigma^2.
+        # s enters the (K, D) constants only: no pass over the state to divide by it.
         t = _levels(t, x)
-        s = _expand(self.sde.scale(t), x)
-        return self._unscaled_score(x / s, self.sde.sigma(t)) / s
+        scale = None if self.sde.unit_scale else self.sde.scale(t)
+        return self._mixture_score(x, self.sde.sigma(t), scale)
 
     # --- exact density and samples (not network evaluations: not counted) ----------
     def log_prob(self, x: Tensor, t: Time) -> Tensor:

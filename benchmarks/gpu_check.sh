@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# The GPU path in one run: writes results/microbench/gpu.md (and the raw JSON beside it).
+#
+#   bash benchmarks/gpu_check.sh            # on a CUDA machine, from the repository root
+#
+#   1. the sync-debug tests (tests/test_cuda_sync.py: no host synchronisation per step)
+#   2. Philox on CUDA: bit-identical integers to the CPU; normals within the stated 1e-5
+#   3. noise time / network time at batch 4096 (digits, gmm-64d, and 3x32x32 noise alone)
+#   4. every sampler at batch 4096 on digits (network fp32 and bf16, with and without
+#      --compile) and on gmm-64d (the exact oracle, as it is): NFE, wall-clock, network
+#      time, overhead ratio, samples/s
+#   5. a 2-process torchrun run against the 1-process run: same samples' metrics
+#
+# Sizes can be shrunk to try the plumbing on a CPU machine:
+#   GPU_CHECK_DEVICE=cpu GPU_CHECK_BATCH=64 GPU_CHECK_MODES=fp32:no bash benchmarks/gpu_check.sh
+# Every section records its own failure in the report and the script goes on.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python}
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+BATCH=${GPU_CHECK_BATCH:-4096}
+STEPS=${GPU_CHECK_STEPS:-10}
+MODELS=${GPU_CHECK_MODELS:-digits gmm-64d}
+MODES=${GPU_CHECK_MODES:-fp32:no fp32:yes bf16:no bf16:yes}   # network dtype : compile
+OUT_DIR=${GPU_CHECK_OUT:-results/microbench}
+WORK=$(mktemp -d)
+REPORT="$OUT_DIR/gpu.md"
+SAMPLERS=euler,heun,euler_maruyama,predictor_corrector,langevin,lambda_sde
+mkdir -p "$OUT_DIR"
+export MPLBACKEND=Agg
+
+section() { printf '\n## %s\n\n' "$1" >> "$REPORT"; echo "== $1" >&2; }
+failed() { printf '**FAILED** (exit %s): see the log above this line in the console.\n' "$1" \
+             >> "$REPORT"; }
+
+{
+  echo "# GPU check"
+  echo
+  echo "Written by \`benchmarks/gpu_check.sh\` on $(date -u +%Y-%m-%dT%H:%MZ)," \
+       "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+  echo
+  echo '```'
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
+    || echo "no nvidia-smi"
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  echo '```'
+} > "$REPORT"
+
+# --- 1 ---------------------------------------------------------------------------------
+section "1. No host synchronisation in the sampling loops (sync-debug tests)"
+echo '```' >> "$REPORT"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_sync.py 2>&1 | tail -5 >> "$REPORT"
+status=${PIPESTATUS[0]}
+echo '```' >> "$REPORT"
+[ "$status" -eq 0 ] || failed "$status"
+
+# --- 2 and 3 ---------------------------------------------------------------------------
+section "2-3. Philox on the device; noise time / network time"
+"$PY" - "$DEVICE" "$BATCH" >> "$REPORT" <<'EOF' || failed $?
+import statistics, sys, time
+import torch
+sys.path.insert(0, "benchmarks")
+from harness.core.noise import SampleNoise
+from harness.core.philox import philox4x32
+from harness.core.sde import make_sde
+from harness.models.oracle import mixture_64d
+from shipped_model import digits_model
+
+device, batch = torch.device(sys.argv[1]), int(sys.argv[2])
+
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+def timed(fn, repeats=20):
+    fn(); sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter(); fn(); sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+gen = torch.Generator().manual_seed(0)
+counters = torch.randint(0, 2**32, (4, 100_000), generator=gen, dtype=torch.int64)
+same_bits = torch.equal(philox4x32(counters.to(device), (123, 456)).cpu(),
+                        philox4x32(counters, (123, 456)))
+ours = SampleNoise(7, range(batch), (3, 32, 32), device=device)
+cpu = SampleNoise(7, range(batch), (3, 32, 32))
+diff = max(float((ours().cpu() - cpu()).abs().max()) for _ in range(3))
+print(f"- Philox4x32-10 integers on {device} equal to the CPU's (100k random counters): "
+      f"**{same_bits}**")
+print(f"- normals, {device} vs CPU, {batch} x 3x32x32, 3 draws: max |difference| "
+      f"{diff:.2e} (stated bound 1e-5: **{'within' if diff <= 1e-5 else 'EXCEEDED'}**)")
+print()
+print("| model | batch | values per sample | noise draw (ms) | network call (ms) | noise / network |")
+print("|---|---|---|---|---|---|")
+oracle = mixture_64d(make_sde("vp")).to(device)
+digits, _ = digits_model(device)
+for name, model in (("digits", digits), ("gmm-64d", oracle)):
+    shape = model.data.shape
+    noise = SampleNoise(0, range(batch), shape, device=device, dtype=model.dtype)
+    x = torch.randn(batch, *shape, device=device, dtype=model.dtype)
+    with torch.no_grad():
+        draw = timed(lambda: noise())
+        net = timed(lambda: model.score(x, 0.5 * model.sde.T))
+    print(f"| {name} | {batch} | {x[0].numel()} | {1e3 * draw:.3f} | {1e3 * net:.3f} | "
+          f"{draw / net:.3f} |")
+draw = timed(lambda: ours())
+print(f"| (noise only) | {batch} | 3072 | {1e3 * draw:.3f} | - | - |")
+EOF
+
+# --- 4 ---------------------------------------------------------------------------------
+section "4. Every sampler at batch $BATCH, $STEPS steps"
+cat >> "$REPORT" <<EOF
+overhead = wall / (NFE calls x bare network call), from each trial's own measurement
+(\`overhead_ratio\`); samples/s = $BATCH / wall-clock. One seed, no quality metric.
+
+| model | network | compile | sampler | NFE | wall (s) | network (s) | overhead | samples/s |
+|---|---|---|---|---|---|---|---|---|
+EOF
+for model in $MODELS; do
+  modes=$MODES
+  # The oracle has no network module: it runs as it is (float64), uncompiled.
+  [ "$model" = gmm-64d ] && modes=native:no
+  for mode in $modes; do
+    ndtype=${mode%%:*}; compile=${mode##*:}
+    flag=--no-compile; [ "$compile" = yes ] && flag=--compile
+    exp="gpu-$model-$ndtype-$compile"
+    if "$PY" -m harness.cli run default --model "$model" --device "$DEVICE" \
+        --network-dtype "$ndtype" $flag --samplers "$SAMPLERS" --steps "$STEPS" \
+        --seeds 0 --num-samples "$BATCH" --batch-size "$BATCH" --set 'metrics={}' --quiet \
+        --experiment "$exp" --tracking-uri "sqlite:///$WORK/mlflow.db" \
+        --out "$WORK/results" > "$WORK/$exp.log" 2>&1; then
+      "$PY" - "$WORK/results/$exp/trials.jsonl" "$model" "$ndtype" "$compile" "$BATCH" \
+          >> "$REPORT" <<'EOF'
+import json, sys
+path, model, ndtype, compile, batch = sys.argv[1:]
+for line in open(path):
+    r = json.loads(line)
+    if r.get("kind") != "trial":
+        continue
+    m = r["metrics"]
+    if r["status"] != "FINISHED":
+        print(f"| {model} | {ndtype} | {compile} | {r['sampler']} | FAILED: {r['error']} "
+              f"| | | | |")
+        continue
+    print(f"| {model} | {ndtype} | {compile} | {r['sampler']} | {m['nfe']:.0f} | "
+          f"{m['wall_clock_s']:.4f} | {m.get('network_s', float('nan')):.4f} | "
+          f"{m.get('overhead_ratio', float('nan')):.3f} | "
+          f"{int(batch) / m['wall_clock_s']:.0f} |")
+EOF
+    else
+      echo "| $model | $ndtype | $compile | (run failed: $(tail -1 "$WORK/$exp.log")) | | | | | |" \
+        >> "$REPORT"
+    fi
+  done
+done
+cp "$WORK"/results/*/trials.jsonl "$OUT_DIR/" 2>/dev/null || true
+
+# --- 5 ---------------------------------------------------------------------------------
+section "5. Two processes (torchrun) against one"
+GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+if [ "$DEVICE" = cuda ] && [ "$GPUS" -lt 2 ]; then
+  # NCCL refuses two ranks on one GPU: the split is checked on the CPU (gloo) instead.
+  TR_DEVICE=cpu
+  echo "One GPU: NCCL needs one GPU per process, so the 2-process run uses gloo on the CPU." \
+    >> "$REPORT"
+else
+  TR_DEVICE=$DEVICE
+fi
+common=(run default --model gmm-64d --device "$TR_DEVICE" --samplers euler_maruyama,heun
+        --steps "$STEPS" --seeds 0 --num-samples 512 --batch-size 128
+        --metrics mmd_oracle,sliced_wasserstein --quiet
+        --tracking-uri "sqlite:///$WORK/mlflow-tr.db")
+"$PY" -m harness.cli "${common[@]}" --experiment one --out "$WORK/tr" > "$WORK/one.log" 2>&1
+one=$?
+CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-} OMP_NUM_THREADS=1 \
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 -m harness.cli \
+  "${common[@]}" --experiment two --out "$WORK/tr" > "$WORK/two.log" 2>&1
+two=$?
+if [ "$one" -ne 0 ] || [ "$two" -ne 0 ]; then
+  echo "one process exit $one, two processes exit $two: $(tail -2 "$WORK/two.log")" \
+    >> "$REPORT"
+  failed "$one/$two"
+else
+  "$PY" - "$WORK/tr/one/trials.jsonl" "$WORK/tr/two/trials.jsonl" >> "$REPORT" <<'EOF'
+import json, sys
+def load(path):
+    return {r["name"]: r["metrics"] for r in map(json.loads, open(path))
+            if r.get("kind") == "trial"}
+one, two = map(load, sys.argv[1:])
+print("| trial | metric | 1 process | 2 processes | wall 1 (s) | wall 2 (s) |")
+print("|---|---|---|---|---|---|")
+for name in sorted(one):
+    for metric in ("mmd_oracle", "sliced_wasserstein"):
+        if metric in one[name]:
+            print(f"| {name} | {metric} | {one[name][metric]:.6g} | "
+                  f"{two[name].get(metric, float('nan')):.6g} | "
+                  f"{one[name]['wall_clock_s']:.3f} | {two[name]['wall_clock_s']:.3f} |")
+EOF
+fi
+
+echo "written: $REPORT (work files in $WORK)" >&2
