@@ -260,3 +260,34 @@ def test_no_reported_bits_per_dim_is_negative_on_dequantised_data():
             assert values[name] >= -3 * stderr, (name, sampler, values)
             checked += 1
     assert checked == 4
+
+
+def test_the_report_plots_the_errors_and_says_why_a_kl_is_missing(tmp_path):
+    import pandas as pd
+
+    from harness.bench.report import Results, records_from_runs, write_report
+
+    def record(sampler, steps, seed, metrics, status="ok"):
+        return {"kind": "trial", "status": "FINISHED", "sampler": sampler, "variant": "",
+                "steps": steps, "seed": seed, "name": f"{sampler}-{steps}-seed{seed}",
+                "config_hash": f"{sampler}{steps}{seed}", "num_samples": 8,
+                "ended": float(steps + seed), "metrics": {"nfe": float(steps), **metrics},
+                "measured_params": {"discrete_kl_status": status}}
+
+    folded = "not invertible at N = 4: the Jacobian determinant changes sign after step 2"
+    records = [record("heun", 4, 0, {"ode_error": 0.3}, folded)]
+    records += [record(name, n, seed, {"ode_error": 1.0 / n, "discrete_kl": 2.0 / n})
+                for name in ("euler", "heun") for n in (8, 16) for seed in (0, 1)]
+    written = write_report(Results(records), tmp_path)
+    assert {"ode_error_vs_nfe.png", "discrete_kl_vs_nfe.png"} <= set(written.files)
+    page = (tmp_path / "leaderboard.md").read_text()
+    assert page.splitlines()[0] == "| sampler | steps | seeds | ode_error | discrete_kl | nfe |"
+    assert f"- heun-4-seed0: discrete_kl: {folded}" in page
+    # From MLflow: the reason comes back as the run's parameter.
+    runs = pd.DataFrame([{"tags.harness.kind": "trial", "status": "FINISHED",
+                          "tags.mlflow.runName": "heun-4-seed0", "params.sampler": "heun",
+                          "params.steps": "4", "params.seed": "0", "metrics.nfe": 4.0,
+                          "params.discrete_kl_status": folded, "start_time": 0,
+                          "end_time": 0}])
+    assert records_from_runs(runs).records[0]["measured_params"] == {
+        "discrete_kl_status": folded}
