@@ -15,8 +15,9 @@ invertible at N = ...") is logged as the parameter `discrete_kl_status` and prin
 
 Registered through `harness_register_metrics`, the door every metric plugin uses.
 Their work runs on a float64 copy of the model (its own NFE counter; `ode_error` can be
-told otherwise), so it never counts as the trial's sampling NFE. Under torchrun every process computes them
-from all of the trial's samples (identical values, duplicated work).
+told otherwise), so it never counts as the trial's sampling NFE. Under torchrun every
+process computes them from all of the trial's samples (identical values, duplicated
+work).
 """
 
 from __future__ import annotations
