@@ -10,6 +10,22 @@ from .hookspecs import HARNESS_API_VERSION, hookimpl
 
 # The maths: processes, grids, the model interface, the sampler contract, noise.
 from .core.model import DataSpec, NetworkScoreModel, NFECounter, ReferenceData, ScoreModel
+from .metrics.discrete_kl import MAX_DIM as DISCRETE_KL_MAX_DIM
+from .metrics.discrete_kl import (
+    DiscreteDensity,
+    NotInvertibleError,
+    discrete_kl,
+    sampler_log_density,
+)
+from .metrics.ode_error import (
+    REFERENCE_SOLVER,
+    REFERENCE_TOLERANCE,
+    float64_model,
+    initial_state,
+    ode_error,
+    reference_solve,
+)
+from .core.distributed import print0
 from .core.noise import SampleNoise
 from .core.sampler import Capabilities, NoParams, Params, Sampler, param
 from .core.sampling import generate
@@ -46,7 +62,8 @@ from .metrics.fid import (
     inception_extractor,
     reference_stats,
 )
-from .metrics.likelihood import NLLResult, discretised_flow_nll, ode_nll
+from .metrics.likelihood import METHODS as NLL_METHODS
+from .metrics.likelihood import NLLResult, ode_nll
 from .metrics.sharded import sharded_fid, sharded_nll
 from .metrics.two_sample import gaussian_mmd2, median_bandwidth, sliced_wasserstein
 
@@ -66,6 +83,10 @@ __all__ = [
     "all_reduce_sum", "gather_concat", "shared_failure", "Bootstrap",
     # measurement back-ends
     "FID", "KID", "fid_replicates", "kid_replicates", "Float64Features", "IdentityFeatures", "NLLResult", "extract",
-    "discretised_flow_nll", "gaussian_mmd2", "inception_extractor", "median_bandwidth",
+    "gaussian_mmd2", "inception_extractor", "median_bandwidth",
     "ode_nll", "reference_stats", "sharded_fid", "sharded_nll", "sliced_wasserstein",
+    # a deterministic sampler's own error: ODE discretisation error and exact KL
+    "NotInvertibleError", "discrete_kl", "ode_error", "reference_solve", "sampler_log_density",
+    "DISCRETE_KL_MAX_DIM", "DiscreteDensity", "REFERENCE_SOLVER", "REFERENCE_TOLERANCE",
+    "float64_model", "initial_state", "NLL_METHODS", "print0",
 ]

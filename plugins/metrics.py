@@ -1,4 +1,4 @@
-"""Built-in metrics: FID, KID, NLL (reference and discretised flow) and oracle distances.
+"""Built-in metrics: FID, KID, the model's NLL and oracle distances.
 
 Each is a `harness.Metric` registered through `harness_register_metrics`, the same door
 a third-party metric uses, and written against the public API (`from harness import
@@ -17,7 +17,6 @@ samples (`model.reference_is_exact`).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -33,7 +32,6 @@ from harness import (
     ScoreModel,
     SuiteContext,
     TrialContext,
-    discretised_flow_nll,
     extract,
     fid_replicates,
     gaussian_mmd2,
@@ -268,38 +266,6 @@ class NLLMetric(_NLLMetric):
         return self._values(suite.cache[key])
 
 
-class FlowNLLMetric(_NLLMetric):
-    """NLL under the sampler's own discretised PF-ODE flow on the trial's grid.
-
-    Only for samplers declaring `capabilities.pf_ode`; for the others `compute` returns
-    no values at all (the metric is omitted for that trial, never reported as NaN).
-    """
-
-    name = "flow_nll"
-    description = ("test-set NLL of the sampler's own discretised PF-ODE flow at the "
-                   "trial's step budget (deterministic ODE samplers only)")
-    # eps is not an option: the flow starts at the grid's smallest positive time.
-    DEFAULTS = {k: v for k, v in _NLLMetric.DEFAULTS.items() if k != "eps"}
-
-    def compute(self, trial: TrialContext) -> dict[str, float]:
-        if not trial.sampler.capabilities.pf_ode:
-            return {}
-        suite = trial.suite
-        opts = self.options(suite)
-        key = ("metrics.flow_nll", trial.sampler.name, repr(trial.params), trial.grid.t,
-               tuple(sorted(opts.items(), key=lambda kv: kv[0])))
-        if key not in suite.cache:
-            solve = functools.partial(discretised_flow_nll, suite.model, trial.sampler,
-                                      trial.grid)
-            with nfe_untouched(suite.model):
-                suite.cache[key] = sharded_nll(
-                    suite.model, self._points(suite, opts), solve=solve, dtype=suite.dtype,
-                    params=trial.params, method=opts["method"], probe=opts["probe"],
-                    num_probes=opts["num_probes"], seed=opts["seed"],
-                    batch_size=opts["batch_size"])
-        return self._values(suite.cache[key])
-
-
 # --- distances to exact samples (oracles) ----------------------------------------------------
 
 class _OracleMetric(_Configured):
@@ -366,8 +332,7 @@ class MMDOracleMetric(_OracleMetric):
         return {self.name: result.mmd2, f"{self.name}_bandwidth": result.bandwidth}
 
 
-METRICS = (FIDMetric, KIDMetric, NLLMetric, FlowNLLMetric, SlicedWassersteinMetric,
-           MMDOracleMetric)
+METRICS = (FIDMetric, KIDMetric, NLLMetric, SlicedWassersteinMetric, MMDOracleMetric)
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 Each rank samples its shard of the indices of the 2-D ring oracle with a stochastic
 sampler, computes FID statistics of its samples (identity features) and the NLL of its
-shard of test points (adaptive PF-ODE solve, and Heun's own flow); the results are
+shard of test points (adaptive PF-ODE solve, and a fixed-step RK4 solve); the results are
 combined across ranks and rank 0 saves them:
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 \\
@@ -23,7 +23,7 @@ from harness import generate, make_grid
 from harness.core import distributed
 from harness.metrics import sharded as sharded_metrics
 from harness.metrics.fid import IdentityFeatures, reference_stats
-from harness.metrics.likelihood import discretised_flow_nll, ode_nll
+from harness.metrics.likelihood import ode_nll
 from harness.models.oracle import ring_2d
 from harness.plugin.manager import get_sampler
 from harness.core.sde import make_sde
@@ -53,7 +53,7 @@ def run(out: Optional[Path] = None) -> dict[str, Any]:
     points = model.sample_clean(NUM_POINTS, generator=torch.Generator().manual_seed(1))
     nll = sharded_metrics.sharded_nll(model, points, seed=2, batch_size=1)  # adaptive: alone
     flow = sharded_metrics.sharded_nll(model, points, seed=2, solve=functools.partial(
-        discretised_flow_nll, model, get_sampler("heun"), grid))   # fixed grid: any batch
+        ode_nll, model, solver="rk4", options={"step_size": 0.05}))  # fixed grid: any batch
     received = distributed.broadcast_object({"from": distributed.rank()})
     agreeing = distributed.all_reduce_sum(torch.tensor([float(received == {"from": 0})]))
     result = {"world_size": distributed.world_size(), "shard": mine, "samples": samples,

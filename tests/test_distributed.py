@@ -87,11 +87,11 @@ def test_same_nll_gathered_from_per_rank_solves(two_ranks, one_rank):
     assert two_ranks["nll_nfe_max"] == one_rank["nll_nfe_max"]
 
 
-def test_same_flow_nll_with_a_custom_solve(two_ranks, one_rank):
-    """A sampler's fixed-grid flow (here Heun's), whole shards per batch: still the same."""
+def test_same_nll_with_a_custom_solve(two_ranks, one_rank):
+    """A fixed-step solve (RK4, step 0.05), whole shards per batch: still the same."""
     torch.testing.assert_close(two_ranks["flow_values"], one_rank["flow_values"],
                                rtol=1e-12, atol=1e-12)
-    assert two_ranks["flow_nfe_mean"] == one_rank["flow_nfe_mean"] == 2 * 12 - 2
+    assert two_ranks["flow_nfe_mean"] == one_rank["flow_nfe_mean"] == 4 * 20
 
 
 def test_a_failure_on_one_rank_reaches_every_rank(two_ranks, one_rank):

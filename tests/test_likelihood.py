@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from harness.errors import ParameterError
-from harness.metrics.likelihood import AugmentedDrift, discretised_flow_nll, flow_grid, ode_nll
+from harness.core.model import DataSpec
+from harness.metrics.likelihood import AugmentedDrift, ode_nll
 from harness.models.oracle import mixture_64d, ring_2d
-from harness.plugin.manager import get_sampler
-from harness.core.schedules import make_grid
 from harness.core.sde import EDMSDE, VPSDE
 
 
@@ -93,40 +92,32 @@ def test_hutchinson_error_shrinks_like_inverse_sqrt_probes():
     assert 1.6 < few.probe_stderr / many.probe_stderr < 2.5
 
 
-def test_discretised_flow_of_heun_approaches_reference_and_beats_euler():
-    sde = VPSDE()
-    model = ring_2d(sde)
-    x = _points(model, 64, seed=6)
-    reference = ode_nll(model, x, method="exact")
-    errors = {}
-    for name in ("euler", "heun"):
-        for steps in (30, 100):
-            grid = make_grid(sde, "karras", steps)
-            result = discretised_flow_nll(model, get_sampler(name), grid, x, method="exact")
-            assert result.eps == grid.t[-2] and result.solver == f"{name}:{steps - 1} steps"
-            errors[name, steps] = abs(result.nats - reference.nats)
-    assert errors["heun", 100] < 0.01
-    assert errors["heun", 100] < errors["heun", 30] / 4          # second order: ~(30/100)^2
-    assert errors["euler", 100] > 5 * errors["heun", 100]
-
-
 def test_probes_are_per_sample_and_fixed():
-    """A point's estimate depends only on (seed, index), not on its batch (fixed grid)."""
+    """A point's estimate depends only on (seed, index), not on its batch."""
     sde = EDMSDE()
     model = ring_2d(sde)
     x = _points(model, 8, seed=7)
-    grid = make_grid(sde, "karras", 12)
-    heun = get_sampler("heun")
-    whole = discretised_flow_nll(model, heun, grid, x, num_probes=3, seed=9)
-    part = discretised_flow_nll(model, heun, grid, x[[5, 2]], num_probes=3, seed=9,
-                                indices=[5, 2])
+    whole = ode_nll(model, x, num_probes=3, seed=9, batch_size=1)
+    part = ode_nll(model, x[[5, 2]], num_probes=3, seed=9, indices=[5, 2], batch_size=1)
     torch.testing.assert_close(part.values, whole.values[[5, 2]])
-    other_seed = discretised_flow_nll(model, heun, grid, x, num_probes=3, seed=10)
+    other_seed = ode_nll(model, x, num_probes=3, seed=10, batch_size=1)
     assert not torch.allclose(other_seed.values, whole.values)
     # The right-hand side is deterministic: same state, same output (probes held fixed).
     flow = AugmentedDrift(model, torch.randn(3, 8, 2, dtype=torch.float64))
     state = torch.randn(8, 5, dtype=torch.float64)
     torch.testing.assert_close(flow.ode_drift(state, 1.0), flow.ode_drift(state, 1.0))
+
+
+def test_points_that_are_not_data_are_not_dequantised():
+    """`dequantise=False`: the density at the points themselves, even for quantised data."""
+    model = ring_2d(VPSDE())
+    x = _points(model, 16, seed=4)
+    model.data = DataSpec(model.data.shape, (-1.5, 1.5), levels=7)
+    as_given = ode_nll(model, x, method="exact", dequantise=False)
+    exact = _exact_nll(model, x, model.sde.t_min)
+    assert (as_given.values[:, 0] - exact).abs().max() / 2 < 5e-3
+    dequantised = ode_nll(model, x, method="exact")
+    assert (dequantised.values[:, 0] - exact).abs().max() > 0.05
 
 
 def test_batches_report_nfe_mean_and_max():
@@ -137,23 +128,14 @@ def test_batches_report_nfe_mean_and_max():
     assert result.values.shape == (48, 2)
 
 
-def test_refuses_non_ode_samplers_and_bad_options():
+def test_refuses_bad_options():
     sde = VPSDE()
     model = ring_2d(sde)
     x = _points(model, 4)
-    with pytest.raises(ParameterError, match="pf_ode"):
-        discretised_flow_nll(model, get_sampler("euler_maruyama"), make_grid(sde, "karras", 5),
-                             x)
     with pytest.raises(ParameterError, match="probe"):
         ode_nll(model, x, probe="uniform")
     with pytest.raises(ParameterError, match="eps"):
         ode_nll(model, x, eps=2.0)
-    flow = AugmentedDrift(model, torch.ones(1, 4, 2, dtype=torch.float64))
-    with pytest.raises(TypeError, match="ode_drift"):
-        flow.score(x, 0.5)
-    reverse = flow_grid(make_grid(sde, "uniform_t", 4))
-    assert reverse.t[0] == pytest.approx(sde.t_min) and reverse.t[-1] == sde.T
-    assert reverse.steps == 3
 
 
 def test_params_state_units_and_conventions():

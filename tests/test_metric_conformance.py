@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import harness_plugins.metrics as metrics_plugin
+import harness_plugins.sampler_error_metrics as sampler_error_plugin
 from harness import DataSpec, Metric, NetworkScoreModel, ParameterError, VPSDE
 from harness.plugin.manager import load_plugins
 from harness.testing import (
@@ -25,13 +26,15 @@ OPTIONS = {
     "fid": {"num_reference": 500},
     "kid": {"num_reference": 500, "subset_size": 100, "subsets": 5},
     "nll": {"num_points": 8, "num_probes": 1, "rtol": 1e-3, "atol": 1e-3},
-    "flow_nll": {"num_points": 8, "num_probes": 1},
+    "ode_error": {"num_samples": 4},
+    "discrete_kl": {"num_samples": 4},
     "sliced_wasserstein": {"num_reference": 500, "num_projections": 32},
     "mmd_oracle": {"num_reference": 300},
 }
 
 
-@pytest.mark.parametrize("cls", metrics_plugin.METRICS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", metrics_plugin.METRICS + sampler_error_plugin.METRICS,
+                         ids=lambda c: c.name)
 def test_every_builtin_metric_passes_the_kit(cls, tmp_path):
     options = dict(OPTIONS[cls.name])
     if cls.name in ("fid", "kid"):

@@ -12,6 +12,7 @@ import torch
 
 import harness
 import harness_plugins.metrics as metrics_plugin
+import harness_plugins.sampler_error_metrics as sampler_error
 from harness import (
     DataSpec,
     Metric,
@@ -27,7 +28,7 @@ from harness.core.sampling import generate
 from harness.core.schedules import make_grid
 from harness.core.sde import VPSDE
 
-NAMES = {"fid", "kid", "nll", "flow_nll", "sliced_wasserstein", "mmd_oracle"}
+NAMES = {"fid", "kid", "nll", "sliced_wasserstein", "mmd_oracle", "ode_error", "discrete_kl"}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,8 @@ def registry():
     installed = get_plugins()
     if NAMES <= set(installed.metrics.names()):       # the entry point is installed
         return installed.metrics
-    loaded = load_plugins(entry_points=[], extra=[("metrics", metrics_plugin)])
+    loaded = load_plugins(entry_points=[], extra=[("metrics", metrics_plugin),
+                                                  ("sampler_error_metrics", sampler_error)])
     assert not loaded.failures, loaded.failures
     return loaded.metrics
 
@@ -48,7 +50,7 @@ def suite(tmp_path_factory):
                "kid": {**small, "subset_size": 100, "subsets": 5,
                        "cache_dir": str(tmp_path_factory.mktemp("cache"))},
                "nll": {"num_points": 24, "num_probes": 2},
-               "flow_nll": {"num_points": 24, "num_probes": 2},
+               "ode_error": {"num_samples": 8}, "discrete_kl": {"num_samples": 16},
                "sliced_wasserstein": {**small, "num_projections": 64},
                "mmd_oracle": {"num_reference": 400}}
     return SuiteContext(model=model, model_name="gmm-ring-2d", device="cpu", options=options)
@@ -99,11 +101,13 @@ def test_nll_is_a_model_property_in_bits_per_dim_and_leaves_nfe_alone(registry, 
     assert metric.compute(_trial(suite, "euler", 5, n=8)) == values
 
 
-def test_flow_nll_only_for_pf_ode_samplers(registry, suite):
-    metric = registry.get("flow_nll")
-    values = metric.compute(_trial(suite, "heun", 10, n=8))
-    assert values["flow_nll_nfe_mean"] == 2 * 9 and math.isfinite(values["flow_nll"])
-    assert metric.compute(_trial(suite, "euler_maruyama", 10, n=8)) == {}
+def test_sampler_error_metrics_only_for_deterministic_samplers(registry, suite):
+    for name in ("ode_error", "discrete_kl"):
+        metric = registry.get(name)
+        assert metric.applies_to(suite)
+        values = metric.compute(_trial(suite, "heun", 10, n=16))
+        assert math.isfinite(values[name]) and values[f"{name}_stderr"] >= 0
+        assert metric.compute(_trial(suite, "euler_maruyama", 10, n=8)) == {}
 
 
 def test_options_are_checked_and_metrics_skip_models_without_reference_data(registry, suite):
@@ -149,10 +153,12 @@ def test_extractor_option_is_checked(registry, suite):
             fid.prepare(context)
 
 
-def test_the_plugin_uses_only_the_public_api():
-    """plugins/metrics.py imports names from `harness` alone (no internal module) and
-    never asks for a particular model's type."""
-    source = Path(metrics_plugin.__file__).read_text()
+@pytest.mark.parametrize("plugin", [metrics_plugin, sampler_error],
+                         ids=lambda m: m.__name__)
+def test_the_plugin_uses_only_the_public_api(plugin):
+    """The built-in metric plugins import names from `harness` alone (no internal module)
+    and never ask for a particular model's type."""
+    source = Path(plugin.__file__).read_text()
     tree = ast.parse(source)
     internal = [ast.unparse(node) for node in ast.walk(tree)
                 if isinstance(node, (ast.Import, ast.ImportFrom))

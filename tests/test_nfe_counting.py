@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.metrics.likelihood import discretised_flow_nll, ode_nll
+from harness.metrics.likelihood import ode_nll
 from harness.core.model import DataSpec, NetworkScoreModel
 from harness.plugin.manager import get_plugins
 from harness.core.sampling import generate
@@ -81,16 +81,3 @@ def test_adaptive_nll_solve_counts_every_network_call():
     assert result.nfe_max >= result.nfe_mean and result.nfe_max == int(result.nfe_max)
     # dopri5 takes more evaluations than steps; at least a few steps' worth here.
     assert result.nfe_mean > 12
-
-
-def test_discretised_flow_counts_the_samplers_own_steps():
-    sde = VPSDE()
-    grid = make_grid(sde, "karras", 8)
-    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    for name, per_step in (("euler", 1), ("heun", 2)):
-        model, network = _model(sde, dim=2)
-        result = discretised_flow_nll(model, get_plugins().samplers.get(name), grid, x)
-        # The reversed grid has 7 steps from t_min to T and no sigma = 0 endpoint, so
-        # Heun never takes its Euler last step.
-        assert network.calls == model.nfe.calls == per_step * 7
-        assert result.nfe_mean == result.nfe_max == per_step * 7

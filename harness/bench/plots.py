@@ -72,7 +72,8 @@ def _scatter(points: Tensor) -> Any:
 def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
                       x_label: str, y_label: str, title: str,
                       reference: Optional[tuple[float, str]] = None,
-                      log_x: bool = False, error: Optional[str] = None,
+                      log_x: bool = False, log_y: bool = False,
+                      error: Optional[str] = None,
                       floor_width: float = 2.0) -> Optional[Path]:
     """One line per sampler (variant): mean of `y` over seeds with error bars.
 
@@ -80,8 +81,10 @@ def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
     and the error: `{y}_ci_low`/`{y}_ci_high` (a bootstrap interval) when present, else
     the column `error`, by default `{y}_std` (the spread over seeds). `reference` =
     (value, label) draws a horizontal line; rows of the real-data floor (sampler
-    "data", no NFE) draw their band, mean +- `floor_width` std, across the plot.
-    Returns None (and writes nothing) when no row has a value for `y`.
+    "data", no NFE) draw their band, mean +- `floor_width` std, across the plot. With
+    `log_y`, rows whose mean is not positive cannot be drawn and are left out (a KL
+    estimate within its Monte-Carlo error of 0 can be). Returns None (and writes
+    nothing) when no row has a value for `y`.
     """
     x_col, y_col, err_col = f"{x}_mean", f"{y}_mean", error or f"{y}_std"
     if x_col not in table or y_col not in table or table[y_col].notna().sum() == 0:
@@ -90,7 +93,12 @@ def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, axis = plt.subplots(figsize=(6, 4))
     low_col, high_col = f"{y}_ci_low", f"{y}_ci_high"
-    for label, rows in table.dropna(subset=[x_col, y_col]).groupby("label", sort=True):
+    shown = table.dropna(subset=[x_col, y_col])
+    if log_y:
+        shown = shown[shown[y_col] > 0]
+        if shown.empty:
+            return None
+    for label, rows in shown.groupby("label", sort=True):
         rows = rows.sort_values(x_col)
         if low_col in rows and rows[low_col].notna().any():
             errors = [(rows[y_col] - rows[low_col]).clip(lower=0).fillna(0.0),
@@ -112,6 +120,8 @@ def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
                      label=reference[1])
     if log_x:
         axis.set_xscale("log")
+    if log_y:
+        axis.set_yscale("log")
     axis.set_xlabel(x_label)
     axis.set_ylabel(y_label)
     axis.set_title(title, fontsize=10)

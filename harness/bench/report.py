@@ -4,8 +4,8 @@ Both sources become the same list of trial records (`sinks.TrialResult.record` s
 then one table with a row per finished trial, then a leaderboard: per sampler (and grid
 variant) and step budget, the mean and standard deviation over seeds of every metric.
 `write_report` writes `leaderboard.csv`, `leaderboard.md`, `trials.csv` and the plots
-FID vs NFE, NLL vs NFE (flow NLL of the ODE samplers, with the model's reference NLL as a
-line) and FID vs wall-clock.
+FID vs NFE, the deterministic samplers' ODE error and exact KL vs NFE (log-log) and FID
+vs wall-clock.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .floor import FLOOR_NAME
 from .sinks import FINISHED, read_lines
 
 #: Leaderboard columns first in this order when present; other main values follow.
-PRIMARY_METRICS = ("fid", "kid", "flow_nll", "nll", "nfe", "wall_clock_s",
+PRIMARY_METRICS = ("fid", "kid", "ode_error", "discrete_kl", "nll", "nfe", "wall_clock_s",
                    "overhead_ratio")
 #: Per-trial values kept in trials.csv but left out of the Markdown leaderboard.
 DETAIL_METRICS = {"nfe_expected", "samples_per_s", "s_per_nfe", "network_s",
@@ -97,6 +97,8 @@ def records_from_runs(runs: pd.DataFrame) -> Results:
         return out
     kinds = runs.get("tags.harness.kind", pd.Series(index=runs.index, dtype=object))
     metric_cols = [c for c in runs.columns if c.startswith("metrics.")]
+    # Why a metric has no value for a trial (e.g. "not invertible at N = 4").
+    status_cols = [c for c in runs.columns if c.startswith("params.") and c.endswith("_status")]
     invocations = []
     for _, row in runs[kinds == "suite"].sort_values("start_time").iterrows():
         # Later suite runs override earlier ones: the latest invocation's values win.
@@ -128,6 +130,8 @@ def records_from_runs(runs: pd.DataFrame) -> Results:
             "floor": row.get("tags.harness.floor") == "true",
             "run_id": row.get("run_id"),
             "ended": _timestamp(row.get("end_time")),
+            "measured_params": {c[len("params."):]: row[c] for c in status_cols
+                                if isinstance(row[c], str)},
         })
     return out
 
@@ -196,6 +200,20 @@ def failures(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     finished = {r.get("config_hash") for r in records if r.get("status") == FINISHED}
     return [r for r in records
             if r.get("status") != FINISHED and r.get("config_hash") not in finished]
+
+
+def unreported(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(trial, metric, reason) for each metric a finished trial has no value of, with
+    the reason the metric logged as its `<metric>_status` parameter."""
+    out = []
+    for r in records:
+        if r.get("status") != FINISHED:
+            continue
+        for key, reason in sorted((r.get("measured_params") or {}).items()):
+            metric = key[:-len("_status")] if key.endswith("_status") else None
+            if metric and reason != "ok" and metric not in (r.get("metrics") or {}):
+                out.append((str(r.get("name")), metric, str(reason)))
+    return out
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
@@ -356,13 +374,16 @@ def write_report(results: Results, out_dir: Path, title: str = "") -> WrittenRep
         "kid_vs_nfe.png": plots.metric_by_sampler(
             board, "nfe", "kid", out_dir / "kid_vs_nfe.png", x_label="NFE per sample",
             y_label="KID", title=f"KID vs NFE{suffix}", log_x=True),
-        "nll_vs_nfe.png": plots.metric_by_sampler(
-            board, "nfe", "flow_nll", out_dir / "nll_vs_nfe.png", x_label="NFE per sample",
-            y_label="NLL of the discretised flow (bits/dim)",
-            title=f"NLL vs NFE (ODE samplers){suffix}", log_x=True,
-            reference=(reference.get("nll"), "reference NLL (adaptive solve)"),
-            # The flow is deterministic: no spread over seeds; show the estimator's error.
-            error="flow_nll_stderr_mean"),
+        "ode_error_vs_nfe.png": plots.metric_by_sampler(
+            board, "nfe", "ode_error", out_dir / "ode_error_vs_nfe.png",
+            x_label="NFE per sample", y_label="RMS distance per dimension to the exact ODE",
+            title=f"ODE discretisation error vs NFE (deterministic samplers){suffix}",
+            log_x=True, log_y=True),
+        "discrete_kl_vs_nfe.png": plots.metric_by_sampler(
+            board, "nfe", "discrete_kl", out_dir / "discrete_kl_vs_nfe.png",
+            x_label="NFE per sample", y_label="KL(q_N || p) (bits/dim)",
+            title=f"Exact KL of the sampler's distribution vs NFE{suffix}",
+            log_x=True, log_y=True),
         "fid_vs_wallclock.png": plots.metric_by_sampler(
             board, "wall_clock_s", "fid", out_dir / "fid_vs_wallclock.png",
             x_label="wall-clock per trial (s)", y_label="FID",
@@ -398,6 +419,10 @@ def _markdown_page(board: pd.DataFrame, results: Results, reference: dict[str, f
     if reference.get("nll") is not None:
         parts.append(f"\nReference NLL of the model (adaptive PF-ODE solve, independent of "
                      f"the sampler): {reference['nll']:.4f} bits/dim\n")
+    missing = unreported(results.records)
+    if missing:
+        parts.append(f"\nValues not reported ({len(missing)}):\n\n")
+        parts += [f"- {name}: {metric}: {reason}\n" for name, metric, reason in missing]
     failed = failures(results.records)
     if failed:
         parts.append(f"\nFailed trials ({len(failed)}):\n\n")

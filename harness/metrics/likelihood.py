@@ -32,9 +32,9 @@ Continuous data (levels None) are not dequantised: bits/dim = nats / (D log 2).
 The data point is used as the state at t = eps as it is: no correction for the gap
 between p_eps and p_0 is added.
 
-`discretised_flow_nll` runs a deterministic PF-ODE sampler itself (Euler, Heun, ...) on
-the same augmented state, from data to noise, so samplers can be compared on the
-likelihood of their own discretised flow at a given step budget.
+The density of a sampler's own output (its discrete map, not this continuous flow) is
+in `harness.metrics.discrete_kl`: integrating the divergence with the sampler's own step
+is not the log-determinant of that step, and gives no normalised density.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ from torch import Tensor
 from ..errors import ParameterError
 from ..core.model import DataSpec, ScoreModel
 from ..core.noise import SampleNoise
-from ..core.sampler import Params, Sampler
-from ..core.schedules import TimeGrid
 from ..core.sde import Time
 
 Method = Literal["hutchinson", "exact"]
@@ -171,8 +169,7 @@ def to_bits_per_dim(nats: float | Tensor, dim: int, bin_width: Optional[float]
 class AugmentedDrift:
     """[x, Delta_1..Delta_M] -> [v(x, t), div_1 v, ..., div_M v], packed as (B, D + M).
 
-    Quacks like a model for PF-ODE samplers (`sde`, `ode_drift(x_aug, t)`) and like a
-    torchdiffeq right-hand side (`__call__(t, y)`). With `probes` (K, B, *data.shape),
+    A torchdiffeq right-hand side (`__call__(t, y)`). With `probes` (K, B, *data.shape),
     column k is the Hutchinson estimate e_k^T (dv/dx) e_k for the fixed probe e_k; with
     `probes=None` there is one column, the exact trace from D VJPs with the unit vectors.
     The network is called once per evaluation, through the model's counted interface,
@@ -200,15 +197,6 @@ class AugmentedDrift:
 
     def __call__(self, t: Tensor, state: Tensor) -> Tensor:
         return self.ode_drift(state, t)
-
-    # PF-ODE samplers must use only `ode_drift`; anything else is a broken promise.
-    def score(self, *args: Any, **kwargs: Any) -> Tensor:
-        raise TypeError("a sampler declaring pf_ode=True called model.score; it may only "
-                        "use model.ode_drift and arithmetic on the state")
-
-    def denoise(self, *args: Any, **kwargs: Any) -> Tensor:
-        raise TypeError("a sampler declaring pf_ode=True called model.denoise; it may only "
-                        "use model.ode_drift and arithmetic on the state")
 
 
 def _quadratic_forms(v: Tensor, x: Tensor, vectors: Tensor) -> Tensor:
@@ -248,12 +236,15 @@ def _dequantise(x: Tensor, spec: DataSpec, noise: SampleNoise) -> Tensor:
 
 
 def _draws(model: ScoreModel, x: Tensor, indices: Sequence[int], seed: int,
-           method: str, probe: str, num_probes: int) -> tuple[Tensor, Optional[Tensor]]:
+           method: str, probe: str, num_probes: int, dequantise: bool = True
+           ) -> tuple[Tensor, Optional[Tensor]]:
     """(dequantised x, probes or None): the per-sample stream's first draw dequantises,
     the next `num_probes` draws are the probes. A point's randomness depends only on
-    (seed, index), so it is the same in any batch."""
+    (seed, index), so it is the same in any batch. With `dequantise` False the first
+    draw is still taken (the probes stay the same) but x is left as it is."""
     noise = SampleNoise(seed, indices, model.data.shape, device=x.device, dtype=x.dtype)
-    x = _dequantise(x, model.data, noise)
+    dequantised = _dequantise(x, model.data, noise)
+    x = dequantised if dequantise else x
     if method == "exact":
         return x, None
     draws = torch.stack([noise() for _ in range(num_probes)])
@@ -291,8 +282,8 @@ def _finish(model: ScoreModel, state: Tensor, columns: int) -> Tensor:
 
 def _solve_batches(model: ScoreModel, data: Tensor, integrate, *, method: str, probe: str,
                    num_probes: int, seed: int, indices: Optional[Sequence[int]],
-                   batch_size: Optional[int], dtype: Optional[torch.dtype]
-                   ) -> tuple[Tensor, float, float]:
+                   batch_size: Optional[int], dtype: Optional[torch.dtype],
+                   dequantise: bool = True) -> tuple[Tensor, float, float]:
     """Run `integrate(flow, y0) -> y_T` per batch; (values (N, M) on CPU, NFE mean, max)."""
     n = data.shape[0]
     indices = list(range(n)) if indices is None else [int(i) for i in indices]
@@ -305,7 +296,8 @@ def _solve_batches(model: ScoreModel, data: Tensor, integrate, *, method: str, p
     values, nfe_max, rows = [], 0.0, 0
     for part in _batches(n, batch_size):
         x = data[part].to(device=model.device, dtype=dtype)
-        x, probes = _draws(model, x, indices[part], seed, method, probe, num_probes)
+        x, probes = _draws(model, x, indices[part], seed, method, probe, num_probes,
+                           dequantise)
         flow = AugmentedDrift(model, probes)
         y0 = torch.cat([x.flatten(1), x.new_zeros(x.shape[0], flow.columns)], dim=1)
         before = model.nfe.rows
@@ -347,7 +339,7 @@ def ode_nll(model: ScoreModel, data: Tensor, *, method: Method = "hutchinson",
             solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
             options: Optional[dict[str, Any]] = None, seed: int = 0,
             indices: Optional[Sequence[int]] = None, batch_size: Optional[int] = None,
-            dtype: Optional[torch.dtype] = None) -> NLLResult:
+            dtype: Optional[torch.dtype] = None, dequantise: bool = True) -> NLLResult:
     """-log p_eps(x) of test points `data` (N, *data.shape) by the PF-ODE and torchdiffeq.
 
     Integrates [x, Delta] from t = eps (default `sde.t_min`) to T with `odeint(...,
@@ -358,7 +350,11 @@ def ode_nll(model: ScoreModel, data: Tensor, *, method: Method = "hutchinson",
 
     The solver controls its steps on the whole batch (torchdiffeq's RMS error norm over
     every state entry), so a point's value depends on its batch-mates at the level of
-    the tolerance, never more; `discretised_flow_nll` (fixed grid) has no such coupling.
+    the tolerance, never more.
+
+    `dequantise=False` evaluates the density at the given points as they are, for points
+    that are not quantised data (e.g. a sampler's states, `harness.metrics.discrete_kl`);
+    the bits/dim of such a result still carries the data's offset and is not a data NLL.
     """
     eps = model.sde.t_min if eps is None else float(eps)
     _check(method, probe, num_probes, eps, model)
@@ -371,60 +367,6 @@ def ode_nll(model: ScoreModel, data: Tensor, *, method: Method = "hutchinson",
 
     values, nfe_mean, nfe_max = _solve_batches(
         model, data, integrate, method=method, probe=probe, num_probes=num_probes, seed=seed,
-        indices=indices, batch_size=batch_size, dtype=dtype)
+        indices=indices, batch_size=batch_size, dtype=dtype, dequantise=dequantise)
     return _result(values, model=model, method=method, probe=probe, eps=eps, solver=solver,
                    rtol=rtol, atol=atol, nfe=(nfe_mean, nfe_max), seed=seed)
-
-
-def flow_grid(grid: TimeGrid) -> TimeGrid:
-    """The sampling grid reversed for data -> noise, without its final t = 0 point.
-
-    Integration starts at eps = the grid's smallest positive time; a grid of N steps
-    ending at 0 gives N - 1 steps from eps to T.
-    """
-    if grid.t[0] < grid.t[-1]:
-        raise ParameterError("flow_grid expects a sampling grid, from T down to 0")
-    keep = [i for i, t in enumerate(grid.t) if t > 0]
-    if len(keep) < 2:
-        raise ParameterError("the grid needs at least two positive times to integrate")
-    return TimeGrid(tuple(grid.t[i] for i in keep), tuple(grid.sigma[i] for i in keep),
-                    tuple(grid.scale[i] for i in keep), grid.schedule).reversed()
-
-
-def _no_noise(like: Optional[Tensor] = None) -> Tensor:
-    raise TypeError("a sampler declaring pf_ode=True drew noise; PF-ODE samplers are "
-                    "deterministic")
-
-
-def discretised_flow_nll(model: ScoreModel, sampler: Sampler, grid: TimeGrid,
-                         data: Tensor, *, params: Optional[Params] = None,
-                         method: Method = "hutchinson", probe: Probe = "rademacher",
-                         num_probes: int = 1, seed: int = 0,
-                         indices: Optional[Sequence[int]] = None,
-                         batch_size: Optional[int] = None,
-                         dtype: Optional[torch.dtype] = None) -> NLLResult:
-    """NLL under the sampler's own discretised PF-ODE flow on `grid` (run data -> noise).
-
-    The sampler (it must declare `capabilities.pf_ode`) integrates the augmented state
-    [x, Delta] with its own scheme on `flow_grid(grid)`: it receives an `AugmentedDrift`
-    in place of the model, so Euler integrates the divergence with Euler steps, Heun
-    with Heun steps. Conventions as in `ode_nll`; the solver is logged as
-    "<sampler>:<steps> steps".
-    """
-    if not sampler.capabilities.pf_ode:
-        raise ParameterError(f"sampler {sampler.name!r} does not integrate the PF-ODE "
-                             f"deterministically (capabilities.pf_ode is False)")
-    params = sampler.make_params() if params is None else params
-    reverse = flow_grid(grid)
-    eps = reverse.t[0]
-    _check(method, probe, num_probes, eps, model)
-
-    def integrate(flow: AugmentedDrift, y0: Tensor) -> Tensor:
-        return sampler(flow, y0, reverse, _no_noise, None, params)
-
-    values, nfe_mean, nfe_max = _solve_batches(
-        model, data, integrate, method=method, probe=probe, num_probes=num_probes, seed=seed,
-        indices=indices, batch_size=batch_size, dtype=dtype)
-    return _result(values, model=model, method=method, probe=probe, eps=eps,
-                   solver=f"{sampler.name}:{reverse.steps} steps", rtol=None, atol=None,
-                   nfe=(nfe_mean, nfe_max), seed=seed)

@@ -84,13 +84,13 @@ def sharded_nll(model: ScoreModel, data: Tensor, indices: Optional[Sequence[int]
     """An NLL of test points `data` (N, ...) computed in shards over the ranks.
 
     `solve(data, indices=..., **options)` is `likelihood.ode_nll` for `model` by default;
-    pass e.g. `functools.partial(discretised_flow_nll, model, sampler, grid)` for a
-    sampler's own flow. Each rank solves for its own points (`shard`), with no collective
+    pass e.g. `functools.partial(ode_nll, model, solver="rk4", options=...)` for a
+    fixed-step solve. Each rank solves for its own points (`shard`), with no collective
     inside the solver; the per-point values are then gathered in the original order and
     summarised as one process would. Point i draws from stream (seed, indices[i]), so a
     point's value does not depend on the rank that computes it. With an adaptive solver it
     depends on its batch-mates at the level of the tolerance (see `ode_nll`): for values
-    identical to a single process use `batch_size=1`, or a fixed-grid flow.
+    identical to a single process use `batch_size=1`, or a fixed-step solver.
     """
     solve = solve or functools.partial(ode_nll, model)
     indices = list(range(data.shape[0])) if indices is None else [int(i) for i in indices]
