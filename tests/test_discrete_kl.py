@@ -8,9 +8,8 @@ import math
 import pytest
 import torch
 
-import harness_plugins.metrics as metrics_plugin
 import harness_plugins.sampler_error_metrics as plugin
-from harness.core.model import DataSpec, ScoreModel
+from harness.core.model import DataSpec, ReferenceData, ScoreModel
 from harness.core.sampling import generate
 from harness.core.schedules import make_grid
 from harness.core.sde import EDMSDE, VESDE, VPSDE
@@ -209,14 +208,16 @@ class DenoiserOnly(ScoreModel):
     def _denoise(self, x, sigma):
         return self.oracle._denoise(x, sigma)
 
-    def reference_data(self, split, num, seed):
+    reference_splits = ("train", "test")
+
+    def _reference_data(self, split, num, seed):
         """Oracle samples on the data's levels (what the NLL metric scores)."""
         generator = torch.Generator().manual_seed(seed + (split == "test"))
         data = self.oracle.sample_clean(num or 256, generator=generator)
         lo, hi = self.data.value_range
         width = self.data.bin_width
         data = (lo + ((data.clamp(lo, hi) - lo) / width).round() * width)
-        return metrics_plugin.ReferenceData(f"quantised-ring:{split}:{num}:{seed}", data)
+        return ReferenceData(f"quantised-ring:{split}:{num}:{seed}", data)
 
 
 def test_on_a_trained_model_the_kl_is_taken_at_t_min_against_its_pf_ode_density():
