@@ -59,9 +59,10 @@ def test_interrupt_then_resume(bench, tmp_path, capsys):
     assert ("tripwire_euler-2nfe-seed1", "KILLED") in first
     assert [r.info.status for r in suite_runs(URI, "resume")] == ["KILLED"]
 
-    # 2. --resume, killed by SIGTERM in its 2nd trial: again KILLED, not FINISHED.
+    # 2. --resume, killed by SIGTERM in its 2nd trial: again KILLED, not FINISHED; the
+    # exit status says which signal (128 + 15).
     TRIPWIRE.arm(at=2, action=sigterm)
-    assert harness("run", suite, "--quiet", "--resume") == 130
+    assert harness("run", suite, "--quiet", "--resume") == 143
     second = statuses()
     assert second[("tripwire_euler-2nfe-seed1", "FINISHED")] == 1
     assert second[("tripwire_euler-3nfe-seed0", "KILLED")] == 1

@@ -22,8 +22,9 @@ keys are refused with suggestions, every sampler's parameters go through
     test_points = 64
 
 A trial is one (sampler, hyperparameters, steps, seed). Its configuration hash is the
-sha256 of the canonical JSON of everything that determines its result, which is what
-`--resume` matches on.
+sha256 of the canonical JSON of everything that determines its result, the versions of
+the harness and of the plugins that provide its sampler, model and metrics included
+(`harness.bench.code_identity`), which is what `--resume` matches on.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ..errors import HarnessError, ParameterError, UnknownNameError, unknown_nam
 from ..plugin.manager import LoadedPlugins
 from ..core.schedules import SCHEDULES
 from ..models.precision import NETWORK_DTYPES as PRECISIONS, STATE_DTYPES
+from .code_identity import code_versions
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 DEFAULT_SUITE = "default"
@@ -160,6 +162,10 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"malformed suite file {str(path)!r}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise SuiteError(f"suite file {str(path)!r} is not UTF-8 text (byte "
+                         f"{err.object[err.start:err.start + 1]!r} at offset {err.start}); "
+                         f"save it as UTF-8") from None
 
 
 def parse_value(text: str) -> Any:
@@ -443,6 +449,7 @@ def resolve_trials(suite: Suite, plugins: LoadedPlugins,
     trials: list[Trial] = []
     for entry in suite.samplers:
         sampler = plugins.samplers.get(entry.name)
+        code = code_versions(plugins, entry.name, suite.model, suite.metrics)
         for combination in entry.combinations():
             params = sampler.make_params(combination)
             if entry.steps is not None:
@@ -458,7 +465,7 @@ def resolve_trials(suite: Suite, plugins: LoadedPlugins,
                         "params": params.to_dict(), "schedule": suite.schedule,
                         "steps": steps, "seed": seed, "num_samples": suite.num_samples,
                         "metrics": suite.metrics, "dtype": suite.dtype,
-                        **network_config(suite),
+                        **network_config(suite), "code": code,
                     }
                     trials.append(Trial(
                         name=trial_name(entry.name, varied, nfe, seed), sampler=entry.name,

@@ -1,5 +1,8 @@
 """``harness run``: run a benchmark suite and log it to MLflow and to results/.
 
+Exit statuses: `harness.bench.exit_codes` (0 done, 1 failed trials, 2 usage, 3 finished
+but not everything recorded, 130/143 interrupted).
+
 Also under torchrun (`torchrun --nproc_per_node=N -m harness.cli run ...`): every process
 loads the model and runs every trial on its share of the samples; rank 0 alone talks to
 MLflow, writes results/ and prints.
@@ -8,19 +11,26 @@ MLflow, writes results/ and prints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
 from ..core import distributed
-from ..plugin.manager import LoadedPlugins, get_plugins
+from ..plugin.manager import LoadedPlugins, failure_lines, get_plugins
+from ..bench import exit_codes
+from ..bench.atomic import check_writable, publish_folder
+from ..bench.guards import plan_memory
+from ..models.precision import STATE_DTYPES
 from ..bench.report import records_from_jsonl, write_report
 from ..bench.environment import environment
 from ..bench.runner import SuiteRunner, load_model, summary
-from ..bench.sinks import LocalSink, Sinks, SuiteInfo
+from ..bench.sinks import LocalSink, Sinks, SuiteInfo, finished_hashes
 from ..bench.suite import (
     DEFAULT_SUITE,
     Suite,
@@ -103,6 +113,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> int:
     plugins = plugins or get_plugins()
+    for line in failure_lines(plugins):
+        distributed.print0(line, file=sys.stderr)
     suite = load_suite(args.suite, plugins, overrides_from_args(args))
     if args.dry_run:
         model = load_model(suite, plugins, distributed.resolve_device("cpu"))
@@ -124,6 +136,8 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         raise SuiteError(f"num_samples = {suite.num_samples} cannot be shared by "
                          f"{distributed.world_size()} processes")
     uri = resolve_tracking_uri(args.tracking_uri, suite.tracking_uri)
+    out_dir = Path(args.out) / suite.experiment
+    distributed.on_rank0(lambda: check_writable(out_dir))  # before any compute
     client = None
 
     def connect_tracking() -> None:  # rank 0's; a refusal stops every process
@@ -132,16 +146,25 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
 
     distributed.on_rank0(connect_tracking)
     model = load_model(suite, plugins, device)
+    with distributed.shared_failure():  # before any large allocation, on every process
+        plan = plan_memory(model, STATE_DTYPES[suite.dtype], suite.num_samples,
+                           suite.batch_size, device,
+                           len(distributed.shard(range(suite.num_samples))))
+    if plan.note:
+        distributed.print0(f"note: {plan.note}", file=sys.stderr)
+        suite = dataclasses.replace(suite, batch_size=plan.batch_size)
     identity = model_identity(suite, model)
     trials = resolve_trials(suite, plugins, identity)
     skipped = []
     if args.resume:
+        # MLflow's record and the local one: a trial finished while the tracking server
+        # was down is only in trials.jsonl, and must not run again.
         done = distributed.on_rank0(
-            lambda: finished_config_hashes(client, suite.experiment))
+            lambda: finished_config_hashes(client, suite.experiment)
+            | finished_hashes(out_dir / "trials.jsonl"))
         skipped = [t for t in trials if t.config_hash in done]
         trials = [t for t in trials if t.config_hash not in done]
 
-    out_dir = Path(args.out) / suite.experiment
     sinks = (Sinks([LocalSink(out_dir), MLflowSink(client, uri, suite.experiment)])
              if lead else Sinks([]))
     runner = SuiteRunner(suite, plugins, model, device, sinks,
@@ -160,18 +183,20 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
                      sampler_origins={s.name: plugins.samplers.origin(s.name).to_dict()
                                       for s in suite.samplers})
     results = runner.run(info)
-    status = 1 if any(r.status != "FINISHED" for r in results) else 0
     if not lead:
         # torchrun stops every process as soon as one exits non-zero, which would cut
         # rank 0's report short; rank 0's exit status is the run's.
         return 0
 
-    hashes = {t.config_hash for t in info.all_trials}
-    report = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes), out_dir,
-                          title=suite.experiment)
-    sinks.report_written(report.files, report.series)
-    print(report.files["leaderboard.md"].read_text())
+    report = _write_report(out_dir, {t.config_hash for t in info.all_trials},
+                           suite.experiment)
+    if report is not None:
+        sinks.report_written(report.files, report.series)
+        print(report.files["leaderboard.md"].read_text())
     print(summary(results, len(skipped)))
+    for result in results:
+        for warning in result.warnings:
+            print(f"warning: {result.trial.name}: {warning}", file=sys.stderr)
     for sink, error in sinks.dropped:
         print(f"warning: {type(sink).__name__} stopped mid-suite ({error}); every trial is "
               f"in {out_dir / 'trials.jsonl'}", file=sys.stderr)
@@ -180,7 +205,31 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         print(f"dashboard: mlflow ui --backend-store-uri {uri}")
     else:
         print(f"dashboard: {uri}")
-    return status
+    return exit_codes.suite_exit_code(
+        any(r.status != "FINISHED" for r in results),
+        recording_complete=not sinks.dropped and report is not None)
+
+
+def _write_report(out_dir: Path, hashes: set[str], title: str) -> Optional[Any]:
+    """The report from `trials.jsonl`, written into a staging folder and then moved into
+    place file by file (atomic renames), so a full disk never leaves a torn table or an
+    empty plot; a report that cannot be written is a warning (the trials are recorded)."""
+    staging = None
+    try:
+        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
+        report = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes),
+                              staging, title=title)
+        publish_folder(staging, out_dir)
+        return dataclasses.replace(report, files={
+            k: out_dir / Path(v).relative_to(staging) for k, v in report.files.items()})
+    except Exception as err:  # the measurements are safe in trials.jsonl either way
+        print(f"warning: the report could not be written to {out_dir}/ "
+              f"({type(err).__name__}: {err}); every trial is in "
+              f"{out_dir / 'trials.jsonl'}", file=sys.stderr)
+        return None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _toml_like(value: Any) -> str:
