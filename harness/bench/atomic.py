@@ -21,8 +21,8 @@ from typing import Iterator, Union
 from ..errors import HarnessError
 
 PathLike = Union[str, "os.PathLike[str]"]
-#: Probe size for the pre-flight check: a disk with less free space cannot hold a report.
-PROBE_BYTES = 64 * 1024
+#: Probe size for the pre-flight check (one block): a disk that cannot take it is full.
+PROBE_BYTES = 4096
 
 
 class OutputError(HarnessError):
