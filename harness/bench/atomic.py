@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,9 +37,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     choose a format from it (matplotlib) still do."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
-                                         dir=path.parent)
-    os.close(handle)
+    temporary = _new_file(path)
     try:
         yield Path(temporary)
         _fsync_file(temporary)
@@ -66,16 +65,21 @@ def append_complete(path: PathLike, data: bytes) -> None:
     cut short (no space left) is truncated back off before the error propagates."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as handle:
-        size = handle.seek(0, os.SEEK_END)
+    # Unbuffered: a buffered file would retry its leftover bytes when asked to truncate.
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.lseek(descriptor, 0, os.SEEK_END)
         try:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view):]
+            os.fsync(descriptor)
         except BaseException:
             with contextlib.suppress(OSError):
-                handle.truncate(size)
+                os.ftruncate(descriptor, size)
             raise
+    finally:
+        os.close(descriptor)
 
 
 def publish_folder(staging: PathLike, target: PathLike) -> list[Path]:
@@ -113,6 +117,19 @@ def check_writable(folder: PathLike, what: str = "results folder") -> Path:
                           f"free space or pass another --out; nothing was computed"
                           ) from None
     return folder
+
+
+def _new_file(path: Path) -> str:
+    """A new empty file beside `path`, named `.STEM.RANDOM.SUFFIX`, with the mode a plain
+    `open` would give it (mkstemp's 0600 would make results private to their writer)."""
+    for _ in range(100):
+        name = path.parent / f".{path.stem}.{secrets.token_hex(4)}{path.suffix}"
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return str(name)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def _fsync_file(path: PathLike) -> None:

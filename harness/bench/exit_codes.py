@@ -4,9 +4,10 @@
     1    some trial FAILED (the others are recorded; the summary lists each error)
     2    usage error: bad suite, option, name, unwritable output or tracking store,
          not enough memory; said in one line before anything is computed
-    3    every trial FINISHED, but not everything was recorded: the tracking store
-         stopped mid-suite or the report could not be written; every trial is in
-         `trials.jsonl`, which `--resume` reads
+    3    every trial FINISHED, but not everything was recorded: the tracking store or
+         the local record stopped mid-suite, or the report or a trial's sample grid
+         could not be written (each said in a warning); the measurements are in what
+         remains (`trials.jsonl`, which `--resume` reads, or MLflow)
     130  interrupted by Ctrl-C (SIGINT); 143 terminated by SIGTERM (128 + signal)
 """
 

@@ -149,7 +149,8 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
     with distributed.shared_failure():  # before any large allocation, on every process
         plan = plan_memory(model, STATE_DTYPES[suite.dtype], suite.num_samples,
                            suite.batch_size, device,
-                           len(distributed.shard(range(suite.num_samples))))
+                           len(range(distributed.rank(), suite.num_samples,
+                                     distributed.world_size())))
     if plan.note:
         distributed.print0(f"note: {plan.note}", file=sys.stderr)
         suite = dataclasses.replace(suite, batch_size=plan.batch_size)
@@ -207,7 +208,8 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         print(f"dashboard: {uri}")
     return exit_codes.suite_exit_code(
         any(r.status != "FINISHED" for r in results),
-        recording_complete=not sinks.dropped and report is not None)
+        recording_complete=(not sinks.dropped and report is not None
+                            and not any(r.warnings for r in results)))
 
 
 def _write_report(out_dir: Path, hashes: set[str], title: str) -> Optional[Any]:
