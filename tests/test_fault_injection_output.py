@@ -138,8 +138,8 @@ def test_samples_that_cannot_be_held_are_refused_before_allocation(bench, tmp_pa
 
 def test_a_batch_too_large_for_memory_is_split_to_what_fits():
     model = ring_2d(make_sde("vp")).float()
-    # 64 KiB of room at 80% headroom besides the 1000 samples held (24 kB).
-    available = {"cpu": 2**16 / 0.8 + 1000 * 8 * 3}
+    # 80% of what is available leaves 64 KiB besides the 1000 samples held (24 kB).
+    available = {"cpu": (2**16 + 1000 * 8 * 3) / 0.8}
     plan = plan_memory(model, torch.float32, 1000, 1000, torch.device("cpu"),
                        available=available)
     assert plan.batch_size == int(2**16 // plan.bytes_per_batch_sample) < 1000

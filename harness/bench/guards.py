@@ -38,6 +38,11 @@ HEADROOM = 0.8
 GIB = 2.0 ** 30
 
 
+def _size(count: float) -> str:
+    """Bytes as MiB below a GiB, else GiB, with one decimal."""
+    return f"{count / 2**20:,.1f} MiB" if count < GIB else f"{count / GIB:,.1f} GiB"
+
+
 class MemoryGuardError(SuiteError):
     """The suite cannot fit in memory whatever the batch size."""
 
@@ -134,9 +139,9 @@ def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: in
     cpu = (available or {}).get("cpu", available_bytes(torch.device("cpu")))
     if held > HEADROOM * cpu:
         raise MemoryGuardError(
-            f"num_samples = {num_samples:,} needs about {held / GIB:,.1f} GiB of CPU memory "
+            f"num_samples = {num_samples:,} needs about {_size(held)} of CPU memory "
             f"to hold the samples ({num_samples:,} x {per_sample:,} bytes x {HELD_COPIES} "
-            f"copies), but {cpu / GIB:,.1f} GiB is available; lower num_samples "
+            f"copies), but {_size(cpu)} is available; lower num_samples "
             f"(nothing was allocated)")
     per_batch_sample = per_sample * LIVE_STATES + activation_bytes_per_sample(model, dtype)
     if device.type == "cuda":
@@ -152,11 +157,11 @@ def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: in
     fits = int(room // per_batch_sample)
     if fits < 1:
         raise MemoryGuardError(
-            f"one sample needs about {per_batch_sample / 2**20:,.1f} MiB {where} "
+            f"one sample needs about {_size(per_batch_sample)} {where} "
             f"(sampler state and network activations), more than the "
-            f"{room / 2**20:,.1f} MiB available; nothing was allocated")
-    note = (f"batch_size = {batch_size:,} would need about {need / GIB:,.1f} GiB {where} "
-            f"({per_batch_sample / 2**20:,.2f} MiB per sample: sampler state and network "
-            f"activations), {room / GIB:,.1f} GiB is available: using batch_size = "
+            f"{_size(room)} available; nothing was allocated")
+    note = (f"batch_size = {batch_size:,} would need about {_size(need)} {where} "
+            f"({_size(per_batch_sample)} per sample: sampler state and network "
+            f"activations), {_size(room)} is available: using batch_size = "
             f"{fits:,} (batches change memory, not results)")
     return MemoryPlan(fits, per_batch_sample, held, room / HEADROOM, where, note)
