@@ -272,8 +272,7 @@ class SuiteRunner:
         except Exception as err:
             message = f"sample grid not written to {path}: {type(err).__name__}: {err}"
             result.warnings.append(message)
-            if not self.quiet:
-                print(f"warning: {trial.name}: {message}", file=sys.stderr)
+            print(f"warning: {trial.name}: {message}", file=sys.stderr)
 
     def _sample_timed(self, trial: Trial, draw: Callable[[list[int]], Tensor],
                       result: TrialResult) -> Tensor:

@@ -195,12 +195,11 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         sinks.report_written(report.files, report.series)
         print(report.files["leaderboard.md"].read_text())
     print(summary(results, len(skipped)))
-    for result in results:
-        for warning in result.warnings:
-            print(f"warning: {result.trial.name}: {warning}", file=sys.stderr)
+    records = {"LocalSink": str(out_dir / "trials.jsonl"), "MLflowSink": f"MLflow ({uri})"}
     for sink, error in sinks.dropped:
+        kept = [records.get(type(s).__name__, type(s).__name__) for s in sinks.active]
         print(f"warning: {type(sink).__name__} stopped mid-suite ({error}); every trial is "
-              f"in {out_dir / 'trials.jsonl'}", file=sys.stderr)
+              f"in {' and '.join(kept) or 'no record: rerun the suite'}", file=sys.stderr)
     print(f"results: {out_dir}/ (leaderboard.md, plots, samples/, trials.jsonl)")
     if uri.startswith("sqlite:"):
         print(f"dashboard: mlflow ui --backend-store-uri {uri}")
