@@ -144,9 +144,9 @@ def store_creation_lock(uri: str) -> Iterator[None]:
 
 def connect(uri: str) -> Any:
     """An `MlflowClient` for `uri`, after checking the store answers (no compute yet)."""
+    check_sqlite_store(uri)  # first: MLflow takes seconds to import
     from mlflow.tracking import MlflowClient
 
-    check_sqlite_store(uri)
     try:
         with http_limits(CHECK_LIMITS, override=True), store_creation_lock(uri):
             client = MlflowClient(tracking_uri=absolute_uri(uri))
