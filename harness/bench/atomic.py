@@ -98,16 +98,16 @@ def publish_folder(staging: PathLike, target: PathLike) -> list[Path]:
 
 
 def check_writable(folder: PathLike, what: str = "results folder") -> Path:
-    """Create `folder` if needed and write, sync and remove a probe file in it; raises
+    """Write, sync and remove a probe file in `folder`, or in its nearest existing
+    ancestor if it does not exist yet (a refused run leaves no folder behind); raises
     `OutputError` naming the folder and the reason, before anything is computed."""
     folder = Path(folder)
-    for parent in (folder, *folder.parents):
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(f"the {what} {str(folder)!r} cannot be created: "
-                              f"{str(parent)!r} is a file; pass another --out")
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise OutputError(f"the {what} {str(folder)!r} cannot be created: "
+                          f"{str(existing)!r} is a file; pass another --out")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-") as probe:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-probe-") as probe:
             probe.write(b"\0" * PROBE_BYTES)
             probe.flush()
             os.fsync(probe.fileno())

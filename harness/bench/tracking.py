@@ -102,7 +102,9 @@ def check_sqlite_store(uri: str) -> None:
         return
     folder = os.path.dirname(path) or "."
     problem = ""
-    if not os.path.isdir(folder):
+    if os.path.isfile(folder):
+        problem = f"its folder {folder!r} is a file"
+    elif not os.path.isdir(folder):
         problem = f"its folder {folder!r} does not exist"
     elif os.path.isdir(path):
         problem = f"{path!r} is a folder"

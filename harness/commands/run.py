@@ -217,6 +217,7 @@ def _write_report(out_dir: Path, hashes: set[str], title: str) -> Optional[Any]:
     empty plot; a report that cannot be written is a warning (the trials are recorded)."""
     staging = None
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
         report = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes),
                               staging, title=title)
