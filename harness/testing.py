@@ -36,13 +36,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import ParameterError
 from .core.model import NFECounter, ScoreModel
 from .core.noise import SampleNoise
+from .metrics.order import (
+    ODE_ORDER_STEPS,
+    ORDER_T_END,
+    WEAK_ORDER_STEPS,
+    fitted_order,
+    ode_order_errors,
+    weak_order_errors,
+)
 from .models.oracle import GaussianMixture, mixture_64d
 from .plugin.manager import get_plugins
 from .core.sampler import Capabilities, Params, Sampler
@@ -64,23 +71,15 @@ MOMENT_Z = 2.5
 SW_MARGIN = 0.5
 #: Convergence problems: the oracle's forward processes.
 PROCESSES = ("vp", "edm")
-#: Order: step counts of uniform-in-t grids from T to ORDER_T_END (the asymptotic regime
-#: of the built-in schemes; the grid stops short of t = 0, where the score is stiff).
-#: Multistep schemes start with a lower-order step: fewer steps than these misread them.
-ODE_ORDER_STEPS = (32, 64, 128, 256)
-WEAK_ORDER_STEPS = (16, 32, 64, 128)
-ORDER_T_END = 0.05
-#: Deterministic samplers: |fitted order - declared order| allowed. The error is the
-#: largest distance to a dopri5 solution of the PF-ODE (rtol = atol = 1e-10) on the 64-D
-#: mixture, so the fit has no sampling noise.
+#: Order, deterministic samplers: |fitted order - declared order| allowed (the PF-ODE
+#: error has no sampling noise; see `harness.metrics.order`).
 ORDER_TOL = 0.3
-#: Stochastic samplers: the weak order (error of E|x|^2 on a Gaussian whose exact law at
-#: every t is known) must be at least the declared order minus this. Only a lower bound:
-#: on a linear problem a scheme may converge faster than it does in general.
+#: Order, stochastic samplers: the fitted weak order must be at least the declared order
+#: minus this. Only a lower bound: on a linear problem a scheme may converge faster than
+#: it does in general. Errors within WEAK_RESOLUTION Monte Carlo standard errors of zero
+#: are left out of the fit.
 WEAK_ORDER_TOL = 0.4
-#: Stochastic samplers: samples x dimensions of the weak-order problem; errors within
-#: WEAK_RESOLUTION Monte Carlo standard errors of zero are left out of the fit.
-WEAK_SAMPLES, WEAK_DIM, WEAK_RESOLUTION = 20000, 8, 3.0
+WEAK_RESOLUTION = 3.0
 
 
 class ConformanceError(AssertionError):
@@ -476,73 +475,6 @@ def _sliced_w2(a: Tensor, b: Tensor, directions: Tensor) -> float:
     return float((pa - pb).pow(2).mean().sqrt())
 
 
-def _uniform_grid(sde: Any, steps: int) -> TimeGrid:
-    return TimeGrid.from_times(sde, np.linspace(sde.T, ORDER_T_END, steps + 1))
-
-
-def _fitted_order(steps: Iterable[int], errors: Iterable[float]) -> float:
-    """Minus the slope of log error against log step count (least squares)."""
-    return float(-np.polyfit(np.log(list(steps)), np.log(list(errors)), 1)[0])
-
-
-class _BatchNoise:
-    """Standard normal draws from one generator: the order problems need many samples,
-    not per-sample streams (their results are never compared across batchings)."""
-
-    def __init__(self, seed: int, shape: tuple[int, ...], device: torch.device):
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.shape, self.device = shape, device
-        self.draws = 0
-
-    def __call__(self, like: Optional[Tensor] = None) -> Tensor:
-        self.draws += 1
-        shape = tuple(like.shape) if like is not None else self.shape
-        return torch.randn(shape, generator=self.generator, device=self.device,
-                           dtype=torch.float64)
-
-
-def _ode_order_errors(s: _Setup) -> list[float]:
-    """Largest endpoint error against a dopri5 solution of the PF-ODE (64-D mixture)."""
-    from torchdiffeq import odeint
-
-    model = kit_oracle("vp", device=s.device)
-    x = torch.randn(32, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(12)
-                    ).to(s.device)
-    ends = torch.tensor([model.sde.T, ORDER_T_END], dtype=torch.float64, device=s.device)
-    with torch.no_grad():
-        exact = odeint(lambda t, y: model.ode_drift(y, t), x, ends, method="dopri5",
-                       rtol=1e-10, atol=1e-10)[-1]
-    noise = _BatchNoise(0, tuple(x.shape), s.device)
-    return [float((_run(s, model, x, _uniform_grid(model.sde, n), noise) - exact)
-                  .norm(dim=1).max()) for n in ODE_ORDER_STEPS]
-
-
-def _weak_order_errors(s: _Setup) -> list[tuple[float, float]]:
-    """(error, standard error) of E|x|^2 / D at T_END, relative to its exact value, for a
-    Gaussian N(0, 0.5^2 I) under VP started from its exact marginal at T. Every sampler
-    of the reverse-time family (ODE or SDE) has that same exact law, so what is left is
-    the discretisation's. The x_T part of the Monte Carlo error is removed with the
-    control variate |x_T|^2 (whose mean is known), leaving the injected noise's."""
-    sde = make_sde("vp")
-    std = 0.5
-    model = GaussianMixture([1.0], torch.zeros(1, WEAK_DIM), [std], sde).to(s.device)
-
-    def variance(t: float) -> float:
-        return float(sde.scale(t)) ** 2 * (std ** 2 + float(sde.sigma(t)) ** 2)
-
-    v_start, v_end = variance(sde.T), variance(ORDER_T_END)
-    shape = (WEAK_SAMPLES, WEAK_DIM)
-    x = math.sqrt(v_start) * torch.randn(shape, dtype=torch.float64,
-                                         generator=torch.Generator().manual_seed(13))
-    x = x.to(s.device)
-    found = []
-    for n in WEAK_ORDER_STEPS:
-        out = _run(s, model, x, _uniform_grid(sde, n), _BatchNoise(14, shape, s.device))
-        excess = (out.pow(2).sum(1) - (v_end / v_start) * x.pow(2).sum(1)) / (WEAK_DIM * v_end)
-        found.append((float(excess.mean()), float(excess.std()) / math.sqrt(WEAK_SAMPLES)))
-    return found
-
-
 def check_order(s: _Setup) -> str:
     """The declared `order` is the measured one: the slope of log error on log step
     count (strong error of the PF-ODE solution for deterministic samplers, weak error
@@ -551,12 +483,12 @@ def check_order(s: _Setup) -> str:
     declared = float(s.sampler.capabilities.order)
     if not s.sampler.capabilities.stochastic:
         counts = " / ".join(map(str, ODE_ORDER_STEPS))
-        errors = _ode_order_errors(s)
+        errors = ode_order_errors(s.sampler, s.params, s.device)
         if not all(math.isfinite(e) and e > 0 for e in errors):
             if all(e == 0 for e in errors):
                 return "exact on the PF-ODE at every step count"
             raise _Fail(f"PF-ODE errors {errors} at {counts} steps are not finite")
-        fitted = _fitted_order(ODE_ORDER_STEPS, errors)
+        fitted = fitted_order(ODE_ORDER_STEPS, errors)
         shown = ", ".join(f"{e:.3g}" for e in errors)
         if abs(fitted - declared) > ORDER_TOL:
             raise _Fail(f"declares order {declared:g} but its PF-ODE error on the 64-D "
@@ -565,7 +497,7 @@ def check_order(s: _Setup) -> str:
                         f"{ORDER_TOL}); declare order={round(fitted)}")
         return f"PF-ODE error falls like h^{fitted:.2f} (declared {declared:g})"
     counts = " / ".join(map(str, WEAK_ORDER_STEPS))
-    measured = _weak_order_errors(s)
+    measured = weak_order_errors(s.sampler, s.params, s.device)
     resolved = [(n, abs(e)) for n, (e, se) in zip(WEAK_ORDER_STEPS, measured)
                 if abs(e) > WEAK_RESOLUTION * se]
     shown = ", ".join(f"{e:.3g} ± {se:.1g}" for e, se in measured)
@@ -573,7 +505,7 @@ def check_order(s: _Setup) -> str:
         return (f"weak error within {WEAK_RESOLUTION:g} Monte Carlo standard errors of 0 "
                 f"at all but {len(resolved)} of {counts} steps ({shown}): too small to "
                 f"fit, consistent with order {declared:g}")
-    fitted = _fitted_order(*zip(*resolved))
+    fitted = fitted_order(*zip(*resolved))
     if fitted < declared - WEAK_ORDER_TOL:
         advice = (f"declare order={round(fitted)}" if round(fitted) >= 1 else
                   "its error does not fall as steps are added: fix the scheme")
