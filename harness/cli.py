@@ -46,9 +46,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # 130 for Ctrl-C, 143 for SIGTERM (128 + signal)
         print("interrupted", file=sys.stderr)
-        return 130
+        return int(getattr(err, "exit_code", 130))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,14 @@ and one line turns them into a pytest test, one case per sampler::
 The checks run in the order of `CHECKS`, each a `check_*` function below: registration,
 parameters, output (shape, dtype, device, finite), seed, batch (independence), nfe,
 capabilities (deterministic, stochastic, pf_ode), model (the output follows it),
-final_step (no noise left at sigma = 0) and convergence (to the exact 64-D Gaussian
-mixture under VP and EDM). The expensive convergence check runs only when all the cheap
-ones pass, so a broken sampler is reported within a second. docs/plugins.md has the table
-of what each check demands.
+final_step (no noise left at sigma = 0), order (the declared `order` against the
+measured slope of log error on log step count, as torchsde's diagnostics fit it) and
+convergence (to the exact 64-D Gaussian mixture under VP and EDM). The expensive order
+and convergence checks run only when all the cheap ones pass, so a broken sampler is
+reported within a second. Each broken behaviour fails the check that names it only:
+checks that need a finite output are skipped when `output` found NaN/Inf, and every run
+starts from its own copy of the input, so an in-place write fails `output` alone.
+docs/plugins.md has the table of what each check demands.
 
 Metrics have their own checks, `check_metric(metric)` and `metric_conformance_test(...)`
 (declaration, values, nfe, repeatable, scope; `harness.plugin.metric_kit`), exported here.
@@ -41,6 +45,14 @@ from torch import Tensor
 from .errors import ParameterError
 from .core.model import NFECounter, ScoreModel
 from .core.noise import SampleNoise
+from .metrics.order import (
+    ODE_ORDER_STEPS,
+    ORDER_T_END,
+    WEAK_ORDER_STEPS,
+    fitted_order,
+    ode_order_errors,
+    weak_order_errors,
+)
 from .models.oracle import GaussianMixture, mixture_64d
 from .plugin.manager import get_plugins
 from .core.sampler import Capabilities, Params, Sampler
@@ -62,6 +74,15 @@ MOMENT_Z = 2.5
 SW_MARGIN = 0.5
 #: Convergence problems: the oracle's forward processes.
 PROCESSES = ("vp", "edm")
+#: Order, deterministic samplers: |fitted order - declared order| allowed (the PF-ODE
+#: error has no sampling noise; see `harness.metrics.order`).
+ORDER_TOL = 0.3
+#: Order, stochastic samplers: the fitted weak order must be at least the declared order
+#: minus this. Only a lower bound: on a linear problem a scheme may converge faster than
+#: it does in general. Errors within WEAK_RESOLUTION Monte Carlo standard errors of zero
+#: are left out of the fit.
+WEAK_ORDER_TOL = 0.4
+WEAK_RESOLUTION = 3.0
 
 
 class ConformanceError(AssertionError):
@@ -115,6 +136,10 @@ class _Fail(Exception):
     """A check's verdict: the message says what is wrong and what to do."""
 
 
+class _Skip(Exception):
+    """A check that cannot judge, because another check found what stops it."""
+
+
 @dataclass
 class _Setup:
     sampler: Sampler
@@ -123,6 +148,8 @@ class _Setup:
     steps: int
     samples: int
     schedule: str
+    #: Set by `check_output`: the output had NaN/Inf, so checks of its values are moot.
+    nonfinite: bool = False
 
 
 # --- the oracle the checks run on -------------------------------------------------------
@@ -179,9 +206,22 @@ class _DriftOnly:
 # --- the checks ---------------------------------------------------------------------------
 
 def _run(s: _Setup, model: Any, x: Tensor, grid: TimeGrid, noise: Callable,
-         callback: Optional[Callable] = None) -> Tensor:
+         callback: Optional[Callable] = None, copy: bool = True) -> Tensor:
+    """The sampler on `x`; on a copy of it unless `copy=False` (only `output` looks for
+    in-place writes: any other check reusing x would otherwise blame them on itself)."""
     with torch.no_grad():
-        return s.sampler.fn(model, x, grid, noise, callback, s.params)
+        return s.sampler.fn(model, x.clone() if copy else x, grid, noise, callback,
+                            s.params)
+
+
+def _identical(a: Tensor, b: Tensor) -> bool:
+    """Equal values, NaN equal to NaN (a NaN is `output`'s failure, not `seed`'s)."""
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def _needs_finite_output(s: _Setup) -> None:
+    if s.nonfinite:
+        raise _Skip("needs a finite output (see output)")
 
 
 def _start(s: _Setup, model: GaussianMixture, seed: int, n: int) -> tuple[Tensor, SampleNoise]:
@@ -254,7 +294,7 @@ def check_output(s: _Setup) -> str:
     grid = make_grid(model.sde, "karras", 8)
     x, noise = _start(s, model, seed=1, n=8)
     before, seen = x.clone(), []
-    out = _run(s, model, x, grid, noise, seen.append)
+    out = _run(s, model, x, grid, noise, seen.append, copy=False)
     if not isinstance(out, Tensor):
         raise _Fail(f"returned {type(out).__name__}, not a tensor")
     got = (tuple(out.shape), out.dtype, out.device)
@@ -262,6 +302,7 @@ def check_output(s: _Setup) -> str:
         raise _Fail(f"output has shape, dtype, device {got}; the input had "
                     f"{(tuple(x.shape), x.dtype, x.device)}")
     if not torch.isfinite(out).all():
+        s.nonfinite = True
         raise _Fail(f"{int((~torch.isfinite(out)).sum())} NaN/Inf values in the output")
     if not torch.equal(x, before):
         raise _Fail("modified its input x in place")
@@ -276,7 +317,7 @@ def check_seed(s: _Setup) -> str:
     model = kit_oracle("vp", device=s.device)
     grid = make_grid(model.sde, "karras", 8)
     a, b = (generate(model, s.sampler, grid, 3, range(8), s.params) for _ in range(2))
-    if not torch.equal(a, b):
+    if not _identical(a, b):
         raise _Fail(f"two runs with the same seed differ (max |diff| "
                     f"{(a - b).abs().max():.3g}): the sampler draws randomness outside "
                     f"the `noise` source it is given (e.g. torch.randn with the global "
@@ -343,7 +384,7 @@ def check_capabilities(s: _Setup) -> str:
         noise = SampleNoise(seed, range(8), model.data.shape, s.device, model.dtype)
         outs.append(_run(s, model, x, grid, noise))
         draws += noise.draws
-    same = torch.equal(*outs)
+    same = _identical(*outs)
     if not caps.stochastic and not same:
         raise _Fail(f"declares stochastic=False but its output changes with the noise "
                     f"stream (max |diff| {(outs[0] - outs[1]).abs().max():.3g})")
@@ -370,6 +411,8 @@ def _check_pf_ode(s: _Setup) -> str:
     back = _run(s, proxy, noised, grid, unused)
     if proxy.forbidden:  # in case the sampler swallowed the exception
         raise _Fail(f"declares pf_ode=True but called model.{proxy.forbidden[0]}")
+    if s.nonfinite:
+        return "ode_drift only; round trip not judged (needs a finite output, see output)"
     error = float((back - data).pow(2).mean().sqrt() / data.pow(2).mean().sqrt())
     if not error <= ROUNDTRIP_TOL:
         raise _Fail(f"declares pf_ode=True but integrating the reversed grid (data -> "
@@ -380,6 +423,7 @@ def _check_pf_ode(s: _Setup) -> str:
 
 def check_model(s: _Setup) -> str:
     """The output follows the model: shifting the mixture shifts the samples."""
+    _needs_finite_output(s)
     grid = make_grid(make_sde("vp"), "karras", 32)
     base, moved = (generate(kit_oracle("vp", shift, s.device), s.sampler, grid, 6,
                             range(16), s.params) for shift in (0.0, 1.0))
@@ -395,6 +439,7 @@ def check_model(s: _Setup) -> str:
 def check_final_step(s: _Setup) -> str:
     """Noise drawn after the last network evaluation cannot be denoised: it must not
     reach the output. Found by replaying a run's draws up to that point, then others."""
+    _needs_finite_output(s)
     model = kit_oracle("vp", device=s.device)
     grid = make_grid(model.sde, "karras", 16)
     x, noise = _start(s, model, seed=8, n=64)
@@ -431,6 +476,47 @@ def check_final_step(s: _Setup) -> str:
 def _sliced_w2(a: Tensor, b: Tensor, directions: Tensor) -> float:
     pa, pb = (a @ directions).sort(0).values, (b @ directions).sort(0).values
     return float((pa - pb).pow(2).mean().sqrt())
+
+
+def check_order(s: _Setup) -> str:
+    """The declared `order` is the measured one: the slope of log error on log step
+    count (strong error of the PF-ODE solution for deterministic samplers, weak error
+    for stochastic ones), as torchsde's diagnostics fit it."""
+    _needs_finite_output(s)
+    declared = float(s.sampler.capabilities.order)
+    if not s.sampler.capabilities.stochastic:
+        counts = " / ".join(map(str, ODE_ORDER_STEPS))
+        errors = ode_order_errors(s.sampler, s.params, s.device)
+        if not all(math.isfinite(e) and e > 0 for e in errors):
+            if all(e == 0 for e in errors):
+                return "exact on the PF-ODE at every step count"
+            raise _Fail(f"PF-ODE errors {errors} at {counts} steps are not finite")
+        fitted = fitted_order(ODE_ORDER_STEPS, errors)
+        shown = ", ".join(f"{e:.3g}" for e in errors)
+        if abs(fitted - declared) > ORDER_TOL:
+            raise _Fail(f"declares order {declared:g} but its PF-ODE error on the 64-D "
+                        f"mixture (VP, {counts} uniform steps to t = {ORDER_T_END}) falls "
+                        f"like h^{fitted:.2f} (errors {shown}; allowed |difference| "
+                        f"{ORDER_TOL}); declare order={round(fitted)}")
+        return f"PF-ODE error falls like h^{fitted:.2f} (declared {declared:g})"
+    counts = " / ".join(map(str, WEAK_ORDER_STEPS))
+    measured = weak_order_errors(s.sampler, s.params, s.device)
+    resolved = [(n, abs(e)) for n, (e, se) in zip(WEAK_ORDER_STEPS, measured)
+                if abs(e) > WEAK_RESOLUTION * se]
+    shown = ", ".join(f"{e:.3g} ± {se:.1g}" for e, se in measured)
+    if len(resolved) < 2:
+        return (f"weak error within {WEAK_RESOLUTION:g} Monte Carlo standard errors of 0 "
+                f"at all but {len(resolved)} of {counts} steps ({shown}): too small to "
+                f"fit, consistent with order {declared:g}")
+    fitted = fitted_order(*zip(*resolved))
+    if fitted < declared - WEAK_ORDER_TOL:
+        advice = (f"declare order={round(fitted)}" if round(fitted) >= 1 else
+                  "its error does not fall as steps are added: fix the scheme")
+        raise _Fail(f"declares order {declared:g} but its weak error (E|x|^2 on a Gaussian "
+                    f"under VP, {counts} uniform steps to t = {ORDER_T_END}: {shown}) "
+                    f"falls like h^{fitted:.2f} (allowed {WEAK_ORDER_TOL} below the "
+                    f"declared order); {advice}")
+    return f"weak error falls like h^{fitted:.2f} (declared {declared:g}; {shown})"
 
 
 def check_convergence(s: _Setup) -> str:
@@ -476,7 +562,7 @@ CHECKS: dict[str, Callable[[_Setup], str]] = {
     "registration": check_registration, "parameters": check_parameters,
     "output": check_output, "seed": check_seed, "batch": check_batch, "nfe": check_nfe,
     "capabilities": check_capabilities, "model": check_model,
-    "final_step": check_final_step, "convergence": check_convergence,
+    "final_step": check_final_step, "order": check_order, "convergence": check_convergence,
 }
 
 
@@ -532,7 +618,7 @@ def _run_checks(setup: _Setup, wanted: list[str], report: ConformanceReport) -> 
             report.results.append(CheckResult(name, "skipped", "needs a sampler that "
                                               "reproduces its own output (see seed)"))
             continue
-        if name == "convergence" and failed:
+        if name in ("order", "convergence") and failed:
             report.results.append(CheckResult(name, "skipped", "fix the failures above "
                                               "first"))
             continue
@@ -541,6 +627,8 @@ def _run_checks(setup: _Setup, wanted: list[str], report: ConformanceReport) -> 
             status, message = "passed", CHECKS[name](setup)
         except _Fail as err:
             status, message = "failed", str(err)
+        except _Skip as err:
+            status, message = "skipped", str(err)
         except Exception as err:  # a crash is a failure of that check, not of the kit
             status, message = "failed", f"raised {type(err).__name__}: {err}"
         report.results.append(CheckResult(name, status, message,

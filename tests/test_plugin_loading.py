@@ -217,3 +217,70 @@ def test_unknown_sampler_is_refused_with_the_list_and_a_close_match(clean_env):
     message = str(caught.value)
     assert message.startswith("unknown sampler 'huen'. Did you mean 'heun'?")
     assert "Available: " + ", ".join(sorted(samplers.names())) in message
+
+
+# --- diagnostics: what `harness run` says about plugins that did not load --------------------
+
+def _api_module(value):
+    module = types.ModuleType(f"api_{type(value).__name__}")
+    module.harness_api_version = value
+    return module
+
+
+@pytest.mark.parametrize("value, message", [
+    ("1", "harness_api_version must be an integer (this harness provides 1), got str '1'; "
+          "write harness_api_version = 1 if the plugin is written for it"),
+    (1.0, "harness_api_version must be an integer (this harness provides 1), got float 1.0; "
+          "write harness_api_version = 1 if the plugin is written for it"),
+    (True, "harness_api_version must be an integer (this harness provides 1), got bool "
+           "True; write harness_api_version = 1 if the plugin is written for it"),
+    (None, "harness_api_version must be an integer (this harness provides 1), got NoneType "
+           "None; write harness_api_version = 1 if the plugin is written for it"),
+    (0, "written for harness API version 0, but this harness provides version 1; install "
+        "a harness release for API 0 or update the plugin")])
+def test_the_api_version_message_is_right_for_every_type(clean_env, value, message):
+    (failure,) = load_plugins(entry_points=[], extra=[("odd", _api_module(value))]).failures
+    assert (failure.stage, failure.message) == ("api-version", message)
+
+
+def test_unknown_sampler_names_the_failed_plugin_that_provides_it(clean_env):
+    loaded = load_plugins(entry_points=installed() + [test_plugin("raises_in_register")])
+    with pytest.raises(UnknownNameError) as caught:
+        loaded.samplers.get("half_registered")
+    assert str(caught.value).endswith(
+        "Plugin 'raises_in_register', which provides sampler 'half_registered', failed to "
+        "load at register: RuntimeError: configuration file not found")
+
+
+def test_unknown_sampler_lists_failed_plugins_whose_names_are_unknown(clean_env):
+    loaded = load_plugins(entry_points=installed() + [test_plugin("future_api_version"),
+                                                      test_plugin("raises_on_import")])
+    with pytest.raises(UnknownNameError) as caught:
+        loaded.samplers.get("euler_v2")
+    message = str(caught.value)
+    assert message.startswith("unknown sampler 'euler_v2'.")
+    assert ("2 plugin(s) failed to load and may provide it: 'future_api_version' (at "
+            "api-version: written for harness API version 2" in message)
+    assert "'raises_on_import' (at import: ModuleNotFoundError" in message
+    assert "\n" not in message
+
+
+def test_harness_run_prints_one_line_per_failed_plugin(clean_env, monkeypatch, capsys,
+                                                       tmp_path):
+    loaded = load_plugins(entry_points=installed() + [test_plugin("raises_in_register"),
+                                                      test_plugin("raises_on_import")])
+    monkeypatch.setattr(plugin_manager, "_default", loaded)
+    suite = tmp_path / "s.toml"
+    suite.write_text('model = "gmm-ring-2d"\nsteps = [2]\nnum_samples = 8\n'
+                     '[samplers.half_registered]\n')
+    assert main(["run", str(suite), "--dry-run"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert sorted(err[:2]) == [
+        "warning: plugin 'raises_in_register' failed at register: RuntimeError: "
+        "configuration file not found",
+        "warning: plugin 'raises_on_import' failed at import: ModuleNotFoundError: No module "
+        "named 'harness_no_such_dependency'"]
+    assert err[2].startswith("error: suite ") and err[2].endswith(
+        "Plugin 'raises_in_register', which provides sampler 'half_registered', failed to "
+        "load at register: RuntimeError: configuration file not found")
+    assert len(err) == 3

@@ -59,9 +59,10 @@ def test_interrupt_then_resume(bench, tmp_path, capsys):
     assert ("tripwire_euler-2nfe-seed1", "KILLED") in first
     assert [r.info.status for r in suite_runs(URI, "resume")] == ["KILLED"]
 
-    # 2. --resume, killed by SIGTERM in its 2nd trial: again KILLED, not FINISHED.
+    # 2. --resume, killed by SIGTERM in its 2nd trial: again KILLED, not FINISHED; the
+    # exit status says which signal (128 + 15).
     TRIPWIRE.arm(at=2, action=sigterm)
-    assert harness("run", suite, "--quiet", "--resume") == 130
+    assert harness("run", suite, "--quiet", "--resume") == 143
     second = statuses()
     assert second[("tripwire_euler-2nfe-seed1", "FINISHED")] == 1
     assert second[("tripwire_euler-3nfe-seed0", "KILLED")] == 1
@@ -102,3 +103,26 @@ def test_resume_with_nothing_left_runs_nothing(bench, tmp_path, capsys):
     assert harness("run", suite, "--quiet", "--experiment", "again", "--resume") == 0
     assert TRIPWIRE.calls == 0
     assert "0 trials finished, 0 failed, 2 skipped" in capsys.readouterr().out
+
+
+def test_a_second_ctrl_c_during_clean_up_leaves_no_running_run(bench, tmp_path, capsys,
+                                                                monkeypatch):
+    """Ctrl-C in a trial, then again while each run is being ended as KILLED: the runs
+    are still ended, and the command still exits 130."""
+    from harness.bench.tracking import MLflowSink
+
+    end = MLflowSink._end
+
+    def end_under_a_second_ctrl_c(self, run_id, status):
+        if status == "KILLED":
+            os.kill(os.getpid(), signal.SIGINT)  # delivered before _end returns
+        return end(self, run_id, status)
+
+    monkeypatch.setattr(MLflowSink, "_end", end_under_a_second_ctrl_c)
+    suite = write_suite(tmp_path / "resume.toml", SUITE)
+    TRIPWIRE.arm(at=2, action=ctrl_c)
+    assert harness("run", suite, "--quiet") == 130
+    assert capsys.readouterr().err.count("interrupt received: ending the tracking runs") == 2
+    assert sorted(r.info.status for r in trial_runs(URI, "resume")) == ["FINISHED", "KILLED"]
+    assert [r.info.status for r in suite_runs(URI, "resume")] == ["KILLED"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -103,8 +103,10 @@ def test_config_hash_covers_what_determines_the_result_only(plugins):
 
 
 def test_the_recorded_reference_results_keep_their_config_hashes(plugins):
-    """--resume matches recorded hashes: options added later (the network's dtype,
-    compilation) must leave the hashes of the results in results/default/ as they were."""
+    """Options added later (the network's dtype, compilation) leave a trial's
+    configuration as it was. The code versions ("code") are part of the hash since
+    these results were recorded, so --resume reruns them, as it must after a change
+    of code; without them, the configurations hash as recorded."""
     recorded = [json.loads(line) for line in
                 (ROOT / "results" / "default" / "trials.jsonl").read_text().splitlines()]
     recorded = {r["name"]: r["config_hash"] for r in recorded
@@ -113,6 +115,7 @@ def test_the_recorded_reference_results_keep_their_config_hashes(plugins):
     model = plugins.models.get(suite.model).build("cpu", **suite.model_options)
     trials = resolve_trials(suite, plugins, model_identity(suite, model))
     assert len(recorded) == len(trials) == 48
+    assert all(t.config["code"]["harness"] for t in trials)
     assert {t.name: t.config_hash for t in trials} == recorded
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..core.model import ScoreModel
 from ..plugin.manager import LoadedPlugins
+from .code_identity import code_versions
 from .suite import Suite, Trial, canonical_hash
 
 #: The sampler column of floor rows.
@@ -44,6 +45,7 @@ def floor_trials(suite: Suite, plugins: LoadedPlugins, model: ScoreModel,
     for draw in range(draws):
         config = {"kind": "floor", "model": dict(model_identity), "split": FLOOR_SPLIT,
                   "dtype": suite.dtype,
+                  "code": code_versions(plugins, None, suite.model, suite.metrics),
                   "draw": draw, "num_samples": suite.num_samples, "metrics": suite.metrics}
         trials.append(Trial(name=f"{FLOOR_NAME}-draw{draw}", sampler=FLOOR_NAME, params={},
                             varied={}, steps=0, nfe=0, seed=draw, config=config,

@@ -4,9 +4,12 @@ How a trial runs: its sampler draws `num_samples` samples in batches of `batch_s
 with per-sample seeds (sample i depends only on (seed, i), so batching changes nothing),
 the NFE is read from the model's own counter (rows / samples), wall-clock is measured
 around sampling only (after a warm-up, with device synchronisation), then the metrics
-see the samples. A trial that raises, returns NaN/Inf or the wrong shape is recorded as
-FAILED with its error and the suite goes on. Ctrl-C and SIGTERM (turned into an
-exception here) end the current trial as KILLED and the suite as KILLED, never FINISHED.
+see the samples, and only then is the sample grid drawn (a file that cannot be written
+is a warning on a FINISHED trial). A trial that raises (any exception, or a plugin's
+SystemExit), returns NaN/Inf, the wrong shape, dtype or device is recorded as FAILED with
+its error and the suite goes on. Ctrl-C and SIGTERM (turned into an exception here) end
+the current trial as KILLED and the suite as KILLED, never FINISHED; that clean-up is
+shielded from a second Ctrl-C (`harness.bench.shield`).
 
 Under torchrun (`harness.core.distributed`) every process runs this same code on its own
 share of the sample indices (indices[rank::world]); the samples are gathered back into
@@ -41,6 +44,8 @@ from ..metrics.bootstrap import Bootstrap
 from ..metrics.metric import Metric, SuiteContext, TrialContext
 from ..core.model import ScoreModel
 from ..core.network_clock import NetworkClock
+from .atomic import atomic_path
+from .shield import Terminated, shielded
 from ..plugin.manager import LoadedPlugins
 from ..models.precision import STATE_DTYPES, configure_model
 from ..core.sampling import generate
@@ -54,10 +59,6 @@ from ..metrics.timing import clock, forward_time, peak_memory, reset_peak_memory
 
 class TrialFailure(Exception):
     """A trial whose output cannot be used (non-finite samples, wrong shape, bad metric)."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every `finally` and interrupt handler runs."""
 
 
 @contextlib.contextmanager
@@ -183,7 +184,7 @@ class SuiteRunner:
                     print(f"[suite metric {number}/{total}] {metric.name} done in "
                           f"{time.perf_counter() - started:.1f} s", file=sys.stderr,
                           flush=True)
-            except Exception as err:  # the trials are still worth running
+            except (Exception, SystemExit) as err:  # the trials are still worth running
                 distributed.print0(f"warning: per-suite metric {metric.name!r} failed: "
                                    f"{type(err).__name__}: {err}", file=sys.stderr)
         return values, params
@@ -213,7 +214,8 @@ class SuiteRunner:
                               file=sys.stderr, flush=True)
             status = FAILED if any(r.status == FAILED for r in results) else FINISHED
         finally:
-            self.sinks.suite_ended(results, status, time.perf_counter() - started)
+            with shielded():
+                self.sinks.suite_ended(results, status, time.perf_counter() - started)
         return results
 
     def run_trial(self, trial: Trial) -> TrialResult:
@@ -222,14 +224,15 @@ class SuiteRunner:
         result = TrialResult(trial, FINISHED, started=time.time())
         try:
             self._measure(trial, result)
-        except Exception as err:
+        except KeyboardInterrupt as err:  # Ctrl-C, Terminated: end it, then stop
+            reason = str(err) or type(err).__name__
+            with shielded():
+                self.sinks.trial_interrupted(trial, reason)
+            raise
+        except BaseException as err:  # also a plugin's SystemExit or GeneratorExit
             result.status = FAILED
             result.error = f"{type(err).__name__}: {err}"
             result.traceback = traceback.format_exc()
-        except BaseException as err:  # KeyboardInterrupt, Terminated: end it, then stop
-            reason = str(err) or type(err).__name__
-            self.sinks.trial_interrupted(trial, reason)
-            raise
         result.ended = time.time()
         self.sinks.trial_ended(result)
         return result
@@ -250,15 +253,6 @@ class SuiteRunner:
 
         samples = self._sample_timed(trial, draw, result)
         self._check_nfe(trial, result)
-        with distributed.shared_failure():  # only rank 0 draws it
-            if self.artifacts_dir is not None:
-                path = self.artifacts_dir / f"{trial.name}.png"
-                from . import plots  # matplotlib: only when a trial is drawn
-
-                result.artifacts["samples.png"] = plots.sample_grid(
-                    samples, self.model.data.value_range, path,
-                    title=f"{trial.name} ({self.suite.model}, {self.suite.schedule})")
-
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
                                seed=trial.seed, samples=samples,
                                generate=lambda indices: draw(list(indices)).cpu(),
@@ -267,6 +261,7 @@ class SuiteRunner:
         # share needed; metrics that draw from it start from the same state everywhere.
         torch.manual_seed(_trial_seed(trial))
         self._compute_metrics(self.metrics.per_trial, context, result)
+        self._write_sample_grid(trial, samples, result)
 
     def _measure_floor(self, trial: Trial, result: TrialResult) -> None:
         """The set metrics on held-out real data of the suite's size (no sampler)."""
@@ -277,6 +272,7 @@ class SuiteRunner:
         torch.manual_seed(_trial_seed(trial))
         self._compute_metrics([m for m in self.metrics.per_trial
                                if getattr(m, "on_real_data", False)], context, result)
+        self._write_sample_grid(trial, samples, result)
 
     def _compute_metrics(self, metrics: list[Metric], context: TrialContext,
                          result: TrialResult) -> None:
@@ -300,6 +296,26 @@ class SuiteRunner:
             result.minimums = {k: v for k, v in bootstrap.minimum.items() if v is not None}
             result.params.update(bootstrap_conventions(bootstrap))
         result.metrics["metrics_s"] = time.perf_counter() - start
+
+    def _write_sample_grid(self, trial: Trial, samples: Tensor, result: TrialResult) -> None:
+        """The trial's sample grid, after everything is measured: a file that cannot be
+        written (read-only folder, full disk) is a warning, never a failed trial, and is
+        written atomically, so no empty or torn picture is left behind."""
+        if self.artifacts_dir is None:  # rank 0 alone draws it; nothing collective here
+            return
+        path = self.artifacts_dir / f"{trial.name}.png"
+        try:
+            from . import plots  # matplotlib: only when a trial is drawn
+
+            with atomic_path(path) as temporary:
+                plots.sample_grid(samples, self.model.data.value_range, temporary,
+                                  title=f"{trial.name} ({self.suite.model}, "
+                                        f"{self.suite.schedule})")
+            result.artifacts["samples.png"] = path
+        except Exception as err:
+            message = f"sample grid not written to {path}: {type(err).__name__}: {err}"
+            result.warnings.append(message)
+            print(f"warning: {trial.name}: {message}", file=sys.stderr)
 
     def _check_nfe(self, trial: Trial, result: TrialResult) -> None:
         """Flag (not fail) a trial whose counted NFE per sample is not what its sampler
@@ -369,6 +385,7 @@ class SuiteRunner:
                 got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
                 raise TrialFailure(f"sampler returned shape {got}, expected "
                                    f"{(len(indices), *shape)}")
+            self._check_dtype_device(x)
             bad = (~torch.isfinite(x)).flatten(1).any(dim=1)
             if bad.any():
                 raise TrialFailure(f"sampler returned NaN/Inf in {int(bad.sum())} of "
@@ -401,6 +418,18 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+    def _check_dtype_device(self, x: Tensor) -> None:
+        """Samples in another dtype or on another device than the run's were not made
+        the way the trial is recorded (e.g. float64 state in a float32 run)."""
+        if x.dtype != self.dtype:
+            raise TrialFailure(f"sampler returned {x.dtype} samples in a "
+                               f"{self.suite.dtype} run; keep the state in x's dtype")
+        want = self.device
+        if x.device.type != want.type or (want.index is not None
+                                          and x.device.index != want.index):
+            raise TrialFailure(f"sampler returned samples on {x.device}, the run is on "
+                               f"{want}; keep the state on x's device")
 
 
 def summary(results: list[TrialResult], skipped: int = 0) -> str:

@@ -18,20 +18,22 @@ and the command, once it has written the report (tables, plots) from what was re
 `Sinks` fans every call out and isolates the sinks from each other: one that raises is
 reported and dropped, so a tracking server going away mid-suite never stops the suite
 nor the other sinks. `LocalSink` appends every trial to `trials.jsonl` as it ends
-(flushed and fsynced per line), which is the copy of record when MLflow is unreachable.
+(flushed and fsynced per line, and cut back if the disk fills mid-line, so the file never
+ends torn), which is the copy of record when MLflow is unreachable and what `--resume`
+reads besides MLflow (`finished_hashes`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
+from .atomic import append_complete
 from .suite import Suite, Trial
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
@@ -69,8 +71,9 @@ class TrialResult:
     error: Optional[str] = None
     #: The formatted traceback of a failure, for whoever has to fix it.
     traceback: Optional[str] = None
-    #: What a reader must know about a finished trial's numbers (e.g. the counted NFE
-    #: differs from what the sampler declares), one line each.
+    #: What a reader must know about a finished trial, one line each: its numbers (the
+    #: counted NFE differs from what the sampler declares) or what went wrong after the
+    #: measurement (an artefact not written); the trial stays FINISHED.
     warnings: list[str] = field(default_factory=list)
     #: Bootstrap replicates of set metrics, by metric key (`harness.metrics.bootstrap`):
     #: what the report needs for intervals over seeds and paired comparisons.
@@ -187,12 +190,10 @@ def strict_json(value: Any) -> Any:
 
 
 def append_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and force it to disk, so a crash right after keeps it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(strict_json(record), default=str, allow_nan=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one JSON line and force it to disk, so a crash right after keeps it; a line
+    that cannot be written whole is not written at all."""
+    line = json.dumps(strict_json(record), default=str, allow_nan=False) + "\n"
+    append_complete(path, line.encode("utf-8"))
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -210,6 +211,13 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 print(f"warning: {path}:{number}: unreadable line skipped", file=sys.stderr)
     return records
+
+
+def finished_hashes(path: Path) -> set[str]:
+    """Config hashes of the FINISHED trials recorded in a `trials.jsonl`."""
+    return {r["config_hash"] for r in read_lines(path)
+            if r.get("kind") == "trial" and r.get("status") == FINISHED
+            and isinstance(r.get("config_hash"), str)}
 
 
 class LocalSink:

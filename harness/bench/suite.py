@@ -29,7 +29,10 @@ This module is the one import for all of it; each idea lives in its own module:
 * `canonical`: configuration hashes, weight hashes, flat keys.
 
 Everything is validated before any compute. A trial is one (sampler, hyperparameters,
-steps, seed); its configuration hash is what `--resume` matches on.
+steps, seed). Its configuration hash is the sha256 of the canonical JSON of everything
+that determines its result, the versions of the harness and of the plugins that provide
+its sampler, model and metrics included (`harness.bench.code_identity`), which is what
+`--resume` matches on.
 """
 
 from __future__ import annotations

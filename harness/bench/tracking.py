@@ -3,12 +3,18 @@
 The tracking URI is `--tracking-uri`, else `$MLFLOW_TRACKING_URI`, else the suite's
 `tracking_uri`, else the embedded store `sqlite:///mlflow.db` in the working directory.
 `connect` checks that the store answers *before* any compute, with no retries and a short
-timeout, so a wrong address fails in seconds with a clear message.
+timeout, so a wrong address fails in seconds with a clear message; a SQLite store is
+first checked for a writable folder (no minutes of retries on a read-only path), and
+its creation is serialised by a file lock beside it, so that two processes starting on
+a fresh store do not race through MLflow's migrations.
 
 `MLflowSink` talks to MLflow through `MlflowClient` with explicit run ids (no global
 "active run" state), so a trial's run can be ended as KILLED from an interrupt handler
 and nested runs never leak into each other. Every trial run carries the tag
-`config_hash`; `finished_config_hashes` is what `--resume` asks.
+`config_hash`; `finished_config_hashes` is what `--resume` asks. Every run also carries
+its process's host and pid, so that runs a dead process left RUNNING are closed as
+KILLED when the next suite starts (`harness.bench.stale_runs`); and a suite that ends
+for any reason ends the trial runs it still has open.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ import contextlib
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..errors import HarnessError, unknown_name
+from . import stale_runs
 from .sinks import FAILED, KILLED, SuiteInfo, Trial, TrialResult, variant
 from .suite import flatten
 
@@ -38,6 +46,8 @@ REPLICATES_ARTIFACT = "replicates.json"
 CHECK_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 SUITE_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+#: How long a process waits for another one creating the same SQLite store.
+STORE_LOCK_TIMEOUT_S = 300
 
 
 class TrackingError(HarnessError):
@@ -80,14 +90,76 @@ def http_limits(limits: dict[str, str], override: bool) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def sqlite_path(uri: str) -> Optional[str]:
+    """The database file of a `sqlite:///` URI (None for other stores and :memory:)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = absolute_uri(uri)[len(prefix):].split("?", 1)[0]
+    return None if not path or path.startswith(":memory:") else path
+
+
+def check_sqlite_store(uri: str) -> None:
+    """Fail at once, naming the path, when a SQLite store cannot be written: MLflow
+    itself retries for minutes before saying so."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    folder = os.path.dirname(path) or "."
+    problem = ""
+    if os.path.isfile(folder):
+        problem = f"its folder {folder!r} is a file"
+    elif not os.path.isdir(folder):
+        problem = f"its folder {folder!r} does not exist"
+    elif os.path.isdir(path):
+        problem = f"{path!r} is a folder"
+    elif os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        problem = f"{path!r} is not readable and writable"
+    else:
+        try:  # SQLite writes a journal beside the database
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".mlflow-probe-"):
+                pass
+        except OSError as err:
+            problem = f"its folder {folder!r} is not writable ({err.strerror})"
+    if problem:
+        raise TrackingError(f"the MLflow tracking store {uri!r} cannot be written: "
+                            f"{problem}. Pass another --tracking-uri; nothing was computed")
+
+
+@contextlib.contextmanager
+def store_creation_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, an exclusive file lock beside it while it is opened (and, if
+    new, created and migrated), so that concurrent processes take turns."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(path + ".lock")
+    try:
+        lock.acquire(timeout=STORE_LOCK_TIMEOUT_S)
+    except Timeout:
+        raise TrackingError(f"the MLflow tracking store {uri!r} stayed locked for "
+                            f"{STORE_LOCK_TIMEOUT_S} s by another process creating it "
+                            f"({path}.lock); nothing was computed") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def connect(uri: str) -> Any:
     """An `MlflowClient` for `uri`, after checking the store answers (no compute yet)."""
+    check_sqlite_store(uri)  # first: MLflow takes seconds to import
     from mlflow.tracking import MlflowClient
 
     try:
-        with http_limits(CHECK_LIMITS, override=True):
+        with http_limits(CHECK_LIMITS, override=True), store_creation_lock(uri):
             client = MlflowClient(tracking_uri=absolute_uri(uri))
             client.search_experiments(max_results=1)
+    except TrackingError:
+        raise
     except Exception as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise TrackingError(
@@ -182,6 +254,8 @@ class MLflowSink:
         self.parent_id: Optional[str] = None
         self.info: Optional[SuiteInfo] = None
         self.trial_runs: dict[str, str] = {}  # config hash -> run id
+        self.open_runs: set[str] = set()  # trial runs created and not yet ended
+        self.process_tags = stale_runs.process_tags()
 
     # --- small helpers -----------------------------------------------------------------
     def _log(self, run_id: str, params: Optional[dict[str, Any]] = None,
@@ -209,6 +283,23 @@ class MLflowSink:
     def _end(self, run_id: str, status: str) -> None:
         with http_limits(SUITE_LIMITS, override=False):
             self.client.set_terminated(run_id, status=status)
+        self.open_runs.discard(run_id)
+
+    def _close_stale_runs(self) -> None:
+        """End the runs of this experiment that a dead process left RUNNING; a failure
+        here is only reported (it must not stop this suite's own tracking)."""
+        try:
+            with http_limits(SUITE_LIMITS, override=False):
+                closed = stale_runs.close_stale_runs(self.client, self.experiment_id)
+        except Exception as err:
+            print(f"warning: could not close stale RUNNING runs: {type(err).__name__}: "
+                  f"{err}", file=sys.stderr)
+            return
+        if closed:
+            pids = sorted({r.data.tags[stale_runs.PID_TAG] for r in closed})
+            print(f"note: closed {len(closed)} run(s) of experiment {self.experiment!r} "
+                  f"left RUNNING by process(es) {', '.join(pids)}, which no longer exist, "
+                  f"as KILLED", file=sys.stderr)
 
     # --- the sink interface ------------------------------------------------------------
     def suite_started(self, info: SuiteInfo) -> None:
@@ -216,10 +307,13 @@ class MLflowSink:
         suite = info.suite
         with http_limits(SUITE_LIMITS, override=False):
             self.experiment_id = experiment_id(self.client, self.experiment, create=True)
+        self._close_stale_runs()
+        with http_limits(SUITE_LIMITS, override=False):
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run = self.client.create_run(
                 self.experiment_id, run_name=f"{suite.name}-{stamp}",
-                tags={"harness.kind": "suite", "harness.suite": suite.name})
+                tags={"harness.kind": "suite", "harness.suite": suite.name,
+                      **self.process_tags})
         self.parent_id = run.info.run_id
         params = {f"suite.{k}": v for k, v in flatten(suite.to_dict()).items()}
         params.update({f"model.{k}": v for k, v in flatten(info.model_identity).items()})
@@ -256,9 +350,10 @@ class MLflowSink:
                 self.experiment_id, run_name=trial.name,
                 tags={"mlflow.parentRunId": self.parent_id, "harness.kind": "trial",
                       "harness.suite": self.info.suite.name, "config_hash": trial.config_hash,
-                      "harness.variant": variant(trial),
+                      "harness.variant": variant(trial), **self.process_tags,
                       **({"harness.floor": "true"} if trial.kind == "floor" else {})})
         self.trial_runs[trial.config_hash] = run.info.run_id
+        self.open_runs.add(run.info.run_id)
         self._log(run.info.run_id, params=self.trial_params(trial))
 
     def trial_ended(self, result: TrialResult) -> None:
@@ -267,14 +362,16 @@ class MLflowSink:
         if result.warnings:
             tags["warnings"] = "; ".join(result.warnings)
         self._log(run_id, params=result.params, metrics=result.metrics, tags=tags)
-        with http_limits(SUITE_LIMITS, override=False):
-            for path in result.artifacts.values():
-                self.client.log_artifact(run_id, str(path))
-            if result.replicates:
-                self.client.log_dict(run_id, {"replicates": result.replicates,
-                                              "minimums": result.minimums},
-                                     REPLICATES_ARTIFACT)
-        self._end(run_id, result.status)
+        try:
+            with http_limits(SUITE_LIMITS, override=False):
+                for path in result.artifacts.values():
+                    self.client.log_artifact(run_id, str(path))
+                if result.replicates:
+                    self.client.log_dict(run_id, {"replicates": result.replicates,
+                                                  "minimums": result.minimums},
+                                         REPLICATES_ARTIFACT)
+        finally:  # the run is ended even if an artefact is refused
+            self._end(run_id, result.status)
 
     def trial_interrupted(self, trial: Trial, reason: str) -> None:
         run_id = self.trial_runs.get(trial.config_hash)
@@ -284,8 +381,11 @@ class MLflowSink:
 
     def suite_ended(self, results_of_run: list[TrialResult], status: str,
                     wall_s: float) -> None:
-        """Counts and wall-clock of this invocation, then end the parent run."""
+        """Counts and wall-clock of this invocation, then end the parent run (and any
+        trial run still open: interrupted while it was being recorded)."""
         try:
+            for run_id in sorted(self.open_runs):
+                self._end(run_id, KILLED)
             failed = sum(r.status == FAILED for r in results_of_run)
             self._log(self.parent_id, metrics={
                 "trials_failed": failed, "trials_run": len(results_of_run),

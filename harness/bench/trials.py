@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..plugin.manager import LoadedPlugins
+from .code_identity import code_versions
 from .canonical import canonical_hash
 from .suite_schema import Suite, SuiteError
 
@@ -82,6 +83,7 @@ def resolve_trials(suite: Suite, plugins: LoadedPlugins,
     trials: list[Trial] = []
     for entry in suite.samplers:
         sampler = plugins.samplers.get(entry.name)
+        code = code_versions(plugins, entry.name, suite.model, suite.metrics)
         for combination in entry.combinations():
             params = sampler.make_params(combination)
             if entry.steps is not None:
@@ -98,7 +100,7 @@ def resolve_trials(suite: Suite, plugins: LoadedPlugins,
                         "params": params.to_dict(), "schedule": suite.schedule,
                         "steps": steps, "seed": seed, "num_samples": suite.num_samples,
                         "metrics": suite.metrics, "dtype": suite.dtype,
-                        **network_config(suite),
+                        **network_config(suite), "code": code,
                     }
                     trials.append(Trial(
                         name=trial_name(entry.name, varied, nfe, seed), sampler=entry.name,

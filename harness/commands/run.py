@@ -1,5 +1,8 @@
 """``harness run``: run a benchmark suite and log it to MLflow and to results/.
 
+Exit statuses: `harness.bench.exit_codes` (0 done, 1 failed trials, 2 usage, 3 finished
+but not everything recorded, 130/143 interrupted).
+
 Also under torchrun (`torchrun --nproc_per_node=N -m harness.cli run ...`): every process
 loads the model and runs every trial on its share of the samples; rank 0 alone talks to
 MLflow, writes results/ and prints.
@@ -8,19 +11,26 @@ MLflow, writes results/ and prints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
 from ..core import distributed
-from ..plugin.manager import LoadedPlugins, get_plugins
+from ..plugin.manager import LoadedPlugins, failure_lines, get_plugins
+from ..bench import exit_codes
+from ..bench.atomic import check_writable, publish_folder
+from ..bench.guards import plan_memory
+from ..models.precision import STATE_DTYPES
 from ..bench.environment import environment
 from ..bench.floor import floor_trials
 from ..bench.runner import SuiteRunner, load_model, summary
-from ..bench.sinks import LocalSink, Sinks, SuiteInfo
+from ..bench.sinks import LocalSink, Sinks, SuiteInfo, finished_hashes
 from ..bench.suite import (
     DEFAULT_SUITE,
     Suite,
@@ -107,6 +117,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> int:
     plugins = plugins or get_plugins()
+    for line in failure_lines(plugins):
+        distributed.print0(line, file=sys.stderr)
     suite = load_suite(args.suite, plugins, overrides_from_args(args))
     # Before the model loads, so that loading runs at the setting too; restored after,
     # for callers that run suites in their own process.
@@ -140,6 +152,8 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         raise SuiteError(f"num_samples = {suite.num_samples} cannot be shared by "
                          f"{distributed.world_size()} processes")
     uri = resolve_tracking_uri(args.tracking_uri, suite.tracking_uri)
+    out_dir = Path(args.out) / suite.experiment
+    distributed.on_rank0(lambda: check_writable(out_dir))  # before any compute
     client = None
 
     def connect_tracking() -> None:  # rank 0's; a refusal stops every process
@@ -148,17 +162,27 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
 
     distributed.on_rank0(connect_tracking)
     model = load_model(suite, plugins, device)
+    with distributed.shared_failure():  # before any large allocation, on every process
+        plan = plan_memory(model, STATE_DTYPES[suite.dtype], suite.num_samples,
+                           suite.batch_size, device,
+                           len(range(distributed.rank(), suite.num_samples,
+                                     distributed.world_size())))
+    if plan.note:
+        distributed.print0(f"note: {plan.note}", file=sys.stderr)
+        suite = dataclasses.replace(suite, batch_size=plan.batch_size)
     identity = model_identity(suite, model)
     trials = resolve_trials(suite, plugins, identity, lands_on_zero(model))
     trials = floor_trials(suite, plugins, model, identity) + trials
     skipped = []
     if args.resume:
+        # MLflow's record and the local one: a trial finished while the tracking server
+        # was down is only in trials.jsonl, and must not run again.
         done = distributed.on_rank0(
-            lambda: finished_config_hashes(client, suite.experiment))
+            lambda: finished_config_hashes(client, suite.experiment)
+            | finished_hashes(out_dir / "trials.jsonl"))
         skipped = [t for t in trials if t.config_hash in done]
         trials = [t for t in trials if t.config_hash not in done]
 
-    out_dir = Path(args.out) / suite.experiment
     sinks = (Sinks([LocalSink(out_dir), MLflowSink(client, uri, suite.experiment)])
              if lead else Sinks([]))
     runner = SuiteRunner(suite, plugins, model, device, sinks,
@@ -177,30 +201,57 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
                      sampler_origins={s.name: plugins.samplers.origin(s.name).to_dict()
                                       for s in suite.samplers})
     results = runner.run(info)
-    status = 1 if any(r.status != "FINISHED" for r in results) else 0
     if not lead:
         # torchrun stops every process as soon as one exits non-zero, which would cut
         # rank 0's report short; rank 0's exit status is the run's.
         return 0
 
-    from ..bench.report import records_from_jsonl, write_report  # pandas, matplotlib
-
-    hashes = {t.config_hash for t in info.all_trials}
-    report = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes), out_dir,
-                          title=suite.experiment)
-    sinks.report_written(report.files, report.series)
-    print(report.files["leaderboard.md"].read_text())
+    report = _write_report(out_dir, {t.config_hash for t in info.all_trials},
+                           suite.experiment)
+    if report is not None:
+        sinks.report_written(report.files, report.series)
+        print(report.files["leaderboard.md"].read_text())
     print(summary(results, len(skipped)))
+    records = {"LocalSink": str(out_dir / "trials.jsonl"), "MLflowSink": f"MLflow ({uri})"}
     for sink, error in sinks.dropped:
+        kept = [records.get(type(s).__name__, type(s).__name__) for s in sinks.active]
         print(f"warning: {type(sink).__name__} stopped mid-suite ({error}); every trial is "
-              f"in {out_dir / 'trials.jsonl'}", file=sys.stderr)
+              f"in {' and '.join(kept) or 'no record: rerun the suite'}", file=sys.stderr)
     print(f"results: {out_dir}/ (leaderboard.md, plots, samples/, trials.jsonl)")
     if uri.startswith("sqlite:"):
         print(f"dashboard: tox -e dashboard (in the repository), or "
               f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
     else:
         print(f"dashboard: {uri}")
-    return status
+    return exit_codes.suite_exit_code(
+        any(r.status != "FINISHED" for r in results),
+        recording_complete=(not sinks.dropped and report is not None
+                            and not any(r.warnings for r in results)))
+
+
+def _write_report(out_dir: Path, hashes: set[str], title: str) -> Optional[Any]:
+    """The report from `trials.jsonl`, written into a staging folder and then moved into
+    place file by file (atomic renames), so a full disk never leaves a torn table or an
+    empty plot; a report that cannot be written is a warning (the trials are recorded)."""
+    from ..bench.report import records_from_jsonl, write_report  # pandas, matplotlib
+
+    staging = None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
+        report = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes),
+                              staging, title=title)
+        publish_folder(staging, out_dir)
+        return dataclasses.replace(report, files={
+            k: out_dir / Path(v).relative_to(staging) for k, v in report.files.items()})
+    except Exception as err:  # the measurements are safe in trials.jsonl either way
+        print(f"warning: the report could not be written to {out_dir}/ "
+              f"({type(err).__name__}: {err}); every trial is in "
+              f"{out_dir / 'trials.jsonl'}", file=sys.stderr)
+        return None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def lands_on_zero(model: Any) -> bool:

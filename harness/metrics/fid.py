@@ -22,6 +22,7 @@ compare at equal N only; N is returned with every value.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -190,27 +191,60 @@ def reference_stats(data_id: str, images: Callable[[], Tensor], extractor: nn.Mo
     """
     sha = str(extractor.sha256)
     path = cache_path(data_id, sha, cache_dir)
-    if use_cache and path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        if (stored["data_id"] == data_id and stored["extractor_sha256"] == sha
-                and (stored.get("features") is not None or not keep_features)):
-            return ReferenceStats(data_id, sha, int(stored["n"]), stored["features_sum"],
-                                  stored["features_cov_sum"], stored.get("features"))
+    stored = _read_cache(path) if use_cache else None
+    if (stored is not None and stored["data_id"] == data_id
+            and stored["extractor_sha256"] == sha
+            and (stored.get("features") is not None or not keep_features)):
+        return ReferenceStats(data_id, sha, int(stored["n"]), stored["features_sum"],
+                              stored["features_cov_sum"], stored.get("features"))
     features = extract(extractor, images(), batch_size)
     if features.shape[0] < 2:
         raise ValueError("reference statistics need at least two reference samples")
     stats = ReferenceStats(data_id, sha, features.shape[0], features.sum(0),
                            features.T @ features, features if keep_features else None)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"data_id": data_id, "extractor_sha256": sha, "n": stats.n,
-                    "mean": stats.mean, "cov": stats.cov,
-                    "features_sum": stats.features_sum,
-                    "features_cov_sum": stats.features_cov_sum,
-                    "features": stats.features}, tmp)
-        tmp.replace(path)  # atomic: concurrent processes never read half a file
+        _write_cache(path, {"data_id": data_id, "extractor_sha256": sha, "n": stats.n,
+                            "mean": stats.mean, "cov": stats.cov,
+                            "features_sum": stats.features_sum,
+                            "features_cov_sum": stats.features_cov_sum,
+                            "features": stats.features})
     return stats
+
+
+#: What a usable cache file holds; anything else is recomputed.
+CACHE_KEYS = ("data_id", "extractor_sha256", "n", "features_sum", "features_cov_sum")
+
+
+def _read_cache(path: Path) -> Optional[dict[str, Any]]:
+    """The cached statistics, or None when there are none or the file is unreadable (a
+    damaged or foreign file is recomputed with a warning, never a crash)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(stored, dict) or any(k not in stored for k in CACHE_KEYS):
+            raise ValueError("not a reference-statistics file")
+    except Exception as err:  # UnpicklingError, RuntimeError (torn zip), EOFError...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        warnings.warn(f"FID reference cache {path} is unreadable ({type(err).__name__}: "
+                      f"{first[:200]}); recomputing it", RuntimeWarning, stacklevel=3)
+        return None
+    return stored
+
+
+def _write_cache(path: Path, content: dict[str, Any]) -> None:
+    """Write the cache atomically (concurrent processes never read half a file); a
+    cache that cannot be written costs time on the next run, not this run's result."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(content, tmp)
+        tmp.replace(path)
+    except OSError as err:
+        warnings.warn(f"FID reference cache {path} not written ({err}); it will be "
+                      f"recomputed next time", RuntimeWarning, stacklevel=3)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 # --- FID ------------------------------------------------------------------------------------

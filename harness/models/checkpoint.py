@@ -214,5 +214,14 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu") ->
     data = weights_path.read_bytes()
     actual = sha256_bytes(data)
     _check(weights_path, manifest_path, manifest, actual)
-    tensors = {name: t.to(device) for name, t in load(data).items()}
+    try:
+        loaded = load(data)
+    except Exception as err:  # SafetensorError, or a header that is not JSON
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(
+            f"checkpoint {weights_path} is damaged: its sha256 matches {manifest_path.name} "
+            f"but it is not a readable safetensors file ({type(err).__name__}: "
+            f"{first[:200]}); the manifest was written for a damaged file, retrain or "
+            f"restore it") from None
+    tensors = {name: t.to(device) for name, t in loaded.items()}
     return Checkpoint(tensors, manifest, weights_path, manifest_path, actual)

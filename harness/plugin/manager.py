@@ -2,7 +2,9 @@
 
 Loading never stops at a broken plugin: a plugin that fails to import, breaks the hook
 specification, states an incompatible API version or raises while registering is
-recorded in `LoadedPlugins.failures` with a clear message, and the others load.
+recorded in `LoadedPlugins.failures` with a clear message, and the others load. The
+registries know the failures: asking for a name that no loaded plugin provides names the
+plugin that failed and, where its registrations were seen, that it would have provided it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class PluginFailure:
     plugin: str
     stage: str  # "import", "api-version", "hook-spec" or "register"
     message: str
+    #: Names the plugin tried to register, by kind ("sampler", ...), where known.
+    provides: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"plugin {self.plugin!r} failed at {self.stage}: {self.message}"
@@ -118,7 +122,23 @@ def load_plugins(*, entry_points: Optional[Iterable[Any]] = None,
 
     for plugin, origin in registered:
         _collect(pm, plugin, origin, loaded)
+    for registry in (loaded.samplers, loaded.models, loaded.metrics):
+        registry.failures = loaded.failures
     return loaded
+
+
+def api_version_problem(wanted: Any) -> Optional[str]:
+    """Why a plugin's `harness_api_version` cannot be used, or None if it matches."""
+    provided = hookspecs.HARNESS_API_VERSION
+    if isinstance(wanted, bool) or not isinstance(wanted, int):
+        return (f"harness_api_version must be an integer (this harness provides "
+                f"{provided}), got {type(wanted).__name__} {wanted!r}; write "
+                f"harness_api_version = {provided} if the plugin is written for it")
+    if wanted != provided:
+        return (f"written for harness API version {wanted}, but this harness provides "
+                f"version {provided}; install a harness release for API {wanted} or "
+                f"update the plugin")
+    return None
 
 
 def _import_and_register(pm: pluggy.PluginManager, name: str, load: Callable[[], Any],
@@ -128,13 +148,10 @@ def _import_and_register(pm: pluggy.PluginManager, name: str, load: Callable[[],
     except Exception as err:  # a broken plugin must not stop the others
         failures.append(PluginFailure(name, "import", f"{type(err).__name__}: {err}"))
         return None
-    wanted = getattr(plugin, "harness_api_version", hookspecs.HARNESS_API_VERSION)
-    if wanted != hookspecs.HARNESS_API_VERSION:
-        failures.append(PluginFailure(
-            name, "api-version",
-            f"written for harness API version {wanted!r}, but this harness provides "
-            f"version {hookspecs.HARNESS_API_VERSION}; install a harness release for "
-            f"API {wanted!r} or update the plugin"))
+    problem = api_version_problem(
+        getattr(plugin, "harness_api_version", hookspecs.HARNESS_API_VERSION))
+    if problem is not None:
+        failures.append(PluginFailure(name, "api-version", problem))
         return None
     try:
         pm.register(plugin, name=name)
@@ -173,8 +190,11 @@ def _collect(pm: pluggy.PluginManager, plugin: object, origin: Origin,
         for registry, name, item in pending:
             registry.add(name, item, origin)
     except Exception as err:
+        provides: dict[str, tuple[str, ...]] = {}
+        for registry, name, _ in pending:
+            provides[registry.kind] = (*provides.get(registry.kind, ()), name)
         loaded.failures.append(PluginFailure(origin.plugin, "register",
-                                             f"{type(err).__name__}: {err}"))
+                                             f"{type(err).__name__}: {err}", provides))
         loaded.plugins.remove(origin)
 
 
@@ -187,6 +207,11 @@ def get_plugins(refresh: bool = False) -> LoadedPlugins:
     if _default is None or refresh:
         _default = load_plugins()
     return _default
+
+
+def failure_lines(loaded: LoadedPlugins) -> list[str]:
+    """One line per plugin that failed to load, as commands print them."""
+    return [f"warning: {failure}" for failure in loaded.failures]
 
 
 def get_sampler(name: str) -> Sampler:

@@ -1,11 +1,16 @@
-"""Named registries of what plugins provide, each entry remembering where it came from."""
+"""Named registries of what plugins provide, each entry remembering where it came from.
+
+A registry also knows the plugins that failed to load (set by the plugin manager), so
+that an unknown name is answered with the broken plugin that would have provided it
+rather than a bare "unknown sampler".
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
 
-from ..errors import PluginError, unknown_name
+from ..errors import ParameterError, PluginError, UnknownNameError, unknown_name
 
 T = TypeVar("T")
 
@@ -42,11 +47,19 @@ class ModelSpec:
             raise PluginError(f"ModelSpec needs a name and a callable load, got {self.name!r}")
 
     def build(self, device: Any = "cpu", **options: Any) -> Any:
-        """Load the model, refusing options it does not declare."""
+        """Load the model, refusing options it does not declare; an option value the
+        loader cannot use (`sde = 5`) is one clear error naming the options."""
         for key in options:
             if key not in self.options:
                 raise unknown_name(f"option of model {self.name!r}", key, self.options)
-        return self.load(device, **options)
+        try:
+            return self.load(device, **options)
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            if not options or isinstance(err, PluginError):
+                raise
+            given = ", ".join(f"{k} = {v!r}" for k, v in options.items())
+            raise ParameterError(f"model {self.name!r} cannot be built with model_options "
+                                 f"{given}: {type(err).__name__}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        #: Plugins that failed to load (`PluginFailure`s), for unknown-name messages.
+        self.failures: list[Any] = []
 
     def add(self, name: str, item: T, origin: Origin) -> None:
         if name in self._entries:
@@ -71,8 +86,24 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            raise unknown_name(self.kind, name, self._entries)
+            error = unknown_name(self.kind, name, self._entries)
+            note = self._failed_provider(name)
+            raise UnknownNameError(f"{error} {note}") if note else error
         return self._entries[name].item
+
+    def _failed_provider(self, name: str) -> str:
+        """Which failed plugin would have provided `name`: the one seen registering it,
+        else every failed plugin whose registrations are unknown (it may be any)."""
+        known = [f for f in self.failures if name in f.provides.get(self.kind, ())]
+        if known:
+            f = known[0]
+            return (f"Plugin {f.plugin!r}, which provides {self.kind} {name!r}, failed to "
+                    f"load at {f.stage}: {f.message}")
+        unknown = [f for f in self.failures if not f.provides]
+        if not unknown:
+            return ""
+        listing = "; ".join(f"{f.plugin!r} (at {f.stage}: {f.message})" for f in unknown)
+        return (f"{len(unknown)} plugin(s) failed to load and may provide it: {listing}")
 
     def origin(self, name: str) -> Origin:
         self.get(name)

@@ -1,0 +1,34 @@
+"""Which code makes a trial's result: the harness's version and each plugin's.
+
+Part of every trial's configuration hash (`harness.bench.suite.resolve_trials`), so that
+`--resume` never reuses a result made by other code: upgrading the harness or the
+distribution that provides the trial's sampler, model or a metric changes the hash, and
+the trial runs again. A plugin that is not an installed distribution (a module passed
+in by a test or a script) has no version to go by; it is named as "unversioned".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from .environment import DISTRIBUTION, version
+
+UNVERSIONED = "unversioned"
+
+
+def code_versions(plugins: Any, sampler: Optional[str], model: str, metrics: Iterable[str]
+                  ) -> dict[str, Any]:
+    """{"harness": version, "plugins": {distribution: version}} for the distributions
+    that provide this sampler (None: no sampler, as for the real-data floor), model and
+    these metrics."""
+    origins = [plugins.models.origin(model)]
+    if sampler is not None:
+        origins.append(plugins.samplers.origin(sampler))
+    origins += [plugins.metrics.origin(name) for name in metrics]
+    providers = {}
+    for origin in origins:
+        if origin.distribution:
+            providers[origin.distribution] = origin.version or UNVERSIONED
+        else:
+            providers[f"module {origin.module}"] = UNVERSIONED
+    return {"harness": version(DISTRIBUTION), "plugins": dict(sorted(providers.items()))}

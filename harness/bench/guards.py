@@ -1,0 +1,174 @@
+"""Memory guards: a suite that cannot fit is refused, or its batches split, before any
+allocation, with a message saying how much it needs and how much there is.
+
+The estimate, per batch of B samples of D values in the state's dtype:
+
+    B x D x itemsize x LIVE_STATES    the sampler's tensors (state, denoised, derivatives,
+                                      noise, the next state) alive at once
+  + B x activations per sample        measured: the peak of live tensor memory during one
+                                      forward pass of the network on PROBE_BATCH samples
+  + N x D x itemsize x HELD_COPIES    all N samples of a trial, held on the CPU while the
+                                      batches are concatenated, gathered and measured
+
+compared with `HEADROOM` of what is available (the device's free memory for a GPU, the
+system's available memory for the CPU). A batch size is a memory setting, not part of a
+result (samples are seeded per sample), so a batch that is too large is split to the
+largest that fits; only samples that cannot be held at all are refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import weakref
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from .suite import SuiteError
+
+LIVE_STATES = 6
+HELD_COPIES = 3
+PROBE_BATCH = 4
+#: Plan for at most this share of the memory available now.
+HEADROOM = 0.8
+GIB = 2.0 ** 30
+
+
+def _size(count: float) -> str:
+    """Bytes as MiB below a GiB, else GiB, with one decimal."""
+    return f"{count / 2**20:,.1f} MiB" if count < GIB else f"{count / GIB:,.1f} GiB"
+
+
+class MemoryGuardError(SuiteError):
+    """The suite cannot fit in memory whatever the batch size."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The batch size to use, and the estimate behind it."""
+
+    batch_size: int
+    bytes_per_batch_sample: float
+    bytes_held: float
+    available: float
+    where: str
+    note: str = ""
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Tracks the bytes of tensors created inside it and still alive, and their peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+
+    def _freed(self, size: int) -> None:
+        self.live -= size
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+                           ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            # Views share their base's memory, already counted.
+            if isinstance(tensor, torch.Tensor) and not tensor._is_view():
+                size = tensor.untyped_storage().nbytes()
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(tensor, self._freed, size)
+        return out
+
+
+def activation_bytes_per_sample(model: Any, dtype: torch.dtype,
+                                batch: int = PROBE_BATCH) -> float:
+    """Peak memory of one forward pass per sample, measured on a small batch."""
+    device = model.device
+    x = torch.randn(batch, *model.data.shape, device=device, dtype=dtype)
+    sigma = float(model.sde.sigma(model.sde.T / 2))
+    calls, rows = model.nfe.calls, model.nfe.rows
+    try:
+        with torch.no_grad():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+                model.denoise(x, sigma)
+                peak = torch.cuda.max_memory_allocated(device) - before
+            else:
+                try:
+                    with _LiveTensorBytes() as tracker:
+                        model.denoise(x, sigma)
+                    peak = tracker.peak
+                except Exception as err:  # e.g. a compiled network refusing the mode
+                    print(f"warning: network activations not measured ({type(err).__name__}"
+                          f": {err}); the memory guard counts the sampler's tensors only",
+                          file=sys.stderr)
+                    peak = 0
+    finally:
+        model.nfe.calls, model.nfe.rows = calls, rows
+    return max(peak, 0) / batch
+
+
+def available_bytes(device: torch.device) -> float:
+    """Memory that can be allocated now: free device memory, else available RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return math.inf
+
+
+def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: int,
+                device: torch.device, samples_here: Optional[int] = None,
+                available: Optional[dict[str, float]] = None) -> MemoryPlan:
+    """The batch size that fits (`batch_size` or smaller), or `MemoryGuardError`.
+
+    `samples_here` is this process's share of the samples (default: all);
+    `available` overrides the measured memory ({"cpu": bytes, "device": bytes}).
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    per_sample = math.prod(model.data.shape) * itemsize
+    held = float(num_samples) * per_sample * HELD_COPIES
+    cpu = (available or {}).get("cpu", available_bytes(torch.device("cpu")))
+    if held > HEADROOM * cpu:
+        raise MemoryGuardError(
+            f"num_samples = {num_samples:,} needs about {_size(held)} of CPU memory "
+            f"to hold the samples ({num_samples:,} x {per_sample:,} bytes x {HELD_COPIES} "
+            f"copies), but {_size(cpu)} is available; lower num_samples "
+            f"(nothing was allocated)")
+    per_batch_sample = per_sample * LIVE_STATES + activation_bytes_per_sample(model, dtype)
+    if device.type == "cuda":
+        room = HEADROOM * (available or {}).get("device", available_bytes(device))
+        where = f"on {device}"
+    else:
+        room, where = HEADROOM * cpu - held, "of CPU memory"
+    batch = min(batch_size, samples_here if samples_here is not None else num_samples)
+    need = batch * per_batch_sample
+    plan = MemoryPlan(batch_size, per_batch_sample, held, room / HEADROOM, where)
+    if need <= room:
+        return plan
+    fits = int(room // per_batch_sample)
+    if fits < 1:
+        raise MemoryGuardError(
+            f"one sample needs about {_size(per_batch_sample)} {where} "
+            f"(sampler state and network activations), more than the "
+            f"{_size(room)} available; nothing was allocated")
+    note = (f"batch_size = {batch_size:,} would need about {_size(need)} {where} "
+            f"({_size(per_batch_sample)} per sample: sampler state and network "
+            f"activations), {_size(room)} is available: using batch_size = "
+            f"{fits:,} (batches change memory, not results)")
+    return MemoryPlan(fits, per_batch_sample, held, room / HEADROOM, where, note)
