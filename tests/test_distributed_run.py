@@ -63,6 +63,8 @@ num_reference = 500
 FINISHED_TRIALS = {"euler-6nfe-seed3", "heun-11nfe-seed3", "euler_maruyama-6nfe-seed3",
                    "langevin-11nfe-seed3"}
 FAILING_TRIAL = "nan_for_sample_1-6nfe-seed3"
+#: The real-data floor: exact samples of the ring, 4 draws (FID and the distances).
+FLOOR_TRIALS = {f"data-draw{d}" for d in range(4)}
 
 
 def _run(folder: Path, processes: int) -> tuple[subprocess.CompletedProcess, Path]:
@@ -106,9 +108,9 @@ def _trials(folder: Path) -> dict[str, dict]:
 def test_both_runs_finish_with_the_one_failing_trial(runs):
     for processes, (done, folder) in runs.items():
         assert done.returncode == 1, (processes, done.stdout[-3000:], done.stderr[-3000:])
-        assert "4 trials finished, 1 failed" in done.stdout, done.stdout[-3000:]
+        assert "8 trials finished, 1 failed" in done.stdout, done.stdout[-3000:]
         statuses = {name: r["status"] for name, r in _trials(folder).items()}
-        assert statuses == {**dict.fromkeys(FINISHED_TRIALS, "FINISHED"),
+        assert statuses == {**dict.fromkeys(FINISHED_TRIALS | FLOOR_TRIALS, "FINISHED"),
                             FAILING_TRIAL: "FAILED"}
 
 
@@ -142,6 +144,10 @@ def test_every_metric_is_the_same_with_two_processes(runs):
             assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), (name, key)
             compared += 1
     assert compared == 4 * 6 + 2 * 3 - 1
+    for name in FLOOR_TRIALS:            # held-out data: the same on every process too
+        a, b = one[name]["metrics"], two[name]["metrics"]
+        for key in ("fid", "sliced_wasserstein", "mmd_oracle", "fid_ci_low", "fid_ci_high"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), (name, key)
     assert one["heun-11nfe-seed3"]["metrics"]["nfe"] == 11.0
     assert one["euler-6nfe-seed3"]["metrics"]["fid_num_samples"] == 37.0
 
@@ -168,9 +174,9 @@ def test_only_rank_0_records(runs):
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     assert len(suite_runs(uri, "sharded")) == 1
     assert sorted(r.data.tags["mlflow.runName"] for r in trial_runs(uri, "sharded")) == \
-        sorted(FINISHED_TRIALS | {FAILING_TRIAL})
+        sorted(FINISHED_TRIALS | FLOOR_TRIALS | {FAILING_TRIAL})
     kinds = [r["kind"] for r in _records(folder)]
-    assert kinds.count("suite") == 1 and kinds.count("trial") == 5
+    assert kinds.count("suite") == 1 and kinds.count("trial") == 9
     assert done.stdout.count("trials finished") == 1  # the summary is printed once
 
 

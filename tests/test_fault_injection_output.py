@@ -125,13 +125,19 @@ def test_a_model_option_of_the_wrong_type_is_one_line(bench, tmp_path, capsys):
 
 def test_samples_that_cannot_be_held_are_refused_before_allocation(bench, tmp_path, capsys):
     suite = write_suite(tmp_path / "tiny.toml", TINY_SUITE)
+    # Absurd sizes stop at validation, with the cap and its reason.
     assert harness("run", suite, "--quiet", "--num-samples", "1000000000000"
                    ) == exit_codes.USAGE
     line = _one_error_line(capsys.readouterr().err)
-    # 10^12 samples x 2 float32 values x 3 copies, in GiB.
-    assert f"needs about {3 * 8e12 / 2**30:,.1f} GiB of CPU memory" in line
-    assert line.endswith("lower num_samples (nothing was allocated)")
+    assert "num_samples must be an integer <= 10000000" in line
     assert _nothing_ran()
+    # Sizes under the cap that the machine cannot hold stop at the memory guard: 10^7
+    # samples x 2 float32 values x 3 copies, against 100 MB said to be available.
+    with pytest.raises(MemoryGuardError) as refused:
+        plan_memory(ring_2d(make_sde("vp")).float(), torch.float32, 10**7, 1000,
+                    torch.device("cpu"), available={"cpu": 1e8})
+    assert f"needs about {3 * 8e7 / 2**20:,.1f} MiB of CPU memory" in str(refused.value)
+    assert str(refused.value).endswith("lower num_samples (nothing was allocated)")
 
 
 def test_a_batch_too_large_for_memory_is_split_to_what_fits():

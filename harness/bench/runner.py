@@ -315,6 +315,7 @@ class SuiteRunner:
         except Exception as err:
             message = f"sample grid not written to {path}: {type(err).__name__}: {err}"
             result.warnings.append(message)
+            result.unrecorded.append(message)
             print(f"warning: {trial.name}: {message}", file=sys.stderr)
 
     def _check_nfe(self, trial: Trial, result: TrialResult) -> None:
@@ -394,6 +395,19 @@ class SuiteRunner:
             parts.append(x.detach().to("cpu"))
         return torch.cat(parts)
 
+    def _check_dtype_device(self, x: Tensor) -> None:
+        """Samples in another dtype or on another device than the run's were not made
+        the way the trial is recorded (e.g. float64 state in a float32 run)."""
+        if x.dtype != self.dtype:
+            raise TrialFailure(f"sampler returned {x.dtype} samples in a "
+                               f"{self.suite.dtype} run; keep the state in x's dtype")
+        want = self.device
+        if x.device.type != want.type or (want.index is not None
+                                          and x.device.index != want.index):
+            raise TrialFailure(f"sampler returned samples on {x.device}, the run is on "
+                               f"{want}; keep the state on x's device")
+
+
 
 def progress_line(result: TrialResult, done: int, total: int, elapsed: float) -> str:
     """One line per finished trial for logs: name, NFE, seconds, trials left and ETA.
@@ -418,18 +432,6 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-    def _check_dtype_device(self, x: Tensor) -> None:
-        """Samples in another dtype or on another device than the run's were not made
-        the way the trial is recorded (e.g. float64 state in a float32 run)."""
-        if x.dtype != self.dtype:
-            raise TrialFailure(f"sampler returned {x.dtype} samples in a "
-                               f"{self.suite.dtype} run; keep the state in x's dtype")
-        want = self.device
-        if x.device.type != want.type or (want.index is not None
-                                          and x.device.index != want.index):
-            raise TrialFailure(f"sampler returned samples on {x.device}, the run is on "
-                               f"{want}; keep the state on x's device")
 
 
 def summary(results: list[TrialResult], skipped: int = 0) -> str:

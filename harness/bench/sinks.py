@@ -75,6 +75,9 @@ class TrialResult:
     #: counted NFE differs from what the sampler declares) or what went wrong after the
     #: measurement (an artefact not written); the trial stays FINISHED.
     warnings: list[str] = field(default_factory=list)
+    #: Those of the warnings that say something was not recorded (an artefact not
+    #: written): they make the run's exit status 3.
+    unrecorded: list[str] = field(default_factory=list)
     #: Bootstrap replicates of set metrics, by metric key (`harness.metrics.bootstrap`):
     #: what the report needs for intervals over seeds and paired comparisons.
     replicates: dict[str, list[float]] = field(default_factory=dict)

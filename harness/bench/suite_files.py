@@ -53,8 +53,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"malformed suite file {str(path)!r}: {err}") from None
     except UnicodeDecodeError as err:
-        raise SuiteError(f"suite file {str(path)!r} is not UTF-8 text (byte {err.start}: "
-                         f"{err.reason})") from None
+        raise SuiteError(f"suite file {str(path)!r} is not UTF-8 text (byte "
+                         f"{err.object[err.start:err.start + 1]!r} at offset {err.start}); "
+                         f"save it as UTF-8") from None
 
 
 def parse_value(text: str) -> Any:

@@ -226,7 +226,7 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
     return exit_codes.suite_exit_code(
         any(r.status != "FINISHED" for r in results),
         recording_complete=(not sinks.dropped and report is not None
-                            and not any(r.warnings for r in results)))
+                            and not any(r.unrecorded for r in results)))
 
 
 def _write_report(out_dir: Path, hashes: set[str], title: str) -> Optional[Any]:
