@@ -191,7 +191,3 @@ def get_plugins(refresh: bool = False) -> LoadedPlugins:
 
 def get_sampler(name: str) -> Sampler:
     return get_plugins().samplers.get(name)
-
-
-def get_model_spec(name: str) -> ModelSpec:
-    return get_plugins().models.get(name)
