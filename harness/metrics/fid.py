@@ -239,7 +239,6 @@ class FID:
 
         if reference.extractor_sha256 != str(extractor.sha256):
             raise ValueError("reference statistics were computed with another extractor")
-        self.reference = reference
         self.batch_size = batch_size
         self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
         self.metric.to(_module_device(extractor))
