@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from harness.core.model import DataSpec
+from harness.core.noise import SampleNoise
 from harness.core.sde import VPSDE
 from harness.metrics.likelihood import dequantise, ode_nll
-from harness.models.oracle import ring_2d
+from harness.models.oracle import GaussianMixture, ring_2d
 
 # Loose tolerances keep the solves short; the checks below are about aggregation.
 FAST = {"rtol": 1e-3, "atol": 1e-3}
@@ -101,3 +102,30 @@ def test_dequantise_draws_each_point_s_noise_from_its_own_index():
     assert not torch.equal(dequantise(x, spec, seed=1), whole)
     assert whole.dtype == torch.float64
     assert np.all(np.abs(whole.numpy()) <= spec.bin_width / 2)
+
+
+def test_rademacher_probes_are_exact_for_an_isotropic_gaussian():
+    # For data N(mu, s^2 I) the PF-ODE drift is linear with Jacobian c(t) I, so
+    # e^T (c I) e = c D for every +-1 probe: all Rademacher estimates of a point agree
+    # (and with the exact trace, to the solver's tolerance), while Gaussian probes
+    # (|e|^2 != D) scatter.
+    model = GaussianMixture([1.0], [[0.3, -0.2, 0.5]], [0.4], VPSDE())
+    x = _points(model, 6, seed=5)
+    rademacher = ode_nll(model, x, num_probes=3, **FAST)
+    values = rademacher.values
+    torch.testing.assert_close(values, values[:, :1].expand(6, 3), rtol=0, atol=1e-12)
+    assert rademacher.probe_stderr < 1e-12
+    exact = ode_nll(model, x, method="exact", **FAST).values[:, 0]
+    torch.testing.assert_close(values[:, 0], exact, rtol=0, atol=1e-2)
+    gaussian = ode_nll(model, x, num_probes=3, probe="gaussian", **FAST)
+    assert gaussian.probe_stderr > 1e-3
+
+
+def test_dequantisation_maps_the_stream_s_first_draw_through_the_normal_cdf():
+    spec = DataSpec(shape=(4,), value_range=(-1.0, 1.0), levels=5)
+    x = torch.zeros(3, 4, dtype=torch.float64)
+    first = SampleNoise(9, [4, 0, 7], (4,), dtype=torch.float64)()
+    uniform = torch.special.ndtr(first) - 0.5                    # N(0, 1) -> U(-1/2, 1/2)
+    out = dequantise(x, spec, seed=9, indices=[4, 0, 7])
+    torch.testing.assert_close(out, spec.bin_width * uniform, rtol=0, atol=0)
+
