@@ -108,12 +108,32 @@ def test_the_digits_extractor_defaults_to_the_cpu():
     assert {p.device.type for p in extractor.parameters()} == {"cpu"}
 
 
-def test_kid_defaults_are_torchmetrics_defaults():
-    # Binkowski et al. 2018 as torchmetrics implements it: 100 subsets of 1000.
+def test_kid_defaults_are_torchmetrics_defaults(tmp_path):
+    # Binkowski et al. 2018 as torchmetrics implements it: 100 subsets of 1000, here
+    # drawn from a generator seeded with 0.
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    ours = inspect.signature(fid.KID).parameters
     theirs = inspect.signature(KernelInceptionDistance).parameters
-    assert ours["subsets"].default == theirs["subsets"].default == 100
-    assert ours["subset_size"].default == theirs["subset_size"].default == 1000
-    assert ours["seed"].default == 0
+    assert (theirs["subsets"].default, theirs["subset_size"].default) == (100, 1000)
+    extractor = fid.IdentityFeatures(3)
+    stats = fid.reference_stats("data:kid", _features, extractor, keep_features=True,
+                                cache_dir=tmp_path)
+    kid = fid.KID(extractor, stats)
+    assert (kid.subsets, kid.subset_size, kid.seed) == (100, 1000, 0)
+
+
+def test_kid_refuses_reference_statistics_it_cannot_use(tmp_path):
+    extractor = fid.IdentityFeatures(3)
+    bare = fid.reference_stats("data:c", _features, extractor, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"reference_stats\(keep_features=True\)"):
+        fid.KID(extractor, bare)
+    kept = fid.reference_stats("data:c", _features, extractor, keep_features=True,
+                               cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="another extractor"):
+        fid.KID(fid.IdentityFeatures(4), kept)
+
+
+def test_the_default_cache_is_under_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv(fid.CACHE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert fid.default_cache_dir() == tmp_path / ".cache" / "harness"
