@@ -49,6 +49,8 @@ def test_a_cache_hit_gives_back_every_field_as_computed(tmp_path):
     hit = fid.reference_stats("data:a", images, extractor, keep_features=True,
                               cache_dir=tmp_path)
     assert len(calls) == 1                             # the features were in the file
+    assert (computed.data_id, computed.extractor_sha256, computed.n) == (
+        "data:a", extractor.sha256, 40)
     assert (hit.data_id, hit.extractor_sha256, hit.n) == ("data:a", extractor.sha256, 40)
     assert isinstance(hit.n, int)
     for name in ("features_sum", "features_cov_sum", "features"):
@@ -56,6 +58,15 @@ def test_a_cache_hit_gives_back_every_field_as_computed(tmp_path):
     # The sums are those of the features themselves (independent of the cache).
     torch.testing.assert_close(hit.features_sum, x.sum(0), rtol=0, atol=1e-12)
     torch.testing.assert_close(hit.features_cov_sum, x.T @ x, rtol=0, atol=1e-12)
+
+
+def test_two_reference_samples_are_enough_and_one_is_refused(tmp_path):
+    extractor = fid.IdentityFeatures(3)
+    nested = tmp_path / "not" / "yet"                  # the cache makes its own folders
+    two = fid.reference_stats("data:two", lambda: _features(2), extractor, cache_dir=nested)
+    assert two.n == 2 and fid.cache_path("data:two", extractor.sha256, nested).is_file()
+    with pytest.raises(ValueError, match="at least two"):
+        fid.reference_stats("data:one", lambda: _features(1), extractor, cache_dir=nested)
 
 
 def test_a_cache_file_is_read_as_tensors_only(tmp_path):

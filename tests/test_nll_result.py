@@ -52,8 +52,9 @@ def test_probe_stderr_is_zero_for_the_exact_trace_and_unknown_for_one_probe(mode
     x = _points(model, 4)
     exact = ode_nll(model, x, method="exact", **FAST)
     assert exact.probe_stderr == 0.0 and exact.num_probes == 1 and exact.probe is None
-    single = ode_nll(model, x, num_probes=1, **FAST)
+    single = ode_nll(model, x, **FAST)                  # the defaults: one probe, seed 0
     assert single.probe_stderr is None and single.probe == "rademacher"
+    assert (single.num_probes, single.seed) == (1, 0)
     alone = ode_nll(model, x[:1], method="exact", **FAST)
     assert math.isnan(alone.stderr)                           # one point: no spread
 
