@@ -148,3 +148,12 @@ def test_the_default_cache_is_under_the_home_directory(tmp_path, monkeypatch):
     monkeypatch.delenv(fid.CACHE_ENV, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert fid.default_cache_dir() == tmp_path / ".cache" / "harness"
+
+
+def test_a_wrapped_extractor_stays_in_eval_mode():
+    # Dropout or batch-norm statistics in training mode would make features random.
+    wrapped = fid.Float64Features(torch.nn.Dropout(0.5), sha256="x", num_features=4)
+    wrapped.train()
+    assert not wrapped.training and not wrapped.extractor.training
+    x = torch.ones(3, 4)
+    assert torch.equal(wrapped(x), x.double())
