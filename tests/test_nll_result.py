@@ -16,6 +16,7 @@ import torch
 from harness.core.model import DataSpec
 from harness.core.noise import SampleNoise
 from harness.core.sde import VPSDE
+from harness.metrics import likelihood
 from harness.metrics.likelihood import dequantise, ode_nll
 from harness.models.oracle import GaussianMixture, ring_2d
 
@@ -130,3 +131,31 @@ def test_dequantisation_maps_the_stream_s_first_draw_through_the_normal_cdf():
     out = dequantise(x, spec, seed=9, indices=[4, 0, 7])
     torch.testing.assert_close(out, spec.bin_width * uniform, rtol=0, atol=0)
 
+
+
+def test_ode_nll_evaluates_exactly_the_points_dequantise_returns():
+    # Dequantising inside ode_nll and solving continuous data dequantised beforehand
+    # must be the same computation, bit for bit.
+    spec = DataSpec(shape=(2,), value_range=(-1.5, 1.5), levels=61)
+    quantised, continuous = ring_2d(VPSDE()), ring_2d(VPSDE())
+    quantised.data = spec
+    x = (_points(quantised, 6, seed=8) / spec.bin_width).round() * spec.bin_width
+    inside = ode_nll(quantised, x, method="exact", seed=3, **FAST).values
+    before = ode_nll(continuous, dequantise(x, spec, seed=3), method="exact", **FAST).values
+    torch.testing.assert_close(inside, before, rtol=0, atol=0)
+
+
+def test_rademacher_probes_are_fair_signs():
+    # E[e e^T] = I needs P(+1) = P(-1) = 1/2 in every coordinate.
+    model = ring_2d(VPSDE())
+    x = torch.zeros(4000, 2, dtype=torch.float64)
+    _, probes = likelihood._draws(model, x, range(4000), 0, "hutchinson", "rademacher", 2)
+    assert probes.shape == (2, 4000, 2) and probes.dtype == torch.float64
+    assert set(probes.unique().tolist()) == {-1.0, 1.0}
+    assert abs(float(probes.mean())) < 4 / math.sqrt(probes.numel())
+
+
+def test_two_points_have_a_standard_error(model):
+    result = ode_nll(model, _points(model, 2, seed=9), method="exact", **FAST)
+    v = result.values[:, 0]
+    assert result.stderr == pytest.approx(abs(float(v[0] - v[1])) / 2, rel=1e-12)
