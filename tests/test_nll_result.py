@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from harness.core.model import DataSpec
+from harness.errors import ParameterError
 from harness.core.noise import SampleNoise
 from harness.core.sde import VPSDE
 from harness.metrics import likelihood
@@ -159,3 +160,31 @@ def test_two_points_have_a_standard_error(model):
     result = ode_nll(model, _points(model, 2, seed=9), method="exact", **FAST)
     v = result.values[:, 0]
     assert result.stderr == pytest.approx(abs(float(v[0] - v[1])) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"method": "trace"}, "method must be one of hutchinson, exact"),
+    ({"probe": "uniform"}, "probe must be one of rademacher, gaussian"),
+    ({"num_probes": 0}, "num_probes"), ({"num_probes": True}, "num_probes"),
+    ({"num_probes": 1.5}, "num_probes"),
+    ({"eps": 0.0}, "eps must lie in"), ({"eps": 1.0}, "eps must lie in"),
+    ({"batch_size": 0}, "batch_size"), ({"indices": [0]}, "1 indices for 2 test points"),
+])
+def test_bad_options_are_refused_before_any_solve(model, options, match):
+    model.nfe.reset()
+    with pytest.raises(ParameterError, match=match):
+        ode_nll(model, _points(model, 2), **options)
+    assert model.nfe.calls == 0
+
+
+def test_test_points_of_another_shape_are_refused(model):
+    with pytest.raises(ParameterError, match=r"shape \(3,\), the model's data have shape \(2,\)"):
+        ode_nll(model, torch.zeros(2, 3, dtype=torch.float64))
+
+
+def test_test_points_are_cast_to_the_model_s_dtype(model):
+    x = _points(model, 3, seed=10)
+    as_float32 = ode_nll(model, x.float(), method="exact", **FAST)
+    torch.testing.assert_close(as_float32.values, ode_nll(model, x.float().double(),
+                                                          method="exact", **FAST).values,
+                               rtol=0, atol=0)
