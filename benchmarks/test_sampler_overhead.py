@@ -15,9 +15,8 @@ Run with `tox -e microbench` (or `pytest benchmarks --benchmark-json=...`). The 
 in each benchmark's `extra_info` and in `results/microbench/overhead.md`, never in an
 assert: timings on a shared machine are no test.
 
-How it is measured (and why not `harness.metrics.timing.time_sampling`): on a machine shared with
-other jobs the speed of the CPU changes from second to second, so a forward timed before
-a run can be 2x off the forwards inside it. Two ratios are therefore kept per round:
+How it is measured: on a machine shared with other jobs the speed of the CPU changes from
+second to second, so a forward timed before a run can be 2x off the forwards inside it. Two ratios are therefore kept per round:
 
 * `overhead` (the headline): wall / (calls x mean forward time *inside this run*). Every
   denoiser call of the run (`model._denoise`: preconditioning plus network, exactly what
@@ -35,8 +34,7 @@ is what decides the overhead of a small network there; on this CPU at batch 256 
 network dominates and every sampler is within a fraction of a percent.
 
 pytest-benchmark owns the rounds, so its JSON holds the distribution of the sampling run
-alone; `time_sampling` would time its own repeats and a forward, which is why it is not
-used here. Clock reads go through `harness.metrics.timing.clock` (synchronised on CUDA, which
+alone. Clock reads go through `harness.metrics.timing.clock` (synchronised on CUDA, which
 then also synchronises around every timed network call). Ratios are medians over rounds.
 Set HARNESS_BENCH_DEVICE=cuda to measure on a GPU.
 """

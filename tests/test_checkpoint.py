@@ -10,7 +10,7 @@ import torch
 
 from harness.models.checkpoint import (
     FORMAT_VERSION, CheckpointNotFoundError, ChecksumError, ManifestError, file_sha256,
-    load_checkpoint, save_checkpoint, tensors_sha256, verify_checkpoint,
+    load_checkpoint, save_checkpoint, tensors_sha256,
 )
 from harness.errors import HarnessError
 
@@ -45,7 +45,7 @@ def test_round_trip_keeps_tensors_and_manifest(tmp_path):
     # The recorded hash is a function of the tensors alone.
     assert tensors_sha256(_tensors(0)) == written.sha256
     assert tensors_sha256(dict(reversed(list(_tensors(0).items())))) == written.sha256
-    assert verify_checkpoint(tmp_path / "model")[2] == written.sha256
+    assert load_checkpoint(tmp_path / "model").sha256 == written.sha256
 
 
 def test_weight_file_is_not_a_pickle(tmp_path):

@@ -11,8 +11,7 @@ from scipy import linalg
 from torch import nn
 
 from harness.metrics import fid
-from harness.metrics.fid import (FID, KID, IdentityFeatures, frechet_distance, over_seeds,
-                         reference_stats)
+from harness.metrics.fid import FID, KID, IdentityFeatures, frechet_distance, reference_stats
 
 
 def _gaussian(n, mean, cov_root, seed):
@@ -122,23 +121,6 @@ def test_reference_statistics_are_cached_per_data_and_extractor(tmp_path):
     torch.testing.assert_close(stored["mean"], a.mean)
     with pytest.raises(ValueError, match="another extractor"):
         FID(second, a)
-
-
-def test_fid_over_seeds_reports_mean_and_std_at_equal_n(tmp_path):
-    extractor = IdentityFeatures(3)
-    real = _gaussian(300, [0.0] * 3, torch.eye(3, dtype=torch.float64), seed=7)
-    stats = reference_stats("test:seeds", lambda: real, extractor, cache_dir=tmp_path)
-    metric = FID(extractor, stats)
-    samples = {s: _gaussian(200, [0.3] * 3, torch.eye(3, dtype=torch.float64), seed=10 + s)
-               for s in range(3)}
-    summary = over_seeds(metric, samples)
-    values = [metric(samples[s])[0] for s in range(3)]
-    assert summary.per_seed == {s: pytest.approx(v) for s, v in enumerate(values)}
-    assert summary.mean == pytest.approx(np.mean(values))
-    assert summary.std == pytest.approx(np.std(values, ddof=1))
-    assert summary.num_samples == 200
-    with pytest.raises(ValueError, match="equal N"):
-        over_seeds(metric, {0: samples[0], 1: samples[1][:150]})
 
 
 def test_kid_equals_the_unbiased_polynomial_mmd(tmp_path):

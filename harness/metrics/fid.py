@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -274,7 +273,6 @@ class FID:
 
         if reference.extractor_sha256 != str(extractor.sha256):
             raise ValueError("reference statistics were computed with another extractor")
-        self.reference = reference
         self.batch_size = batch_size
         self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
         self.metric.to(_module_device(extractor))
@@ -290,38 +288,6 @@ class FID:
         for i in range(0, len(samples), self.batch_size):
             self.metric.update(samples[i:i + self.batch_size].to(device), real=False)
         return float(self.metric.compute()), int(samples.shape[0])
-
-
-@dataclass(frozen=True)
-class SeedSummary:
-    """A metric over several seeds: per-seed values, mean, sample std (ddof 1), N each."""
-
-    per_seed: dict[int, float]
-    mean: float
-    std: float
-    num_samples: int
-
-    def params(self) -> dict[str, Any]:
-        return {"seeds": sorted(self.per_seed), "num_samples_per_seed": self.num_samples,
-                "std": "sample standard deviation over seeds (ddof=1)"}
-
-
-def over_seeds(metric: Callable[[Tensor], tuple[float, int]],
-               samples_by_seed: Mapping[int, Tensor]) -> SeedSummary:
-    """Apply `metric` (e.g. a `FID`) to each seed's samples; mean and std over seeds.
-
-    Every seed must have the same number of samples (FID is only comparable at equal N).
-    """
-    values, sizes = {}, set()
-    for seed, samples in sorted(samples_by_seed.items()):
-        values[seed], n = metric(samples)
-        sizes.add(n)
-    if len(sizes) != 1:
-        raise ValueError(f"seeds have different sample counts {sorted(sizes)}; FID is "
-                         f"only comparable at equal N")
-    vals = torch.tensor(list(values.values()), dtype=torch.float64)
-    std = float(vals.std()) if len(vals) > 1 else math.nan
-    return SeedSummary(values, float(vals.mean()), std, sizes.pop())
 
 
 # --- KID ------------------------------------------------------------------------------------

@@ -141,16 +141,6 @@ class NLLResult:
             "nll_nfe": "network evaluations per sample (mean; max over batches)",
         }
 
-    def summary(self) -> dict[str, Optional[float]]:
-        """The numbers, flat: nats (total and per dim), bits/dim, stderrs, NFE."""
-        return {"nats": self.nats, "nats_stderr": self.stderr,
-                "nats_per_dim": self.nats_per_dim,
-                "nats_per_dim_stderr": self.nats_per_dim_stderr,
-                "bits_per_dim": self.bits_per_dim,
-                "bits_per_dim_stderr": self.bits_per_dim_stderr,
-                "probe_stderr_nats": self.probe_stderr,
-                "nfe_mean": self.nfe_mean, "nfe_max": self.nfe_max}
-
 
 def to_bits_per_dim(nats: float | Tensor, dim: int, bin_width: Optional[float]
                     ) -> float | Tensor:

@@ -1,10 +1,10 @@
-"""Wall-clock measurement of a sampling run, with the network's share separated out.
+"""Synchronised clock reads, the bare network forward time and peak memory.
 
-GPU work is asynchronous: the clock is read only after `synchronize(device)`, which waits
-for the device (`torch.cuda.synchronize`) and does nothing on the CPU. The first runs
-(warm-up) pay for kernel selection, allocator growth and lazy initialisation and are not
-timed. Next to the run's wall time the bare network forward on a batch of the same size
-is timed (`model.denoise`, after its own warm-up), so that
+These are what the runner times a trial with. GPU work is asynchronous: the clock is
+read only after `synchronize(device)`, which waits for the device
+(`torch.cuda.synchronize`) and does nothing on the CPU. Next to a run's wall time the
+bare network forward on a batch of the same size is timed (`forward_time`:
+`model.denoise`, after its own warm-up), so that
 
     overhead = wall / (NFE calls x forward time)
 
@@ -19,8 +19,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Optional, Union
 
 import torch
 
@@ -63,58 +62,6 @@ def peak_memory(device: Device) -> tuple[int, str]:
     return int(rss * scale), "process_lifetime_peak_rss"
 
 
-@dataclass(frozen=True)
-class Timing:
-    """Timing of one sampling run of `batch_size` samples (means over `repeats` runs).
-
-    `nfe_calls` is the number of network calls of one run (each on the whole batch),
-    `nfe_per_sample` the evaluations per sample; `forward_s` the time of one bare
-    network forward on a batch of the same size.
-    """
-
-    wall_s: float
-    batch_size: int
-    nfe_calls: float
-    nfe_per_sample: float
-    forward_s: float
-    peak_memory_bytes: int
-    peak_memory_kind: str
-    warmup: int
-    repeats: int
-    device: str
-
-    @property
-    def seconds_per_sample(self) -> float:
-        return self.wall_s / self.batch_size
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.batch_size / self.wall_s
-
-    @property
-    def seconds_per_nfe(self) -> float:
-        """Wall time per network call (one call evaluates the whole batch)."""
-        return self.wall_s / self.nfe_calls if self.nfe_calls else float("nan")
-
-    @property
-    def network_s(self) -> float:
-        """What the run's network calls alone would take: NFE calls x forward time."""
-        return self.nfe_calls * self.forward_s
-
-    @property
-    def overhead(self) -> float:
-        """wall / (NFE calls x forward): 1 means the sampler adds nothing to the network."""
-        return self.wall_s / self.network_s if self.network_s else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(seconds_per_sample=self.seconds_per_sample,
-                   samples_per_second=self.samples_per_second,
-                   seconds_per_nfe=self.seconds_per_nfe, network_s=self.network_s,
-                   overhead=self.overhead)
-        return out
-
-
 @torch.no_grad()
 def forward_time(model: ScoreModel, batch_size: int, *, sigma: Optional[float] = None,
                  warmup: int = 2, repeats: int = 5, dtype: Optional[torch.dtype] = None
@@ -139,32 +86,3 @@ def forward_time(model: ScoreModel, batch_size: int, *, sigma: Optional[float] =
     finally:
         model.nfe.calls, model.nfe.rows = calls, rows
 
-
-def time_sampling(run: Callable[[], Any], model: ScoreModel, batch_size: int, *,
-                  warmup: int = 1, repeats: int = 1, forward_repeats: int = 5,
-                  dtype: Optional[torch.dtype] = None) -> Timing:
-    """Time `run()`, which must draw one batch of `batch_size` samples with `model`.
-
-    `warmup` untimed runs first; then `repeats` timed runs, each between synchronised
-    clock reads, with NFE counted at the model. The bare forward time is measured on
-    the same device, dtype and batch size.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    device = model.device
-    for _ in range(warmup):
-        run()
-    reset_peak_memory(device)
-    calls_before, rows_before = model.nfe.calls, model.nfe.rows
-    start = clock(device)
-    for _ in range(repeats):
-        run()
-    wall = (clock(device) - start) / repeats
-    calls = (model.nfe.calls - calls_before) / repeats
-    rows = (model.nfe.rows - rows_before) / repeats
-    memory, kind = peak_memory(device)
-    forward = forward_time(model, batch_size, repeats=forward_repeats, dtype=dtype)
-    return Timing(wall_s=wall, batch_size=batch_size, nfe_calls=calls,
-                  nfe_per_sample=rows / batch_size, forward_s=forward,
-                  peak_memory_bytes=memory, peak_memory_kind=kind, warmup=warmup,
-                  repeats=repeats, device=str(device))

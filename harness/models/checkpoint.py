@@ -189,24 +189,14 @@ def _check(weights_path: Path, manifest_path: Path, manifest: Mapping[str, Any],
             f"sha256 {expected}, file has sha256 {actual}")
 
 
-def verify_checkpoint(path: PathLike) -> tuple[Path, dict[str, Any], str]:
-    """(weights path, manifest, sha256) after checking the file against its manifest.
-
-    Raises `CheckpointNotFoundError` naming the missing path and `ChecksumError` naming
-    the file, the expected (manifest) hash and the actual hash when they differ.
-    """
-    weights_path, manifest_path, manifest = _locate(path)
-    actual = file_sha256(weights_path)
-    _check(weights_path, manifest_path, manifest, actual)
-    return weights_path, manifest, actual
-
-
 def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu") -> Checkpoint:
     """Verify a checkpoint's sha256 against its manifest, then load its tensors.
 
     `path` may name the .safetensors file, the .json manifest or their common stem.
     The bytes that are hashed are the bytes that are parsed, so what is loaded is what
-    was verified even if the file changes on disk meanwhile. Errors as `verify_checkpoint`.
+    was verified even if the file changes on disk meanwhile. Raises
+    `CheckpointNotFoundError` naming the missing path and `ChecksumError` naming the
+    file, the expected (manifest) hash and the actual hash when they differ.
     """
     from safetensors.torch import load
 

@@ -205,10 +205,6 @@ class DiffusersUNetModel(ScoreModel):
         n = lo + frac
         return n.round() if self.timestep_mode == "nearest" else n
 
-    def sigma_of_timestep(self, n: Union[int, Tensor]) -> Tensor:
-        """sigma_n for integer timesteps (float64)."""
-        return self.sigmas[torch.as_tensor(n, dtype=torch.long)]
-
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         timestep = self.timestep_of_sigma(sigma).to(torch.float32)
         s = _expand(1 / (1 + sigma**2).sqrt(), x)

@@ -31,7 +31,6 @@ from ..core.model import DataSpec
 #: What one sample looks like: one channel, 8x8, 17 equally spaced levels in [-1, 1].
 DIGITS_SPEC = DataSpec(shape=(1, 8, 8), value_range=(-1.0, 1.0), levels=17)
 
-NUM_CLASSES = 10
 NUM_IMAGES = 1797
 #: Every `TEST_EVERY`-th image of each class (counting from 0, remainder `TEST_REMAINDER`)
 #: is a test image.

@@ -56,10 +56,6 @@ class GaussianMixture(ScoreModel):
         self.register_buffer("means", means.clone())
         self.register_buffer("variances", stds.pow(2).contiguous())
 
-    @property
-    def num_components(self) -> int:
-        return self.means.shape[0]
-
     # --- exact quantities in the unscaled variable at noise level sigma -------------
     def _posterior(self, x: Tensor, sigma: Tensor, scale: Optional[Tensor] = None
                    ) -> tuple[Tensor, Tensor, Tensor]:

@@ -216,7 +216,3 @@ def failure_lines(loaded: LoadedPlugins) -> list[str]:
 
 def get_sampler(name: str) -> Sampler:
     return get_plugins().samplers.get(name)
-
-
-def get_model_spec(name: str) -> ModelSpec:
-    return get_plugins().models.get(name)
