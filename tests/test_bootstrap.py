@@ -121,3 +121,18 @@ def test_replicates_average_over_seeds():
     assert mean_over_seeds([[1.0, 2.0], [3.0, 6.0]]) == [2.0, 4.0]
     with pytest.raises(ValueError):
         mean_over_seeds([[1.0], [1.0, 2.0]])
+
+
+def test_budgets_group_the_nfe_samplers_spend_for_one_budget():
+    """Heun's 2N - 1 and Euler's N for a budget of 10 (9, 10) are one budget; so are
+    predictor-corrector's 34 and the others' 35; 20 and 34 are not."""
+    import pandas as pd
+
+    from harness.bench.comparison import budgets
+
+    board = pd.DataFrame({"sampler": ["heun", "euler", "pc", "euler", "heun", "data"],
+                          "nfe_mean": [9.0, 10.0, 34.0, 35.0, 19.0, float("nan")]})
+    groups = budgets(board)
+    assert groups[0] == groups[1] != groups[4]
+    assert groups[2] == groups[3] != groups[4]
+    assert 5 not in groups                       # the floor row has no budget

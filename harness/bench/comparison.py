@@ -8,8 +8,9 @@ report made later from `trials.jsonl` concludes the same.
   gets its mean over seeds +- z se, the se from its replicates averaged over the seeds
   (`harness.metrics.bootstrap.normal_interval`).
 * Budgets. Samplers are given the step count whose NFE is closest to each budget, so
-  rows of one budget differ by an evaluation or two (Heun 2N - 1, Euler N); rows whose
-  counted NFE per sample lie within `BUDGET_TOLERANCE` of each other form one budget.
+  rows of one budget differ by an evaluation or two (Heun 2N - 1 = 9, Euler N = 10); a
+  row joins the budget of the smallest counted NFE below it when it is within
+  `BUDGET_TOLERANCE` of it plus one evaluation (9 and 10 together; 20 and 34 apart).
 * Ties. Within a budget, for each set metric (all are distances: lower is better), the
   row with the lowest mean is the best; every other row is compared with it by the paired
   bootstrap over the seeds both have (sample i has the same initial noise in both), and
@@ -37,7 +38,8 @@ from ..metrics.bootstrap import (
 )
 from .floor import FLOOR_NAME
 
-#: Rows whose counted NFE are within this fraction of the smallest form one budget.
+#: Rows whose counted NFE are within this fraction (plus one evaluation) of the smallest
+#: form one budget.
 BUDGET_TOLERANCE = 0.10
 #: The floor band: mean +- this many standard deviations over the floor's draws.
 FLOOR_WIDTH = 2.0
@@ -79,7 +81,7 @@ def budgets(board: pd.DataFrame) -> dict[int, int]:
     out: dict[int, int] = {}
     group, start = -1, None
     for index, nfe in rows["nfe_mean"].sort_values().items():
-        if start is None or nfe > start * (1 + BUDGET_TOLERANCE):
+        if start is None or nfe > start * (1 + BUDGET_TOLERANCE) + 1:
             group, start = group + 1, nfe
         out[index] = group
     return out

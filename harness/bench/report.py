@@ -322,7 +322,8 @@ def _legend(board: pd.DataFrame) -> str:
         notes.append(f"`a [lo, hi]`: mean over seeds and its {DEFAULT_LEVEL:.0%} interval, "
                      f"a +- z se with the standard error from bootstrap resamples of the "
                      f"samples (seeds averaged). ★ lowest at its "
-                     f"NFE budget (counted NFE within {BUDGET_TOLERANCE:.0%}); ≈ tied with "
+                     f"NFE budget (counted NFE within {BUDGET_TOLERANCE:.0%} plus one "
+                     f"evaluation); ≈ tied with "
                      f"it: the {DEFAULT_LEVEL:.0%} paired-bootstrap interval of the "
                      f"difference (same initial noise per sample index, common seeds) "
                      f"contains 0.")

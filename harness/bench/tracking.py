@@ -218,7 +218,9 @@ def run_replicates(uri: str, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Run id -> what a trial run logged as `REPLICATES_ARTIFACT`, for the runs that
     have one."""
     client = connect(uri)
-    out: dict[str, dict[str, list]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    # One small file per run: MLflow's progress bar would print a line for each.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for run_id in run_ids:
         names = {f.path for f in client.list_artifacts(run_id)}
         if REPLICATES_ARTIFACT in names:
