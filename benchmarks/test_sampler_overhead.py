@@ -24,8 +24,9 @@ second to second, so a forward timed before a run can be 2x off the forwards ins
   denominator see the same machine; wall minus their sum is what the sampler, the model
   boundary, the noise streams and `generate` cost.
 * `overhead_separate`: wall / (calls x `harness.metrics.timing.forward_time`), the forward timed
-  by itself right before the round (pytest-benchmark's untimed `setup`). This is the
-  runner's definition; on a quiet machine (or a GPU) the two agree.
+  by itself right before the round (pytest-benchmark's untimed `setup`), kept to show how
+  far a separately timed forward can be off; the runner divides by the time inside the
+  run's own network calls (`harness.core.network_clock`), as `overhead` does here.
 
 Next to the ratios, `ops_per_nfe` counts the tensor operations the run dispatches outside
 the denoiser, per network call (at the dispatcher, on a small batch: the count does not

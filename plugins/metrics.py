@@ -63,14 +63,6 @@ class _Configured(Metric):
     def __init__(self) -> None:
         self.info: dict[str, Any] = {}
 
-    def options(self, suite: SuiteContext) -> dict[str, Any]:
-        given = dict(suite.options.get(self.name, {}))
-        unknown = sorted(set(given) - set(self.DEFAULTS))
-        if unknown:
-            raise ParameterError(f"metric {self.name!r}: unknown option(s) "
-                                 f"{', '.join(unknown)}; known: {', '.join(self.DEFAULTS)}")
-        return {**self.DEFAULTS, **given}
-
     def params(self) -> dict[str, Any]:
         """The conventions of the last suite this metric was prepared for."""
         return dict(self.info)

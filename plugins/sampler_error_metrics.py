@@ -68,12 +68,7 @@ class _SamplerErrorMetric(Metric):
         self.info: dict[str, Any] = {}
 
     def options(self, suite: SuiteContext) -> dict[str, Any]:
-        given = dict(suite.options.get(self.name, {}))
-        unknown = sorted(set(given) - set(self.DEFAULTS))
-        if unknown:
-            raise ParameterError(f"metric {self.name!r}: unknown option(s) "
-                                 f"{', '.join(unknown)}; known: {', '.join(self.DEFAULTS)}")
-        opts = {**self.DEFAULTS, **given}
+        opts = super().options(suite)
         if "dtype" in opts and opts["dtype"] not in (*DTYPES, "model"):
             raise ParameterError(f"metric {self.name!r}: dtype must be float64, float32 or "
                                  f"model, got {opts['dtype']!r}")

@@ -49,6 +49,7 @@ from ..core.distributed import (
     world_size,
 )
 from ..core.model import ScoreModel
+from ..errors import ParameterError
 from ..core.sampler import Params, Sampler
 from ..core.schedules import TimeGrid
 from .bootstrap import Bootstrap
@@ -117,6 +118,22 @@ class Metric(ABC):
     #: (FID, KID, two-sample distances): the runner also computes it on held-out real
     #: data of the same size, the floor row of the report (`harness.bench.floor`).
     on_real_data: bool = False
+    #: The options a suite may set under `[metrics.NAME]`, with their defaults: others
+    #: are refused, by `options` and by suite validation before any compute. None: the
+    #: metric reads `suite.options[name]` itself and checks what it finds.
+    DEFAULTS: Optional[dict[str, Any]] = None
+
+    def options(self, suite: SuiteContext) -> dict[str, Any]:
+        """This metric's options for the suite: `DEFAULTS` overridden by the suite's
+        `[metrics.NAME]` table, an unknown key refused with the known ones listed."""
+        given = dict(suite.options.get(self.name, {}))
+        if self.DEFAULTS is None:
+            return given
+        unknown = sorted(set(given) - set(self.DEFAULTS))
+        if unknown:
+            raise ParameterError(f"metric {self.name!r}: unknown option(s) "
+                                 f"{', '.join(unknown)}; known: {', '.join(self.DEFAULTS)}")
+        return {**self.DEFAULTS, **given}
 
     def applies_to(self, suite: SuiteContext) -> bool:
         """Whether this metric can be computed for the suite's model (default: yes)."""
