@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
+from .bench.shield import interrupts_raise
 from .errors import HarnessError
 from .plugin.manager import DISABLE_ENV, TRACE_ENV, get_plugins
 
@@ -28,7 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def console() -> int:
+    """The `harness` command: `main`, then the process exits with its status.
+
+    The signal handler stays in place (`harness.bench.shield.interrupts_raise`), and once
+    the command is over SIGINT and SIGTERM are blocked: a late Ctrl-C arriving while the
+    interpreter shuts down (atexit handlers, module teardown, after which Python restores
+    the default handlers) must not turn the status into a death by signal. Blocked
+    signals stay pending and end with the process."""
+    code = main(restore_signals=False)
+    if hasattr(signal, "pthread_sigmask"):  # POSIX
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    return code
+
+
+def main(argv: Optional[Sequence[str]] = None, restore_signals: bool = True) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -41,15 +57,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.environ[TRACE_ENV] = "1"
     if args.disable_plugin or args.trace_hooks:
         get_plugins(refresh=True)  # the options must apply even if plugins were loaded
-    try:
-        return int(args.func(args) or 0)
-    except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:  # 130 for Ctrl-C, 143 for SIGTERM (128 + signal)
-        print("interrupted", file=sys.stderr)
-        return int(getattr(err, "exit_code", 130))
+    # One handler from here to the exit: the first Ctrl-C or SIGTERM stops the command,
+    # later ones cannot cut its clean-up short (`harness.bench.shield`).
+    with interrupts_raise(restore=restore_signals):
+        try:
+            return int(args.func(args) or 0)
+        except HarnessError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as err:  # 130 for Ctrl-C, 143 for SIGTERM (128 + signal)
+            print("interrupted", file=sys.stderr)
+            return int(getattr(err, "exit_code", 130))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -24,16 +24,13 @@ What is measured lives here; how it is recorded lives in the sinks (`harness.ben
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -45,7 +42,7 @@ from ..metrics.metric import Metric, SuiteContext, TrialContext
 from ..core.model import ScoreModel
 from ..core.network_clock import NetworkClock
 from .atomic import atomic_path
-from .shield import Terminated, shielded
+from .shield import interrupts_raise, shielded
 from ..plugin.manager import LoadedPlugins
 from ..models.precision import STATE_DTYPES, configure_model
 from ..core.sampling import generate
@@ -60,23 +57,6 @@ from ..metrics.timing import clock, forward_time, peak_memory, reset_peak_memory
 class TrialFailure(Exception):
     """A trial whose output cannot be used (non-finite samples, wrong shape, bad metric)."""
 
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """While running a suite, SIGTERM raises `Terminated` instead of killing silently,
-    so the current trial's run is ended as KILLED rather than left RUNNING."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated("terminated by SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def load_model(suite: Suite, plugins: LoadedPlugins, device: torch.device) -> ScoreModel:
@@ -197,7 +177,7 @@ class SuiteRunner:
         started = time.perf_counter()
         self.sinks.suite_started(info)
         try:
-            with sigterm_raises():
+            with interrupts_raise():
                 # Nothing left to run (--resume): the per-suite values are not needed.
                 values, params = self.suite_values() if info.trials else ({}, {})
                 if values or params:
