@@ -10,16 +10,16 @@ import torch
 
 import harness_plugins.sampler_error_metrics as plugin
 from harness.core.model import DataSpec, ReferenceData, ScoreModel
-from harness.core.sampling import generate
 from harness.core.schedules import make_grid
 from harness.core.sde import EDMSDE, VESDE, VPSDE
 from harness.metrics.discrete_kl import (NotInvertibleError, discrete_kl,
                                          sampler_log_density)
 from harness.metrics.likelihood import ode_nll
-from harness.metrics.metric import SuiteContext, TrialContext
+from harness.metrics.metric import SuiteContext
 from harness.metrics.ode_error import initial_state
 from harness.models.oracle import GaussianMixture, ring_2d
 from harness.plugin.manager import get_plugins, get_sampler
+from tests.metric_support import sampled_trial
 
 MU = torch.tensor([0.3, -0.5, 1.0], dtype=torch.float64)
 STD = 0.4
@@ -146,12 +146,7 @@ def _suite(model, dtype=torch.float64, **options):
 
 
 def _trial(suite, name, steps, n=32, seed=0):
-    sampler = get_sampler(name)
-    grid = make_grid(suite.model.sde, "karras", steps)
-    params = sampler.make_params()
-    samples = generate(suite.model, sampler, grid, seed, range(n), params, dtype=suite.dtype)
-    return TrialContext(suite=suite, sampler=sampler, params=params, grid=grid, seed=seed,
-                        samples=samples)
+    return sampled_trial(suite, name, steps, n, seed)
 
 
 def test_a_map_that_folds_space_is_not_invertible_and_gets_no_number(capsys):

@@ -16,9 +16,9 @@ from harness.core.schedules import make_grid
 from harness.core.sde import EDMSDE, VESDE, VPSDE, SubVPSDE
 from harness.errors import ParameterError
 from harness.metrics import ode_error as ode_lib
-from harness.metrics.metric import SuiteContext, TrialContext
+from harness.metrics.metric import SuiteContext
 from harness.models.oracle import GaussianMixture, ring_2d
-from harness.plugin.manager import get_sampler
+from tests.metric_support import sampled_trial
 
 MU = torch.tensor([0.3, -0.5, 1.0], dtype=torch.float64)
 STD = 0.4
@@ -112,12 +112,7 @@ def _suite(model, dtype=torch.float64, **options):
 
 
 def _trial(suite, name, steps, n=12, seed=0):
-    sampler = get_sampler(name)
-    grid = make_grid(suite.model.sde, "karras", steps)
-    params = sampler.make_params()
-    samples = generate(suite.model, sampler, grid, seed, range(n), params, dtype=suite.dtype)
-    return TrialContext(suite=suite, sampler=sampler, params=params, grid=grid, seed=seed,
-                        samples=samples)
+    return sampled_trial(suite, name, steps, n, seed)
 
 
 @pytest.mark.parametrize("steps", [2, 5])
