@@ -8,6 +8,9 @@ A `ScoreModel` couples a network with its forward SDE and exposes
 * `ode_drift(x, t)`: the probability-flow ODE drift dx/dt;
 * `data`: what the data look like (shape, value range, quantisation levels);
 * `nfe`: network evaluations, counted here at the boundary and nowhere else;
+* `num_classes` and `denoise_labelled(x, sigma, labels)`: a class-conditional model's
+  denoiser for given labels (`NULL_LABEL` rows unconditional); its plain `denoise` is the
+  unconditional one. Guidance is a wrapper around these (`harness.core.guidance`);
 * `reference_data(split, num, seed)`: samples of the data the model stands for (the
   "real" side of FID/KID, the NLL's test points, exact samples of an oracle), with an
   identity, and `feature_extractor(device)`: the features FID/KID compare them in. The
@@ -73,6 +76,8 @@ class ReferenceData:
     data: Tensor
     description: str = ""
     exact: bool = False
+    #: Each sample's class, (N,) int64, for a conditional model's data; else None.
+    labels: Optional[Tensor] = None
 
 
 class NFECounter:
@@ -109,6 +114,9 @@ def per_sample(value: Union[float, Tensor], x: Tensor) -> Tensor:
         return value.expand(x.shape[0]) if value.ndim == 0 else value
     return torch.full((1,), value, device=x.device, dtype=x.dtype).expand(x.shape[0])
 
+
+#: The label of a row to be denoised unconditionally (the "null" class of label dropout).
+NULL_LABEL = -1
 
 #: What a counted call enters when no clock is installed (reusable: it holds no state).
 _UNTIMED = contextlib.nullcontext()
@@ -151,6 +159,17 @@ class ScoreModel(nn.Module, ABC):
         denoised = self._denoise(x if unit else x / _expand(s, x), per_sample(sigma, x))
         residual = denoised - x if unit else _expand(s, x) * denoised - x
         return residual / _expand(s**2 * sigma**2, x)
+
+    # --- class conditioning (models with num_classes > 0) ------------------------------
+    #: Classes a conditional model knows: labels 0 .. num_classes - 1. 0: unconditional.
+    num_classes: int = 0
+
+    def _denoise_labelled(self, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
+        """D(x; sigma | label) for a conditional model; rows whose label is `NULL_LABEL`
+        get the unconditional denoiser. `labels` is (B,) int64 on x's device. A model
+        trained with label dropout answers both from one network evaluation."""
+        raise NotImplementedError(f"{type(self).__name__} is not a conditional model "
+                                  f"(num_classes = {self.num_classes})")
 
     # --- reference data (not network evaluations: not counted) ----------------------
     #: The splits `reference_data` serves, e.g. ("train", "test"); empty: it has none.
@@ -202,12 +221,33 @@ class ScoreModel(nn.Module, ABC):
         """
         return None
 
+    def classifier(self, device: Any = "cpu") -> Optional[nn.Module]:
+        """A classifier of this model's data, or None (the default): a module mapping
+        (B, *data.shape) to (B, num_classes) logits, which the class-accuracy metric
+        applies to conditional samples. It has `sha256` (names its weights; for an exact
+        Bayes classifier, its parameters) and may have `name`."""
+        return None
+
     # --- the counted interface ----------------------------------------------------
     def denoise(self, x: Tensor, sigma: Union[float, Tensor]) -> Tensor:
         """D(x; sigma) in the EDM convention. One network evaluation per call."""
         self.nfe.add(x.shape[0])
         with self.network_clock or _UNTIMED:
             return self._denoise(x, per_sample(sigma, x))
+
+    def denoise_labelled(self, x: Tensor, sigma: Union[float, Tensor],
+                         labels: Tensor) -> Tensor:
+        """D(x; sigma | labels) of a conditional model. One network evaluation per call
+        (of x.shape[0] rows: a guided evaluation on a doubled batch counts 2B rows)."""
+        if not self.num_classes:
+            raise ParameterError(f"{type(self).__name__} is not a conditional model: it "
+                                 f"takes no labels")
+        if labels.shape != (x.shape[0],):
+            raise ParameterError(f"labels must have shape ({x.shape[0]},) for a batch of "
+                                 f"{x.shape[0]}, got {tuple(labels.shape)}")
+        self.nfe.add(x.shape[0])
+        with self.network_clock or _UNTIMED:
+            return self._denoise_labelled(x, per_sample(sigma, x), labels)
 
     def score(self, x: Tensor, t: Time) -> Tensor:
         """grad log p_t(x) in the SDE's scaled variable. One network evaluation per call."""

@@ -98,6 +98,12 @@ class TrialContext:
     #: metric records its value on each (`bootstrap.record`) for intervals and paired
     #: comparisons between samplers. None when nothing is to be resampled.
     bootstrap: Optional[Bootstrap] = None
+    #: Each sample's intended class, (N,) int64 on the CPU, in index order, for a trial
+    #: of a conditional model under guidance; None otherwise (`harness.core.labels`).
+    labels: Optional[Tensor] = None
+    #: The guidance scale w of the trial (1: purely conditional; 0: unconditional);
+    #: None for an unguided trial.
+    guidance: Optional[float] = None
 
 
 class Metric(ABC):
