@@ -187,8 +187,9 @@ else
   "$PY" - "$WORK/tr/one/trials.jsonl" "$WORK/tr/two/trials.jsonl" >> "$REPORT" <<'EOF'
 import json, sys
 def load(path):
+    # Sampler trials only: the real-data floor rows have no wall-clock.
     return {r["name"]: r["metrics"] for r in map(json.loads, open(path))
-            if r.get("kind") == "trial"}
+            if r.get("kind") == "trial" and "wall_clock_s" in r["metrics"]}
 one, two = map(load, sys.argv[1:])
 print("| trial | metric | 1 process | 2 processes | wall 1 (s) | wall 2 (s) |")
 print("|---|---|---|---|---|---|")

@@ -74,16 +74,23 @@ def _row_replicates(hashes: list[str], replicates: dict[str, dict[str, list]], m
 
 
 def budgets(board: pd.DataFrame) -> dict[int, int]:
-    """Row index -> budget number, grouping rows of close counted NFE (floor rows out)."""
+    """Row index -> budget number, grouping rows of close counted NFE (floor rows out).
+
+    Rows of different guidance scales never share a budget: they sample different
+    distributions, so their distances are not a comparison of samplers."""
     if "nfe_mean" not in board:
         return {}
     rows = board[(board["sampler"] != FLOOR_NAME) & board["nfe_mean"].notna()]
+    scales = (rows["guidance"].fillna(-1.0) if "guidance" in rows
+              else pd.Series(-1.0, index=rows.index))
     out: dict[int, int] = {}
-    group, start = -1, None
-    for index, nfe in rows["nfe_mean"].sort_values().items():
-        if start is None or nfe > start * (1 + BUDGET_TOLERANCE) + 1:
-            group, start = group + 1, nfe
-        out[index] = group
+    group = -1
+    for scale in sorted(scales.unique()):
+        start = None
+        for index, nfe in rows.loc[scales == scale, "nfe_mean"].sort_values().items():
+            if start is None or nfe > start * (1 + BUDGET_TOLERANCE) + 1:
+                group, start = group + 1, nfe
+            out[index] = group
     return out
 
 

@@ -13,7 +13,7 @@ kind "floor", no NFE), each with its own configuration hash, so `--resume` keeps
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -53,11 +53,15 @@ def floor_trials(suite: Suite, plugins: LoadedPlugins, model: ScoreModel,
     return trials
 
 
-def held_out(model: ScoreModel, num: int, draw: int) -> Tensor:
-    """`num` real samples of the floor split, chosen without replacement by `draw`."""
-    pool = model.reference_data(FLOOR_SPLIT, None, seed=draw).data
+def held_out(model: ScoreModel, num: int, draw: int) -> tuple[Tensor, Optional[Tensor]]:
+    """`num` real samples of the floor split, chosen without replacement by `draw`, and
+    their classes when the data have them (a conditional model's), else None."""
+    reference = model.reference_data(FLOOR_SPLIT, None, seed=draw)
+    pool = reference.data
     if pool.shape[0] < num:
         raise ValueError(f"the {FLOOR_SPLIT!r} split has {pool.shape[0]} samples, fewer "
                          f"than the suite's num_samples = {num}: no floor at this N")
     order = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(draw))
-    return pool[order[:num]]
+    chosen = order[:num]
+    labels = None if reference.labels is None else reference.labels[chosen]
+    return pool[chosen], labels

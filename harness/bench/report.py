@@ -25,11 +25,11 @@ from .floor import FLOOR_NAME
 from .sinks import FINISHED, read_lines
 
 #: Leaderboard columns first in this order when present; other main values follow.
-PRIMARY_METRICS = ("fid", "kid", "ode_error", "discrete_kl", "nll", "nfe", "wall_clock_s",
-                   "overhead_ratio")
+PRIMARY_METRICS = ("fid", "kid", "ode_error", "discrete_kl", "nll", "nfe", "network_evals",
+                   "wall_clock_s", "overhead_ratio")
 #: Per-trial values kept in trials.csv but left out of the Markdown leaderboard.
 DETAIL_METRICS = {"nfe_expected", "samples_per_s", "s_per_nfe", "network_s",
-                  "peak_memory_mb", "metrics_s"}
+                  "peak_memory_mb", "metrics_s", "network_calls"}
 KEY_COLUMNS = ["label", "sampler", "variant", "steps"]
 
 
@@ -120,6 +120,7 @@ def records_from_runs(runs: pd.DataFrame) -> Results:
             "config_hash": row.get("tags.config_hash"), "status": row.get("status"),
             "sampler": row.get("params.sampler"),
             "variant": row.get("tags.harness.variant") or "",
+            "guidance": _number(row.get("params.guidance")),
             "steps": _integer(row.get("params.steps")),
             "nfe_expected": _integer(row.get("params.nfe_expected")),
             "seed": _integer(row.get("params.seed")),
@@ -173,6 +174,7 @@ def trials_table(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "steps": r["steps"], "seed": r["seed"], "name": r.get("name"),
                      "config_hash": r.get("config_hash"), "ended": r.get("ended", 0.0),
                      "num_samples": r.get("num_samples"),
+                     "guidance": _number(r.get("guidance")),
                      **{k: v for k, v in r.get("metrics", {}).items() if v is not None}})
     if not rows:
         return pd.DataFrame(columns=KEY_COLUMNS + ["seed"])
@@ -220,7 +222,8 @@ def metric_columns(table: pd.DataFrame) -> list[str]:
     """The numeric per-trial values to aggregate over seeds. A trial's own bootstrap
     interval is left out: a row's interval is made from the replicates of all its seeds
     (`harness.bench.comparison`), not by averaging the bounds."""
-    skip = set(KEY_COLUMNS) | {"seed", "name", "config_hash", "ended", "num_samples"}
+    skip = set(KEY_COLUMNS) | {"seed", "name", "config_hash", "ended", "num_samples",
+                               "guidance"}
     numeric = [c for c in table.columns
                if c not in skip and pd.api.types.is_numeric_dtype(table[c])
                and not c.endswith(("_ci_low", "_ci_high"))]
@@ -235,6 +238,8 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=KEY_COLUMNS + ["seeds"])
     groups = table.groupby(KEY_COLUMNS, sort=True, dropna=False)
     board = groups.size().rename("seeds").to_frame()
+    if "guidance" in table:  # constant within a row (the variant names it)
+        board["guidance"] = groups["guidance"].first()
     for col in columns:
         board[f"{col}_mean"] = groups[col].mean()
         # ddof=1: the spread between seeds; a single seed has no spread (NaN).

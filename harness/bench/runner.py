@@ -39,7 +39,9 @@ from tqdm import tqdm
 from ..core import distributed
 from ..metrics.bootstrap import Bootstrap
 from ..metrics.metric import Metric, SuiteContext, TrialContext
-from ..core.model import ScoreModel
+from ..core.guidance import guided
+from ..core.labels import sample_labels
+from ..core.model import NULL_LABEL, NFECounter, ScoreModel
 from ..core.network_clock import NetworkClock
 from .atomic import atomic_path
 from .shield import interrupts_raise, shielded
@@ -138,8 +140,16 @@ class SuiteRunner:
         """Forward passes at the batch sizes the trials use, untimed, so that lazy
         initialisation and allocator growth are not charged to the first trial."""
         n, batch = len(distributed.shard(range(self.suite.num_samples))), self.suite.batch_size
-        for size in sorted({min(batch, n)} | ({n % batch} if n % batch else set())):
+        sizes = sorted({min(batch, n)} | ({n % batch} if n % batch else set()))
+        for size in sizes:
             forward_time(self.model, size, warmup=1, repeats=1, dtype=self.dtype)
+        if any(entry.guidance for entry in self.suite.samplers):
+            for size in sizes:  # a guided evaluation runs the network on a doubled batch
+                x = torch.zeros((2 * size, *self.model.data.shape), device=self.device,
+                                dtype=self.dtype)
+                with torch.no_grad():
+                    self.model.denoise_labelled(x, 1.0, torch.full(
+                        (2 * size,), NULL_LABEL, dtype=torch.int64, device=self.device))
         self.model.nfe.reset()
 
     def suite_values(self) -> tuple[dict[str, float], dict[str, Any]]:
@@ -227,28 +237,46 @@ class SuiteRunner:
         grid = make_grid(self.model.sde, self.suite.schedule, trial.steps)
         torch.manual_seed(_trial_seed(trial))
 
+        # What the sampler calls: the model, or under guidance a guided model per batch,
+        # whose evaluations (the sampler's NFE) are counted apart from the network's.
+        evaluations = self.model.nfe if trial.guidance is None else NFECounter()
+
         def draw(indices: list[int]) -> Tensor:
-            return generate(self.model, sampler, grid, trial.seed, indices, params,
+            model = guided(self.model, self._labels(trial, indices, self.device),
+                           trial.guidance, evaluations)
+            return generate(model, sampler, grid, trial.seed, indices, params,
                             dtype=self.dtype)
 
-        samples = self._sample_timed(trial, draw, result)
+        samples = self._sample_timed(trial, draw, result, evaluations)
         self._check_nfe(trial, result)
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
                                seed=trial.seed, samples=samples,
                                generate=lambda indices: draw(list(indices)).cpu(),
-                               bootstrap=Bootstrap(samples.shape[0]))
+                               bootstrap=Bootstrap(samples.shape[0]),
+                               labels=self._labels(trial, range(samples.shape[0])),
+                               guidance=trial.guidance)
+        if trial.guidance is not None:
+            result.params.update(guidance_conventions(trial))
         # The timing above drew from the global generator as much as this process's
         # share needed; metrics that draw from it start from the same state everywhere.
         torch.manual_seed(_trial_seed(trial))
         self._compute_metrics(self.metrics.per_trial, context, result)
         self._write_sample_grid(trial, samples, result)
 
+    def _labels(self, trial: Trial, indices: Any, device: Any = "cpu") -> Optional[Tensor]:
+        """The intended classes of samples `indices` of a guided trial (from (seed, i))."""
+        if trial.guidance is None:
+            return None
+        return sample_labels(trial.seed, indices, self.model.num_classes, trial.labels,
+                             device)
+
     def _measure_floor(self, trial: Trial, result: TrialResult) -> None:
         """The set metrics on held-out real data of the suite's size (no sampler)."""
-        samples = held_out(self.model, self.suite.num_samples, trial.seed).to(self.dtype)
+        samples, labels = held_out(self.model, self.suite.num_samples, trial.seed)
+        samples = samples.to(self.dtype)
         context = TrialContext(suite=self.context, sampler=None, params=None, grid=None,
                                seed=trial.seed, samples=samples,
-                               bootstrap=Bootstrap(samples.shape[0]))
+                               bootstrap=Bootstrap(samples.shape[0]), labels=labels)
         torch.manual_seed(_trial_seed(trial))
         self._compute_metrics([m for m in self.metrics.per_trial
                                if getattr(m, "on_real_data", False)], context, result)
@@ -310,11 +338,14 @@ class SuiteRunner:
             distributed.print0(f"warning: {trial.name}: {warning}", file=sys.stderr)
 
     def _sample_timed(self, trial: Trial, draw: Callable[[list[int]], Tensor],
-                      result: TrialResult) -> Tensor:
+                      result: TrialResult, evaluations: NFECounter) -> Tensor:
         """Every sample of the trial (this process draws its share), with NFE, wall-clock,
-        overhead and memory recorded in `result`."""
+        overhead and memory recorded in `result`. `evaluations` counts what the sampler
+        called (the model's own counter, or a guided model's); the network's counter
+        counts what the network ran."""
         n = self.suite.num_samples
         self.model.nfe.reset()
+        evaluations.reset()
         reset_peak_memory(self.device)
         distributed.barrier()  # every process starts the clock together
         start = clock(self.device)
@@ -331,7 +362,9 @@ class SuiteRunner:
         local_network = network.seconds()
         samples = distributed.gather_concat(local)
         wall = distributed.all_reduce_max(local_wall)
-        rows = float(distributed.all_reduce_sum(torch.tensor([self.model.nfe.rows])))
+        counts = distributed.all_reduce_sum(torch.tensor(
+            [evaluations.rows, self.model.nfe.rows, self.model.nfe.calls], dtype=torch.float64))
+        rows, network_rows, network_calls = (float(c) for c in counts)
         # Each process's wall over the time inside its own network calls of this same run
         # (>= 1 up to the timer's resolution); the worst process is reported.
         overhead = distributed.all_reduce_max(
@@ -345,6 +378,9 @@ class SuiteRunner:
             "overhead_ratio": overhead,
             "peak_memory_mb": distributed.all_reduce_max(memory) / 2**20,
         })
+        if trial.guidance is not None:  # what the network ran, beside what was asked of it
+            result.metrics.update({"network_evals": network_rows / n,
+                                   "network_calls": network_calls})
         result.params["peak_memory_kind"] = memory_kind + (
             ", the largest over processes" if distributed.world_size() > 1 else "")
         return samples
@@ -387,6 +423,18 @@ class SuiteRunner:
             raise TrialFailure(f"sampler returned samples on {x.device}, the run is on "
                                f"{want}; keep the state on x's device")
 
+
+
+def guidance_conventions(trial: Trial) -> dict[str, Any]:
+    """How a guided trial's labels and costs are defined, logged beside its values."""
+    labels = trial.labels if isinstance(trial.labels, str) else list(trial.labels)
+    return {"guidance": trial.guidance, "guidance_labels": labels,
+            "guidance_convention": "D_w = D_u + w (D_c - D_u) (classifier-free guidance; "
+                                   "w = 1 conditional, w = 0 unconditional)",
+            "nfe_convention": "nfe: guided evaluations per sample (the sampler's calls); "
+                              "network_evals: network rows per sample (2 per guided "
+                              "evaluation when w is not 0 or 1: one doubled batch); "
+                              "network_calls: forward passes"}
 
 
 def progress_line(result: TrialResult, done: int, total: int, elapsed: float) -> str:

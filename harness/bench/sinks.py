@@ -94,6 +94,7 @@ class TrialResult:
         return {"kind": "trial", "floor": t.kind == "floor",
                 "name": t.name, "config_hash": t.config_hash,
                 "status": self.status, "sampler": t.sampler, "variant": variant(t),
+                "guidance": t.guidance,
                 "params": t.params, "steps": t.steps, "nfe_expected": t.nfe,
                 "seed": t.seed, "num_samples": t.config["num_samples"],
                 "metrics": {k: _finite_or_none(v) for k, v in self.metrics.items()},
@@ -109,9 +110,13 @@ class TrialResult:
 
 
 def variant(trial: Trial) -> str:
-    """The grid values that set a trial apart from its siblings, e.g. `S_churn=10`."""
+    """The grid values that set a trial apart from its siblings, e.g. `S_churn=10`, and
+    its guidance scale (`w=4`)."""
+    values = dict(trial.varied)
+    if trial.guidance is not None:
+        values["w"] = float(trial.guidance)
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in trial.varied.items())
+                    for k, v in values.items())
 
 
 def _finite_or_none(value: float) -> Optional[float]:

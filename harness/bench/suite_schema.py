@@ -22,7 +22,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Mapping, Optional
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, Field, ValidationError,
                       WithJsonSchema, model_validator)
@@ -112,6 +112,26 @@ def _some_values(value: Any) -> Any:
     return value
 
 
+#: The largest guidance scale accepted: far beyond any useful one (typical: 1 - 10).
+MAX_GUIDANCE = 1000.0
+GuidanceScale = Annotated[float, Field(ge=0.0, le=MAX_GUIDANCE)]
+Guidance = Annotated[list[GuidanceScale], Field(min_length=1), BeforeValidator(_listed),
+                     AfterValidator(_distinct_sorted),
+                     WithJsonSchema({"anyOf": [
+                         {"type": "number", "minimum": 0, "maximum": MAX_GUIDANCE},
+                         {"type": "array", "minItems": 1, "items": {
+                             "type": "number", "minimum": 0, "maximum": MAX_GUIDANCE}}]})]
+
+
+def _labels(value: Any) -> Any:
+    if isinstance(value, list) and not value:
+        raise ValueError("must not be an empty list (give classes, or \"balanced\")")
+    return value
+
+
+Labels = Annotated[Union[Literal["balanced"], list[Annotated[int, Field(ge=0)]]],
+                   AfterValidator(_labels)]
+
 #: A hyperparameter's value, or a list of values to try (checked by the sampler's Params).
 ParamValues = Annotated[Any, AfterValidator(_some_values)]
 Steps = _counts(MAX_STEPS)
@@ -171,6 +191,8 @@ class SamplerFile(_Table):
     steps: Optional[Steps] = Field(None, description="step counts for this sampler")
     nfe: Optional[Budgets] = Field(None, description="NFE budgets for this sampler: each "
                                    "picks the step count whose NFE per sample is closest")
+    guidance: Optional[Guidance] = Field(None, description="guidance scales for this "
+                                         "sampler (default: the suite's)")
 
     @model_validator(mode="after")
     def _one_budget(self) -> "SamplerFile":
@@ -195,6 +217,13 @@ class SuiteFile(_Table):
         "karras", description="the time grid of every sampler")
     steps: Optional[Steps] = Field(None, description="step counts for every sampler")
     nfe: Optional[Budgets] = Field(None, description="NFE budgets for every sampler")
+    guidance: Optional[Guidance] = Field(
+        None, description="classifier-free guidance scales w (a conditional model only): "
+        "one trial per scale; 1 is purely conditional, 0 unconditional; none: the model's "
+        "own unconditional denoiser, unguided")
+    labels: Labels = Field("balanced", description="each sample's class under guidance: "
+                           "\"balanced\" (classes dealt out in shuffled blocks, from "
+                           "(seed, i)) or a list of classes dealt out in turn")
     seeds: Seeds = Field(default_factory=lambda: [0], description="one trial per seed; "
                          "sample i depends only on (seed, i)")
     num_samples: Annotated[int, Field(ge=1, le=MAX_NUM_SAMPLES)] = Field(
@@ -238,6 +267,8 @@ class SamplerEntry:
     grid: dict[str, list[Any]]
     steps: Optional[tuple[int, ...]] = None
     nfe: Optional[tuple[int, ...]] = None
+    #: Guidance scales, each a trial of its own; None: unguided.
+    guidance: Optional[tuple[float, ...]] = None
 
     def combinations(self) -> list[dict[str, Any]]:
         """The Cartesian product of the grid, in the order the values were given."""
@@ -268,6 +299,8 @@ class Suite:
     num_samples: int
     batch_size: int
     metrics: dict[str, dict[str, Any]]
+    #: "balanced" or the classes dealt out in turn (`harness.core.labels`).
+    labels: Any
     device: str
     dtype: str
     network_dtype: str
@@ -278,7 +311,8 @@ class Suite:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["samplers"] = {s.name: {"params": s.grid, "steps": s.steps, "nfe": s.nfe}
+        out["samplers"] = {s.name: {"params": s.grid, "steps": s.steps, "nfe": s.nfe,
+                                    "guidance": s.guidance}
                            for s in self.samplers}
         return out
 
@@ -315,9 +349,11 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
             if key not in known:
                 kind = f"option of metric {metric_name!r}"
                 raise refuse(f"metrics.{metric_name}", unknown_name(kind, key, known))
+    _check_guidance(refuse, file, spec, plugins)
     trials = len(file.seeds) * sum(
         math.prod(len(_listed(v)) for v in entry.params.values())
         * len(entry.steps or entry.nfe or file.steps or file.nfe or ())
+        * len(entry.guidance or file.guidance or [None])
         for entry in file.samplers.values())
     if trials > MAX_TRIALS:
         raise refuse("samplers", f"the grids, budgets and seeds make {trials:,} trials, above "
@@ -330,6 +366,7 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
         model_options=dict(file.model_options), samplers=samplers, schedule=file.schedule,
         steps=file.steps, nfe=file.nfe, seeds=file.seeds, num_samples=file.num_samples,
         batch_size=file.batch_size, metrics={k: dict(v) for k, v in file.metrics.items()},
+        labels=file.labels if isinstance(file.labels, str) else tuple(file.labels),
         device=file.device, dtype=file.dtype, network_dtype=file.network_dtype,
         compile=file.compile,
         threads=file.threads if file.threads is not None else default_threads(),
@@ -357,8 +394,10 @@ def _sampler_entry(refuse: Any, plugins: LoadedPlugins, name: str, entry: Sample
                 raise SuiteError(f"{refuse.where}: {one_line(err, lambda loc: at)}"
                                  ) from None
     own = entry.steps is not None or entry.nfe is not None
+    scales = entry.guidance or file.guidance
     result = SamplerEntry(name, grid, entry.steps if own else file.steps,
-                          entry.nfe if own else file.nfe)
+                          entry.nfe if own else file.nfe,
+                          tuple(scales) if scales is not None else None)
     # ... then every combination, for the constraints between parameters.
     for combination in result.combinations():
         try:
@@ -375,6 +414,30 @@ def _sampler_entry(refuse: Any, plugins: LoadedPlugins, name: str, entry: Sample
                          f"{cost:,} network evaluations per sample, above the cap of "
                          f"{MAX_NFE:,}")
     return result
+
+
+def _check_guidance(refuse: Any, file: SuiteFile, spec: Any, plugins: LoadedPlugins
+                    ) -> None:
+    """Guidance and labels need a conditional model (its spec says, before loading)."""
+    guided = [f"samplers.{name}.guidance" for name, entry in file.samplers.items()
+              if entry.guidance is not None]
+    if file.guidance is not None:
+        guided.insert(0, "guidance")
+    classes = int(getattr(spec, "num_classes", 0) or 0)
+    if guided and not classes:
+        conditional = [name for name, entry in plugins.models.entries()
+                       if getattr(entry.item, "num_classes", 0)]
+        have = (f"; conditional models: {', '.join(conditional)}" if conditional
+                else "; no conditional model is installed")
+        raise refuse(guided[0], f"model {file.model!r} is not class-conditional, so it "
+                     f"cannot be guided{have}")
+    if not isinstance(file.labels, str):
+        if not guided:
+            raise refuse("labels", "labels are used only under guidance: set 'guidance'")
+        wrong = [c for c in file.labels if c >= classes]
+        if wrong:
+            raise refuse("labels", f"model {file.model!r} has classes 0 .. {classes - 1}, "
+                         f"got {wrong[0]}")
 
 
 def _unknown_parameter(key: str, known: Mapping[str, Any]) -> Any:

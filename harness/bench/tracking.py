@@ -339,6 +339,8 @@ class MLflowSink:
             "dtype": config["dtype"], "config_hash": trial.config_hash,
         }
         params.update({f"sampler.{k}": v for k, v in trial.params.items()})
+        if trial.guidance is not None:
+            params["guidance"] = trial.guidance
         origin = info.sampler_origins.get(trial.sampler, {})
         params.update({f"sampler_origin.{k}": v for k, v in origin.items()})
         params.update({f"model.{k}": v for k, v in flatten(config["model"]).items()})

@@ -1,4 +1,4 @@
-"""A suite expanded into trials: one per (sampler, hyperparameters, steps, seed).
+"""A suite expanded into trials: one per (sampler, hyperparameters, steps, guidance, seed).
 
 NFE budgets become step counts through each sampler's declared capabilities; every trial
 gets a readable name, unique within its suite, and the hash of the configuration that
@@ -7,8 +7,9 @@ determines its result (`harness.bench.canonical`).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from ..plugin.manager import LoadedPlugins
 from .code_identity import code_versions
@@ -31,6 +32,10 @@ class Trial:
     config_hash: str
     #: "trial" (a sampler run) or "floor" (held-out real data, `harness.bench.floor`).
     kind: str = "trial"
+    #: The classifier-free guidance scale w, or None for an unguided trial.
+    guidance: Optional[float] = None
+    #: Under guidance, how labels are dealt: "balanced" or a tuple of classes.
+    labels: Any = None
 
 
 def steps_for_budget(sampler: Any, params: Any, budget: int,
@@ -59,9 +64,13 @@ def steps_for_budget(sampler: Any, params: Any, budget: int,
     return low
 
 
-def trial_name(sampler: str, varied: Mapping[str, Any], nfe: int, seed: int) -> str:
-    """Readable and unique within a suite, e.g. `langevin-S_churn=10-35nfe-seed0`."""
+def trial_name(sampler: str, varied: Mapping[str, Any], nfe: int, seed: int,
+               guidance: Optional[float] = None) -> str:
+    """Readable and unique within a suite, e.g. `langevin-S_churn=10-35nfe-seed0`, and
+    under guidance `heun-w=4-19nfe-seed0`."""
     parts = [sampler] + [f"{k}={short_value(v)}" for k, v in varied.items()]
+    if guidance is not None:
+        parts.append(f"w={short_value(float(guidance))}")
     return "-".join(parts + [f"{nfe}nfe", f"seed{seed}"])
 
 
@@ -92,26 +101,37 @@ def resolve_trials(suite: Suite, plugins: LoadedPlugins,
                 step_list = sorted({steps_for_budget(sampler, params, b, final_sigma_zero)
                                     for b in entry.nfe})
             varied = {k: combination[k] for k in entry.varied()}
-            for steps in step_list:
+            for steps, scale, seed in itertools.product(
+                    step_list, entry.guidance or (None,), suite.seeds):
                 nfe = sampler.expected_nfe(steps, params, final_sigma_zero)
-                for seed in suite.seeds:
-                    config = {
-                        "model": dict(model_identity), "sampler": entry.name,
-                        "params": params.to_dict(), "schedule": suite.schedule,
-                        "steps": steps, "seed": seed, "num_samples": suite.num_samples,
-                        "metrics": suite.metrics, "dtype": suite.dtype,
-                        **network_config(suite), "code": code,
-                    }
-                    trials.append(Trial(
-                        name=trial_name(entry.name, varied, nfe, seed), sampler=entry.name,
-                        params=params.to_dict(), varied=varied, steps=steps, nfe=nfe,
-                        seed=seed, config=config, config_hash=canonical_hash(config)))
+                config = {
+                    "model": dict(model_identity), "sampler": entry.name,
+                    "params": params.to_dict(), "schedule": suite.schedule,
+                    "steps": steps, "seed": seed, "num_samples": suite.num_samples,
+                    "metrics": suite.metrics, "dtype": suite.dtype,
+                    **network_config(suite), **guidance_config(scale, suite.labels),
+                    "code": code,
+                }
+                trials.append(Trial(
+                    name=trial_name(entry.name, varied, nfe, seed, scale),
+                    sampler=entry.name, params=params.to_dict(), varied=varied,
+                    steps=steps, nfe=nfe, seed=seed, config=config,
+                    config_hash=canonical_hash(config), guidance=scale,
+                    labels=None if scale is None else suite.labels))
     names = [t.name for t in trials]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SuiteError(f"suite {suite.source}: trials with the same name "
                          f"{', '.join(duplicates)}; give distinct step budgets")
     return trials
+
+
+def guidance_config(scale: Optional[float], labels: Any) -> dict[str, Any]:
+    """Guidance for the config hash: nothing for an unguided trial (old hashes stand)."""
+    if scale is None:
+        return {}
+    return {"guidance": {"scale": float(scale),
+                         "labels": labels if isinstance(labels, str) else list(labels)}}
 
 
 def network_config(suite: Suite) -> dict[str, Any]:

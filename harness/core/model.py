@@ -207,6 +207,10 @@ class ScoreModel(nn.Module, ABC):
                 f"{type(self).__name__}._reference_data must return ReferenceData whose "
                 f"data have shape (N, {', '.join(map(str, self.data.shape))}), got "
                 f"{type(ref).__name__} with shape {tuple(shape) if shape else None}")
+        if ref.labels is not None and tuple(ref.labels.shape) != (ref.data.shape[0],):
+            raise ParameterError(f"{type(self).__name__}._reference_data: labels must have "
+                                 f"shape ({ref.data.shape[0]},), got "
+                                 f"{tuple(ref.labels.shape)}")
         if ref.exact != self.reference_is_exact:
             raise ParameterError(f"{type(self).__name__}: ReferenceData.exact = {ref.exact} "
                                  f"but reference_is_exact = {self.reference_is_exact}")

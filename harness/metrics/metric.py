@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -48,6 +49,7 @@ from ..core.distributed import (
     shared_failure,
     world_size,
 )
+from ..core.guidance import guided
 from ..core.model import ScoreModel
 from ..errors import ParameterError
 from ..core.sampler import Params, Sampler
@@ -104,6 +106,16 @@ class TrialContext:
     #: The guidance scale w of the trial (1: purely conditional; 0: unconditional);
     #: None for an unguided trial.
     guidance: Optional[float] = None
+
+    def guide(self, model: ScoreModel, indices: Sequence[int]) -> ScoreModel:
+        """The model the trial's sampler ran on, for samples `indices`: `model` (the
+        suite's model, or a copy of it, e.g. in float64) guided towards those samples'
+        labels at the trial's scale; `model` itself for an unguided trial. A metric that
+        re-integrates a trial's trajectories (an ODE reference) evaluates this one."""
+        if self.guidance is None or self.labels is None:
+            return model
+        labels = self.labels[torch.as_tensor(list(indices), dtype=torch.int64)]
+        return guided(model, labels.to(model.device), self.guidance)
 
 
 class Metric(ABC):

@@ -1,0 +1,106 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as a model around a conditional model.
+
+    D_w(x; sigma, c) = D(x; sigma) + w (D(x; sigma | c) - D(x; sigma)),
+
+with D(x; sigma) the unconditional denoiser (the null label of label dropout). The score
+is affine in the denoiser (`harness.core.model`), so this is the same combination of the
+scores: s_w = s_u + w (s_c - s_u). A `GuidedModel` is an ordinary `ScoreModel` bound to
+one batch's labels, so every sampler, built-in or third-party, runs on it unchanged.
+
+What it costs, counted where it is spent: for w not in {0, 1} one guided evaluation runs
+the network once on a doubled batch (conditional rows, then unconditional rows), so the
+conditional model's counter gains one call of 2B rows; for w = 1 (purely conditional) or
+w = 0 (unconditional) one call of B rows. The guided model counts its own evaluations (B
+rows per call): these are the sampler's NFE, the network's counter its real cost.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..errors import ParameterError
+from .model import NULL_LABEL, NFECounter, ScoreModel
+
+
+class GuidedModel(ScoreModel):
+    """`base` guided towards `labels` with scale `scale` (w >= 0); samplers see a model.
+
+    `labels` is (B,) int64 on the model's device: row i of every batch the sampler passes
+    is sample i. `nfe` counts guided evaluations; `base.nfe` the network's own calls.
+    A sampler must evaluate the whole batch in its row order (as every sampler of the
+    contract does); another batch size is refused with a clear error.
+    """
+
+    def __init__(self, base: ScoreModel, labels: Tensor, scale: float,
+                 nfe: Optional[NFECounter] = None):
+        super().__init__(base.sde, base.data)
+        if not base.num_classes:
+            raise ParameterError(f"guidance needs a conditional model; "
+                                 f"{type(base).__name__} has no classes")
+        if not scale >= 0:
+            raise ParameterError(f"guidance scale must be >= 0, got {scale}")
+        self.base = base
+        self.labels = labels
+        self.scale = float(scale)
+        self.num_classes = base.num_classes
+        if nfe is not None:  # a counter shared by the batches of one run
+            self.nfe = nfe
+        self._null = torch.full_like(labels, NULL_LABEL)
+        # Rows of the doubled batch: conditional first, unconditional second.
+        self._both = torch.cat([labels, self._null])
+
+    def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        if x.shape[0] != self.labels.shape[0]:
+            raise ParameterError(
+                f"a guided model is bound to its batch of {self.labels.shape[0]} labelled "
+                f"samples; the sampler evaluated {x.shape[0]} rows (evaluate the whole "
+                f"batch, in its row order)")
+        if self.scale == 1.0:
+            return self.base.denoise_labelled(x, sigma, self.labels)
+        if self.scale == 0.0:
+            return self.base.denoise_labelled(x, sigma, self._null)
+        both = self.base.denoise_labelled(torch.cat([x, x]), _doubled(sigma), self._both)
+        conditional, unconditional = both.chunk(2)
+        return torch.lerp(unconditional, conditional, self.scale)
+
+    def _denoise_labelled(self, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
+        return self.base._denoise_labelled(x, sigma, labels)
+
+    def classifier(self, device="cpu"):
+        return self.base.classifier(device)
+
+    def feature_extractor(self, device="cpu"):
+        return self.base.feature_extractor(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base.dtype
+
+
+def _doubled(sigma: Tensor) -> Tensor:
+    """sigma for the doubled batch; one level for the batch stays one stride-0 element
+    (`per_sample`), so a model can still take its one-level path."""
+    if sigma.ndim == 1 and sigma.shape[0] > 0 and sigma.stride(0) == 0:
+        return sigma[:1].expand(2 * sigma.shape[0])
+    return torch.cat([sigma, sigma])
+
+
+def guided(model: ScoreModel, labels: Optional[Tensor], scale: Optional[float],
+           nfe: Optional[NFECounter] = None) -> ScoreModel:
+    """The model a sampler runs on: `model` itself when `scale` is None (no guidance),
+    else a `GuidedModel` bound to `labels`."""
+    if scale is None:
+        return model
+    if labels is None:
+        raise ParameterError("a guided run needs each sample's label")
+    return GuidedModel(model, labels, scale, nfe)
+
+
+__all__ = ["GuidedModel", "guided"]
