@@ -51,7 +51,8 @@ def test_interrupt_then_resume(bench, tmp_path, capsys):
     names = {f"tripwire_euler-{n}nfe-seed{s}" for n in (2, 3) for s in (0, 1)}
 
     # 1. Ctrl-C inside the 2nd trial: one FINISHED run, one KILLED, the parent KILLED.
-    TRIPWIRE.arm(at=2, action=ctrl_c)
+    # (Call 1 of the sampler is its untimed warm-up run before its first trial.)
+    TRIPWIRE.arm(at=3, action=ctrl_c)
     assert harness("run", suite, "--quiet") == 130
     first = statuses()
     assert sorted(first.values()) == [1, 1]
@@ -61,7 +62,7 @@ def test_interrupt_then_resume(bench, tmp_path, capsys):
 
     # 2. --resume, killed by SIGTERM in its 2nd trial: again KILLED, not FINISHED; the
     # exit status says which signal (128 + 15).
-    TRIPWIRE.arm(at=2, action=sigterm)
+    TRIPWIRE.arm(at=3, action=sigterm)
     assert harness("run", suite, "--quiet", "--resume") == 143
     second = statuses()
     assert second[("tripwire_euler-2nfe-seed1", "FINISHED")] == 1
@@ -74,7 +75,7 @@ def test_interrupt_then_resume(bench, tmp_path, capsys):
     assert harness("run", suite, "--quiet", "--resume") == 0
     out = capsys.readouterr().out
     assert "2 trials finished, 0 failed, 2 skipped" in out
-    assert TRIPWIRE.calls == 2
+    assert TRIPWIRE.calls == 3                               # the warm-up and 2 trials
     final = statuses()
     finished = collections.Counter(n for (n, status), k in final.items()
                                    for _ in range(k) if status == "FINISHED")
@@ -120,7 +121,7 @@ def test_a_second_ctrl_c_during_clean_up_leaves_no_running_run(bench, tmp_path, 
 
     monkeypatch.setattr(MLflowSink, "_end", end_under_a_second_ctrl_c)
     suite = write_suite(tmp_path / "resume.toml", SUITE)
-    TRIPWIRE.arm(at=2, action=ctrl_c)
+    TRIPWIRE.arm(at=3, action=ctrl_c)                # the warm-up, trial 1, then trial 2
     assert harness("run", suite, "--quiet") == 130
     assert capsys.readouterr().err.count("interrupt received: ending the tracking runs") == 2
     assert sorted(r.info.status for r in trial_runs(URI, "resume")) == ["FINISHED", "KILLED"]

@@ -53,7 +53,7 @@ def test_unusable_sqlite_store_is_refused(bench, tmp_path, capsys):
 def test_server_going_away_mid_suite_keeps_every_trial_locally(bench, tmp_path, capsys):
     suite = write_suite(tmp_path / "flaky.toml", SUITE)
     server = shared_server()
-    TRIPWIRE.arm(at=2, action=server.stop)                # the server dies in trial 2
+    TRIPWIRE.arm(at=3, action=server.stop)   # the server dies in trial 2 (call 1: warm-up)
     # Every trial finished, but MLflow does not have them all: exit status 3.
     assert harness("run", suite, "--quiet", "--tracking-uri", server.uri) == 3
     assert not server.alive

@@ -3,7 +3,8 @@
 How a trial runs: its sampler draws `num_samples` samples in batches of `batch_size`
 with per-sample seeds (sample i depends only on (seed, i), so batching changes nothing),
 the NFE is read from the model's own counter (rows / samples), wall-clock is measured
-around sampling only (after a warm-up, with device synchronisation), then the metrics
+around sampling only (after a warm-up of the network and, before a sampler's first trial,
+an untimed two-step run of that sampler; with device synchronisation), then the metrics
 see the samples, and only then is the sample grid drawn (a file that cannot be written
 is a warning on a FINISHED trial). A trial that raises (any exception, or a plugin's
 SystemExit), returns NaN/Inf, the wrong shape, dtype or device is recorded as FAILED with
@@ -121,6 +122,8 @@ class SuiteRunner:
                                     dtype=self.dtype,
                                     options={k: dict(v) for k, v in suite.metrics.items()})
         self.metrics = PreparedMetrics()
+        #: (sampler, guided) pairs already run once untimed (`_warm_sampler`).
+        self._warmed: set[tuple[str, bool]] = set()
 
     # --- once per suite ----------------------------------------------------------------
     def prepare(self) -> PreparedMetrics:
@@ -247,6 +250,7 @@ class SuiteRunner:
             return generate(model, sampler, grid, trial.seed, indices, params,
                             dtype=self.dtype)
 
+        self._warm_sampler(trial, sampler, params)
         samples = self._sample_timed(trial, draw, result, evaluations)
         self._check_nfe(trial, result)
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
@@ -262,6 +266,26 @@ class SuiteRunner:
         torch.manual_seed(_trial_seed(trial))
         self._compute_metrics(self.metrics.per_trial, context, result)
         self._write_sample_grid(trial, samples, result)
+
+    def _warm_sampler(self, trial: Trial, sampler: Any, params: Any) -> None:
+        """The first trial of each sampler (guided or not) is preceded by an untimed
+        two-step run at the trial's batch size: the sampler's own kernels, its noise and
+        a compiled network's shapes are then not charged to that trial's clock (on a GPU
+        they made the first trial of a sampler 2-4 times slower than the next)."""
+        key = (trial.sampler, trial.guidance is not None)
+        if key in self._warmed:
+            return
+        mine = distributed.shard(range(self.suite.num_samples))
+        indices = list(mine[:self.suite.batch_size])
+        grid = make_grid(self.model.sde, self.suite.schedule, 2)
+        with distributed.shared_failure():  # every rank enters: it is a collective
+            if indices:
+                model = guided(self.model, self._labels(trial, indices, self.device),
+                               trial.guidance, NFECounter())
+                generate(model, sampler, grid, trial.seed, indices, params,
+                         dtype=self.dtype)
+        self.model.nfe.reset()
+        self._warmed.add(key)
 
     def _labels(self, trial: Trial, indices: Any, device: Any = "cpu") -> Optional[Tensor]:
         """The intended classes of samples `indices` of a guided trial (from (seed, i))."""
