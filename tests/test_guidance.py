@@ -33,6 +33,7 @@ from harness.models.oracle import (
 )
 
 from .conftest import all_sampler_names
+from .test_cuda_sync import HostReads
 from .test_samplers_on_oracle import KNOWN_LIMITS
 
 WEIGHTS = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
@@ -258,3 +259,17 @@ def test_every_sampler_runs_on_a_guided_model_and_is_exact_per_class_at_w1(
     assert torch.isfinite(twice).all()
     assert counter.rows > 0 and model.nfe.rows == 2 * counter.rows
     assert model.nfe.calls == counter.calls
+
+
+@pytest.mark.parametrize("name", all_sampler_names())
+def test_guided_sampling_on_the_oracle_reads_no_tensor_values_on_the_host(plugins, name):
+    """The CPU proxy of the GPU sync check (`tests/test_cuda_sync.py`): neither the
+    guided wrapper nor the conditional oracle inspects values inside the sampling loop."""
+    model = overlapping_2d(make_sde("vp"))
+    labels = torch.arange(8) % model.num_classes
+    sampler = plugins.samplers.get(name)
+    grid = make_grid(model.sde, "karras", 4)
+    with HostReads() as reads:
+        x = generate(GuidedModel(model, labels, 2.0), sampler, grid, 0, range(8))
+    assert reads.seen == [], f"{name}: {reads.seen} inside the guided sampling loop"
+    assert torch.isfinite(x).all()
