@@ -162,6 +162,19 @@ def test_one_guided_evaluation_is_one_network_call(w, rows):
         assert (guided_model.nfe.calls, guided_model.nfe.rows) == (1, batch)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "harness/core/guidance.py: GuidedModel._denoise_labelled calls "
+    "base._denoise_labelled, the uncounted method, so guided.denoise_labelled(x, sigma, "
+    "labels) runs the network without counting it in base.nfe (nor timing it in "
+    "base.network_clock); only the guided counter moves. Fix: delegate to "
+    "base.denoise_labelled (counted), or refuse the call. No built-in sampler calls it."))
+def test_a_labelled_evaluation_through_the_guided_model_is_counted_at_the_network():
+    model = _model("vp")
+    gm = GuidedModel(model, LABELS, 2.0)
+    gm.denoise_labelled(_state(model.sde, 0.3), 0.5, LABELS)
+    assert (model.nfe.calls, model.nfe.rows) == (1, LABELS.shape[0])
+
+
 def test_a_shared_counter_counts_every_batch_of_a_run():
     model = _model("vp")
     counter = model.nfe.__class__()
