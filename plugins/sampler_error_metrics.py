@@ -13,6 +13,18 @@ others `compute` returns no value (the metric is omitted for that trial). A samp
 that is not invertible at the trial's step count gets no KL either: the reason ("not
 invertible at N = ...") is logged as the parameter `discrete_kl_status` and printed.
 
+Under classifier-free guidance the sampler integrates the guided PF-ODE, so `ode_error`
+solves its reference through the same guided model (`TrialContext.guide`: each sample's
+label, the trial's scale); references are shared only between trials of one scale, and
+each is kept under its sample's label. A guided model's drift comes from its denoiser
+and is 0/0 at sigma = 0, so its reference ends at t_min with one Euler step even on the
+oracles (`ode_error_reference_end` says so; on the conditional oracle at w = 2 that step
+moves the reference by ~2e-5). `discrete_kl` gives no value for a guided trial
+(its `discrete_kl_status` says why): what it compares with, the oracle's data density or
+the model's own PF-ODE density, belongs to the unguided model, and the guided target
+p_w(x | c), proportional to p(x | c)^w p(x)^(1 - w), has no closed-form normalised
+density for w other than 0 and 1.
+
 Registered through `harness_register_metrics`, the door every metric plugin uses.
 Their work runs on a float64 copy of the model (its own NFE counter; `ode_error` can be
 told otherwise), so it never counts as the trial's sampling NFE. Under torchrun every
@@ -56,6 +68,11 @@ from harness import (
 harness_api_version = 1
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+#: Why a guided trial has no discrete KL (see the module docstring).
+GUIDED_STATUS = ("not computed for a guided trial: its target p(x|c)^w p(x)^(1-w) has no "
+                 "closed-form normalised density for w other than 0 and 1, and the "
+                 "metric's densities are those of the unguided model")
 
 
 class _SamplerErrorMetric(Metric):
@@ -132,6 +149,10 @@ class ODEErrorMetric(_SamplerErrorMetric):
             "ode_error_reference_end": end,
             "ode_error_stderr": "delta method over samples",
         }
+        if trial.guidance is not None:
+            self.info["ode_error_reference_model"] = (
+                f"the guided model (w = {trial.guidance:g}, each sample's label): the flow "
+                f"the trial's sampler discretised")
         return {self.name: result.rms, f"{self.name}_stderr": result.stderr,
                 f"{self.name}_max": result.max_sample_rms,
                 f"{self.name}_num_samples": float(result.num_samples),
@@ -141,26 +162,40 @@ class ODEErrorMetric(_SamplerErrorMetric):
                     ) -> tuple[Tensor, float, str]:
         """The reference solutions of these sample indices, solving only missing ones."""
         suite = trial.suite
+        if trial.guidance is not None and trial.labels is None:
+            raise ParameterError(f"metric {self.name!r}: a guided trial (w = "
+                                 f"{trial.guidance:g}) needs its samples' labels")
         model, dtype = self.working_model(suite, opts["dtype"])
+        # A guided trial's flow is that of its guided model: its references belong to its
+        # scale, and each to its sample's label (whatever rule dealt the labels).
         key = ("ode_error.reference", trial.seed, opts["rtol"], opts["atol"], opts["solver"],
-               opts["dtype"], suite.dtype)
+               opts["dtype"], suite.dtype, trial.guidance)
         store: dict[str, Any] = suite.cache.setdefault(key, {"x": {}, "nfe": {}, "end": ""})
-        missing = [i for i in indices if i not in store["x"]]
+        names = {i: self._reference_name(trial, i) for i in indices}
+        missing = [i for i in indices if names[i] not in store["x"]]
         size = opts["batch_size"] or max(len(missing), 1)
         for start in range(0, len(missing), size):
             part = missing[start:start + size]
             # x_T exactly as the trial drew it (its dtype), then the solve's dtype.
             x_T = initial_state(suite.model, trial.seed, part, suite.dtype)
             with nfe_untouched(model):
-                solved = reference_solve(model, x_T.to(dtype), rtol=opts["rtol"],
-                                                 atol=opts["atol"], solver=opts["solver"],
-                                                 dtype=dtype)
+                solved = reference_solve(trial.guide(model, part), x_T.to(dtype),
+                                         rtol=opts["rtol"], atol=opts["atol"],
+                                         solver=opts["solver"], dtype=dtype)
             for row, i in enumerate(part):
-                store["x"][i], store["nfe"][i] = solved.x[row], solved.nfe
+                store["x"][names[i]], store["nfe"][names[i]] = solved.x[row], solved.nfe
             store["end"] = solved.end
-        reference = torch.stack([store["x"][i] for i in indices])
-        nfe = sum(store["nfe"][i] for i in indices) / len(indices)
+        reference = torch.stack([store["x"][names[i]] for i in indices])
+        nfe = sum(store["nfe"][names[i]] for i in indices) / len(indices)
         return reference, nfe, store["end"]
+
+    @staticmethod
+    def _reference_name(trial: TrialContext, index: int) -> Any:
+        """What sample `index`'s reference depends on beyond the cache key: the index,
+        and under guidance its label."""
+        if trial.guidance is None or trial.labels is None:
+            return index
+        return index, int(trial.labels[index])
 
 
 class DiscreteKLMetric(_SamplerErrorMetric):
@@ -189,6 +224,9 @@ class DiscreteKLMetric(_SamplerErrorMetric):
     def compute(self, trial: TrialContext) -> dict[str, float]:
         self.info = {}
         if trial.sampler.capabilities.stochastic:
+            return {}
+        if trial.guidance is not None:
+            self.info = {f"{self.name}_status": GUIDED_STATUS}
             return {}
         suite = trial.suite
         opts = self.options(suite)
