@@ -62,6 +62,7 @@ from .metrics.fid import (
     inception_extractor,
     reference_stats,
 )
+from .metrics.feature_space import feature_space, postprocess
 from .metrics.likelihood import METHODS as NLL_METHODS
 from .metrics.likelihood import NLLResult, ode_nll
 from .metrics.sharded import sharded_fid, sharded_nll
@@ -85,6 +86,8 @@ __all__ = [
     "FID", "KID", "fid_replicates", "kid_replicates", "Float64Features", "IdentityFeatures", "NLLResult", "extract",
     "gaussian_mmd2", "inception_extractor", "median_bandwidth",
     "ode_nll", "reference_stats", "sharded_fid", "sharded_nll", "sliced_wasserstein",
+    # the feature space shared by a suite's set metrics
+    "feature_space", "postprocess",
     # a deterministic sampler's own error: ODE discretisation error and exact KL
     "NotInvertibleError", "discrete_kl", "ode_error", "reference_solve", "sampler_log_density",
     "DISCRETE_KL_MAX_DIM", "DiscreteDensity", "REFERENCE_SOLVER", "REFERENCE_TOLERANCE",
