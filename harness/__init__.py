@@ -63,6 +63,15 @@ from .metrics.fid import (
     reference_stats,
 )
 from .metrics.feature_space import feature_space, postprocess
+from .metrics.precision_recall import DEFAULT_K as PRECISION_RECALL_K
+from .metrics.precision_recall import (
+    PrecisionRecall,
+    improved_precision,
+    improved_recall,
+    inside_manifold,
+    knn_radii,
+    precision_recall,
+)
 from .metrics.likelihood import METHODS as NLL_METHODS
 from .metrics.likelihood import NLLResult, ode_nll
 from .metrics.sharded import sharded_fid, sharded_nll
@@ -88,6 +97,9 @@ __all__ = [
     "ode_nll", "reference_stats", "sharded_fid", "sharded_nll", "sliced_wasserstein",
     # the feature space shared by a suite's set metrics
     "feature_space", "postprocess",
+    # improved precision and recall
+    "PRECISION_RECALL_K", "PrecisionRecall", "improved_precision", "improved_recall",
+    "inside_manifold", "knn_radii", "precision_recall",
     # a deterministic sampler's own error: ODE discretisation error and exact KL
     "NotInvertibleError", "discrete_kl", "ode_error", "reference_solve", "sampler_log_density",
     "DISCRETE_KL_MAX_DIM", "DiscreteDensity", "REFERENCE_SOLVER", "REFERENCE_TOLERANCE",
