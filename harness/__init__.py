@@ -63,6 +63,7 @@ from .metrics.fid import (
     reference_stats,
 )
 from .metrics.feature_space import feature_space, postprocess
+from .metrics.class_fid import ClassFID, class_fid, class_fid_replicates, class_statistics
 from .metrics.precision_recall import DEFAULT_K as PRECISION_RECALL_K
 from .metrics.precision_recall import (
     PrecisionRecall,
@@ -97,7 +98,8 @@ __all__ = [
     "ode_nll", "reference_stats", "sharded_fid", "sharded_nll", "sliced_wasserstein",
     # the feature space shared by a suite's set metrics
     "feature_space", "postprocess",
-    # improved precision and recall
+    # class-conditional samples: intra-class FID; precision and recall
+    "ClassFID", "class_fid", "class_fid_replicates", "class_statistics",
     "PRECISION_RECALL_K", "PrecisionRecall", "improved_precision", "improved_recall",
     "inside_manifold", "knn_radii", "precision_recall",
     # a deterministic sampler's own error: ODE discretisation error and exact KL
