@@ -63,6 +63,13 @@ from .metrics.fid import (
     reference_stats,
 )
 from .metrics.feature_space import feature_space, postprocess
+from .metrics.class_accuracy import (
+    accuracy_replicates,
+    class_accuracy,
+    class_hits,
+    classify,
+    labelled_accuracy,
+)
 from .metrics.class_fid import ClassFID, class_fid, class_fid_replicates, class_statistics
 from .metrics.precision_recall import DEFAULT_K as PRECISION_RECALL_K
 from .metrics.precision_recall import (
@@ -98,7 +105,8 @@ __all__ = [
     "ode_nll", "reference_stats", "sharded_fid", "sharded_nll", "sliced_wasserstein",
     # the feature space shared by a suite's set metrics
     "feature_space", "postprocess",
-    # class-conditional samples: intra-class FID; precision and recall
+    # class-conditional samples: class accuracy, intra-class FID; precision and recall
+    "accuracy_replicates", "class_accuracy", "class_hits", "classify", "labelled_accuracy",
     "ClassFID", "class_fid", "class_fid_replicates", "class_statistics",
     "PRECISION_RECALL_K", "PrecisionRecall", "improved_precision", "improved_recall",
     "inside_manifold", "knn_radii", "precision_recall",
