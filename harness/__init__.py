@@ -62,6 +62,24 @@ from .metrics.fid import (
     inception_extractor,
     reference_stats,
 )
+from .metrics.feature_space import feature_space, postprocess
+from .metrics.class_accuracy import (
+    accuracy_replicates,
+    class_accuracy,
+    class_hits,
+    classify,
+    labelled_accuracy,
+)
+from .metrics.class_fid import ClassFID, class_fid, class_fid_replicates, class_statistics
+from .metrics.precision_recall import DEFAULT_K as PRECISION_RECALL_K
+from .metrics.precision_recall import (
+    PrecisionRecall,
+    improved_precision,
+    improved_recall,
+    inside_manifold,
+    knn_radii,
+    precision_recall,
+)
 from .metrics.likelihood import METHODS as NLL_METHODS
 from .metrics.likelihood import NLLResult, ode_nll
 from .metrics.sharded import sharded_fid, sharded_nll
@@ -85,6 +103,13 @@ __all__ = [
     "FID", "KID", "fid_replicates", "kid_replicates", "Float64Features", "IdentityFeatures", "NLLResult", "extract",
     "gaussian_mmd2", "inception_extractor", "median_bandwidth",
     "ode_nll", "reference_stats", "sharded_fid", "sharded_nll", "sliced_wasserstein",
+    # the feature space shared by a suite's set metrics
+    "feature_space", "postprocess",
+    # class-conditional samples: class accuracy, intra-class FID; precision and recall
+    "accuracy_replicates", "class_accuracy", "class_hits", "classify", "labelled_accuracy",
+    "ClassFID", "class_fid", "class_fid_replicates", "class_statistics",
+    "PRECISION_RECALL_K", "PrecisionRecall", "improved_precision", "improved_recall",
+    "inside_manifold", "knn_radii", "precision_recall",
     # a deterministic sampler's own error: ODE discretisation error and exact KL
     "NotInvertibleError", "discrete_kl", "ode_error", "reference_solve", "sampler_log_density",
     "DISCRETE_KL_MAX_DIM", "DiscreteDensity", "REFERENCE_SOLVER", "REFERENCE_TOLERANCE",

@@ -25,22 +25,19 @@ from torch import Tensor
 from harness import (
     FID,
     KID,
-    Float64Features,
-    IdentityFeatures,
     Metric,
-    ParameterError,
-    ScoreModel,
     SuiteContext,
     TrialContext,
     extract,
+    feature_space,
     fid_replicates,
     gaussian_mmd2,
     hookimpl,
-    inception_extractor,
     kid_replicates,
     local_rows,
     median_bandwidth,
     nfe_untouched,
+    postprocess,
     reference_stats,
     shared_failure,
     sharded_fid,
@@ -50,9 +47,6 @@ from harness import (
 )
 
 harness_api_version = 1
-
-#: Values of the `extractor` option of FID and KID.
-EXTRACTORS = ("auto", "identity", "model", "inception")
 
 
 class _Configured(Metric):
@@ -70,50 +64,6 @@ class _Configured(Metric):
 
 # --- FID and KID -----------------------------------------------------------------------------
 
-def _postprocess(samples: Tensor, model: ScoreModel, how: str) -> Tensor:
-    lo, hi = model.data.value_range
-    if how == "none" or not (math.isfinite(lo) and math.isfinite(hi)):
-        return samples
-    samples = samples.clamp(lo, hi)
-    if how == "quantize" and model.data.levels is not None:
-        width = model.data.bin_width
-        samples = lo + ((samples - lo) / width).round() * width
-    elif how not in ("clamp", "quantize"):
-        raise ParameterError(f"postprocess must be none, clamp or quantize, got {how!r}")
-    return samples
-
-
-def _extractor(suite: SuiteContext, opts: dict[str, Any]):
-    """(logged name, feature module). `auto` is InceptionV3 when weights are given, else
-    the model's own extractor, else the flattened samples (`identity`)."""
-    kind = opts["extractor"]
-    if kind not in EXTRACTORS:
-        raise ParameterError(f"extractor must be one of {', '.join(EXTRACTORS)}, got {kind!r}")
-    if kind == "auto":
-        kind = "inception" if opts["inception_weights"] else "model"
-    if kind == "model":
-        key = ("metrics.model_features",)
-        if key not in suite.cache:
-            own = suite.model.feature_extractor(suite.device)
-            suite.cache[key] = None if own is None else (
-                getattr(own, "name", None) or "model", Float64Features(own))
-        if suite.cache[key] is not None:
-            return suite.cache[key]
-        if opts["extractor"] == "model":
-            raise ParameterError(f"model {suite.model_name!r} has no feature extractor of "
-                                 f"its own; use extractor = 'identity' or 'inception'")
-        kind = "identity"
-    key = ("metrics.extractor", kind, opts["inception_weights"])
-    if key not in suite.cache:
-        if kind == "identity":
-            suite.cache[key] = IdentityFeatures(suite.model.data.dim)
-        elif not opts["inception_weights"]:
-            raise ParameterError("extractor 'inception' needs inception_weights = PATH")
-        else:
-            suite.cache[key] = inception_extractor(opts["inception_weights"]).to(suite.device)
-    return kind, suite.cache[key]
-
-
 class _FeatureMetric(_Configured):
     on_real_data = True
     DEFAULTS = {"extractor": "auto", "inception_weights": None, "split": "test",
@@ -125,7 +75,7 @@ class _FeatureMetric(_Configured):
 
     def prepare(self, suite: SuiteContext) -> None:
         opts = self.options(suite)
-        kind, extractor = _extractor(suite, opts)
+        kind, extractor = feature_space(suite, opts)
         ref = suite.model.reference_data(opts["split"], opts["num_reference"], opts["seed"])
         stats = reference_stats(ref.data_id, lambda: ref.data, extractor,
                                 keep_features=self.keep_features, cache_dir=opts["cache_dir"])
@@ -160,7 +110,7 @@ class FIDMetric(_FeatureMetric):
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
         extractor, stats, opts = self._state(trial)
-        samples = _postprocess(trial.samples, trial.suite.model, opts["postprocess"])
+        samples = postprocess(trial.samples, trial.suite.model, opts["postprocess"])
         if world_size() > 1:
             with shared_failure():  # before the collective, on every rank
                 local = extract(extractor, local_rows(samples))
@@ -185,7 +135,7 @@ class KIDMetric(_FeatureMetric):
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
         extractor, stats, opts = self._state(trial)
-        samples = _postprocess(trial.samples, trial.suite.model, opts["postprocess"])
+        samples = postprocess(trial.samples, trial.suite.model, opts["postprocess"])
         kid = KID(extractor, stats, subset_size=opts["subset_size"], subsets=opts["subsets"],
                   seed=opts["seed"])
         mean, std, n = kid(samples)

@@ -113,3 +113,29 @@ def test_a_metric_instance_is_checked_as_it_is():
             return {"radius": broken_metrics.mean_radius(trial.samples)}
 
     assert check_metric(Radius()).passed
+
+
+def test_a_conditional_models_trials_carry_balanced_labels_as_the_runners_do():
+    """For a model with classes, every kit trial has sample i's balanced label for seed 0
+    (harness.core.labels), so that class metrics can be checked; none otherwise."""
+    from harness.core.labels import sample_labels
+    from harness.models.oracle import ring_2d
+    from tests.conditional_support import labelled_ring
+
+    seen = []
+
+    class Labels(Metric):
+        name, unit, higher_is_better = "labels_seen", "1", True
+        description = "mean of the samples, recording the trial's labels"
+
+        def compute(self, trial):
+            seen.append(trial.labels)
+            return {self.name: float(trial.samples.mean())}
+
+    assert check_metric(Labels, model=labelled_ring(), samples=40).passed
+    balanced = sample_labels(0, range(40), 8)
+    assert seen and all(torch.equal(labels, balanced) for labels in seen)
+    assert sorted(torch.bincount(balanced).tolist()) == [5] * 8
+    seen.clear()
+    assert check_metric(Labels, model=ring_2d(VPSDE()), samples=40).passed
+    assert seen and all(labels is None for labels in seen)

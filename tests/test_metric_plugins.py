@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import harness
+import harness_plugins.guided_metrics as guided_plugin
 import harness_plugins.metrics as metrics_plugin
 import harness_plugins.sampler_error_metrics as sampler_error
 from harness import (
@@ -157,7 +158,7 @@ def test_extractor_option_is_checked(registry, suite):
             fid.prepare(context)
 
 
-@pytest.mark.parametrize("plugin", [metrics_plugin, sampler_error],
+@pytest.mark.parametrize("plugin", [metrics_plugin, sampler_error, guided_plugin],
                          ids=lambda m: m.__name__)
 def test_the_plugin_uses_only_the_public_api(plugin):
     """The built-in metric plugins import names from `harness` alone (no internal module)

@@ -18,6 +18,11 @@ what it names:
 * `scope`: a per-trial metric changes with the trial (its samples, its grid); a per-suite
   metric computes from the runner's per-suite trial (no sampler, no samples) the value
   it gives for any trial.
+
+For a class-conditional model (`num_classes > 0`) the kit's trials carry labels, as the
+runner's guided trials do: sample i's intended class is the balanced label of
+`harness.core.labels` for seed 0 (`trial.labels`). The samples themselves are drawn
+unconditionally: the checks judge a metric's contract, not the model.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
+from ..core.labels import sample_labels
 from ..core.model import ScoreModel
 from ..core.sampling import generate
 from ..core.schedules import make_grid
@@ -132,8 +138,10 @@ class _Setup:
             calls, rows = self.model.nfe.calls, self.model.nfe.rows
             self.drawn[which] = draw(range(self.samples))
             self.model.nfe.calls, self.model.nfe.rows = calls, rows  # the kit's evaluations
+        labels = (sample_labels(0, range(self.samples), self.model.num_classes)
+                  if self.model.num_classes else None)
         return TrialContext(suite=suite, sampler=sampler, params=params, grid=grid, seed=0,
-                            samples=self.drawn[which].clone(), generate=draw)
+                            samples=self.drawn[which].clone(), generate=draw, labels=labels)
 
     def compute(self, trial: TrialContext) -> Any:
         torch.manual_seed(0)  # what the runner does before a trial's metrics
