@@ -162,12 +162,6 @@ def test_one_guided_evaluation_is_one_network_call(w, rows):
         assert (guided_model.nfe.calls, guided_model.nfe.rows) == (1, batch)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "harness/core/guidance.py: GuidedModel._denoise_labelled calls "
-    "base._denoise_labelled, the uncounted method, so guided.denoise_labelled(x, sigma, "
-    "labels) runs the network without counting it in base.nfe (nor timing it in "
-    "base.network_clock); only the guided counter moves. Fix: delegate to "
-    "base.denoise_labelled (counted), or refuse the call. No built-in sampler calls it."))
 def test_a_labelled_evaluation_through_the_guided_model_is_counted_at_the_network():
     model = _model("vp")
     gm = GuidedModel(model, LABELS, 2.0)

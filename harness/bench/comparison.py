@@ -11,15 +11,17 @@ report made later from `trials.jsonl` concludes the same.
   rows of one budget differ by an evaluation or two (Heun 2N - 1 = 9, Euler N = 10); a
   row joins the budget of the smallest counted NFE below it when it is within
   `BUDGET_TOLERANCE` of it plus one evaluation (9 and 10 together; 20 and 34 apart).
-* Ties. Within a budget, for each set metric (all are distances: lower is better), the
-  row with the lowest mean is the best; every other row is compared with it by the paired
+* Ties. Within a budget, for each set metric, the row with the best mean is the best
+  (the lowest for distances, the highest for precision or accuracy, as each metric's
+  `higher_is_better` was recorded); every other row is compared with it by the paired
   bootstrap over the seeds both have (sample i has the same initial noise in both), and
   is tied with the best when the 95 % interval of the difference contains 0 (two-sided,
   no correction for the several rows compared; the best row is chosen from the same data,
   which favours finding a difference). Rows without common seeds are not compared.
 * Floor. The "data" rows (`harness.bench.floor`) are real held-out data at the same N:
   their band is mean +- 2 standard deviations over draws; a sampler row whose mean is at
-  or below the band's top cannot be told apart from real data by this metric at this N.
+  or beyond the band's worse edge (its top for a distance, its bottom for a metric where
+  higher is better) cannot be told apart from real data by this metric at this N.
 """
 
 from __future__ import annotations
@@ -96,10 +98,13 @@ def budgets(board: pd.DataFrame) -> dict[int, int]:
 
 def conclude(board: pd.DataFrame, table: pd.DataFrame,
              replicates: dict[str, dict[str, list]], level: float = DEFAULT_LEVEL,
-             minimums: Optional[dict[str, float]] = None) -> Conclusions:
+             minimums: Optional[dict[str, float]] = None,
+             higher_is_better: Optional[dict[str, bool]] = None) -> Conclusions:
     """Intervals, ties and floor flags for the leaderboard `board` built from `table`;
-    `minimums`: the least value a metric can take (its interval is clipped there)."""
+    `minimums`: the least value a metric can take (its interval is clipped there);
+    `higher_is_better`: the metrics for which larger is better (others: distances)."""
     minimums = minimums or {}
+    higher = higher_is_better or {}
     metrics = replicated_metrics(replicates)
     keys = ["label", "sampler", "variant", "steps"]
     hashes_of: dict[int, dict[int, str]] = {}
@@ -116,12 +121,12 @@ def conclude(board: pd.DataFrame, table: pd.DataFrame,
             if reps is not None and mean is not None and not pd.isna(mean):
                 out.intervals[(index, metric)] = normal_interval(
                     float(mean), reps, level, minimum=minimums.get(metric))
-        _floor(board, metric, out)
-        _ties(board, metric, hashes_of, replicates, level, out)
+        _floor(board, metric, out, higher.get(metric, False))
+        _ties(board, metric, hashes_of, replicates, level, out, higher.get(metric, False))
     return out
 
 
-def _floor(board: pd.DataFrame, metric: str, out: Conclusions) -> None:
+def _floor(board: pd.DataFrame, metric: str, out: Conclusions, higher: bool) -> None:
     floor = board[board["sampler"] == FLOOR_NAME]
     mean_col, std_col = f"{metric}_mean", f"{metric}_std"
     if floor.empty or mean_col not in board or pd.isna(floor[mean_col].iloc[0]):
@@ -133,11 +138,14 @@ def _floor(board: pd.DataFrame, metric: str, out: Conclusions) -> None:
     out.floor_band[metric] = (low, high)
     for index, row in board.iterrows():
         if row["sampler"] != FLOOR_NAME and not pd.isna(row.get(mean_col)):
-            out.within_floor[(index, metric)] = float(row[mean_col]) <= high
+            value = float(row[mean_col])
+            # As good as real data: at or beyond the band's worse edge.
+            out.within_floor[(index, metric)] = value >= low if higher else value <= high
 
 
 def _ties(board: pd.DataFrame, metric: str, hashes_of: dict[int, dict[int, str]],
-          replicates: dict[str, dict[str, list]], level: float, out: Conclusions) -> None:
+          replicates: dict[str, dict[str, list]], level: float, out: Conclusions,
+          higher: bool = False) -> None:
     mean_col = f"{metric}_mean"
     if mean_col not in board:
         return
@@ -146,7 +154,8 @@ def _ties(board: pd.DataFrame, metric: str, hashes_of: dict[int, dict[int, str]]
         if not pd.isna(board.at[index, mean_col]):
             groups.setdefault(group, []).append(index)
     for members in groups.values():
-        best = min(members, key=lambda i: float(board.at[i, mean_col]))
+        sign = -1.0 if higher else 1.0
+        best = min(members, key=lambda i: sign * float(board.at[i, mean_col]))
         out.marks[(best, metric)] = BEST
         for other in members:
             if other == best:

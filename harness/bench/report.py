@@ -189,6 +189,14 @@ def replicates_of(records: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
             if r.get("status") == FINISHED and r.get("replicates")}
 
 
+def directions_of(records: list[dict[str, Any]]) -> dict[str, bool]:
+    """Replicated metrics whose larger values are better, as their trials recorded it."""
+    out: dict[str, bool] = {}
+    for r in records:
+        out.update(r.get("replicate_higher_is_better") or {})
+    return out
+
+
 def minimums_of(records: list[dict[str, Any]]) -> dict[str, float]:
     """The least value each replicated metric can take, as its trials recorded it."""
     out: dict[str, float] = {}
@@ -254,12 +262,14 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
 
 def annotate(board: pd.DataFrame, table: pd.DataFrame,
              replicates: dict[str, dict[str, list]],
-             minimums: Optional[dict[str, float]] = None) -> pd.DataFrame:
+             minimums: Optional[dict[str, float]] = None,
+             higher_is_better: Optional[dict[str, bool]] = None) -> pd.DataFrame:
     """The leaderboard with, per set metric m, `m_ci_low`/`m_ci_high` (over samples and
     seeds), `m_mark` (best / tied with the best at its budget) and `m_within_floor`;
     and `nfe_mismatch` where the counted NFE is not what the sampler declared."""
     board = board.copy()
-    found = conclude(board, table, replicates, minimums=minimums)
+    found = conclude(board, table, replicates, minimums=minimums,
+                     higher_is_better=higher_is_better)
     for metric in replicated_metrics(replicates):
         board[f"{metric}_ci_low"] = [found.intervals.get((i, metric), (math.nan,))[0]
                                      for i in board.index]
@@ -326,17 +336,17 @@ def _legend(board: pd.DataFrame) -> str:
     if any(c.endswith("_ci_low") for c in board.columns):
         notes.append(f"`a [lo, hi]`: mean over seeds and its {DEFAULT_LEVEL:.0%} interval, "
                      f"a +- z se with the standard error from bootstrap resamples of the "
-                     f"samples (seeds averaged). ★ lowest at its "
-                     f"NFE budget (counted NFE within {BUDGET_TOLERANCE:.0%} plus one "
+                     f"samples (seeds averaged). ★ best (lowest; highest for precision, "
+                     f"recall or accuracy) at its NFE budget and guidance scale (counted NFE within {BUDGET_TOLERANCE:.0%} plus one "
                      f"evaluation); ≈ tied with "
                      f"it: the {DEFAULT_LEVEL:.0%} paired-bootstrap interval of the "
                      f"difference (same initial noise per sample index, common seeds) "
                      f"contains 0.")
     if (board["sampler"] == FLOOR_NAME).any():
         notes.append(f"`{FLOOR_NAME}`: the same metrics on held-out real data of the same "
-                     f"size (± std over draws); ◦ a sampler row at or below the top of "
-                     f"that band (mean + {FLOOR_WIDTH:g} std): not worse than real data at "
-                     f"this N by this metric.")
+                     f"size (± std over draws); ◦ a sampler row at or beyond the worse edge "
+                     f"of that band (mean ± {FLOOR_WIDTH:g} std): not worse than real data "
+                     f"at this N by this metric.")
     if "nfe_mismatch" in board and board["nfe_mismatch"].any():
         notes.append("`!`: the counted NFE per sample differs from what the sampler "
                      "declares; its budget and name came from the declaration.")
@@ -360,7 +370,7 @@ def write_report(results: Results, out_dir: Path, title: str = "") -> WrittenRep
     out_dir.mkdir(parents=True, exist_ok=True)
     table = trials_table(results.records)
     board = annotate(leaderboard(table), table, replicates_of(results.records),
-                     minimums_of(results.records))
+                     minimums_of(results.records), directions_of(results.records))
     reference = dict(results.reference)
     if reference.get("nll") is None and "nll" in table and table["nll"].notna().any():
         # The model's NLL logged with every trial (not once per suite): same value.
@@ -451,4 +461,5 @@ def report_from_mlflow(tracking_uri: str, experiment: str, out_dir: Path) -> Wri
         logged = replicates.get(record["run_id"], {})
         record["replicates"] = logged.get("replicates", {})
         record["replicate_minimums"] = logged.get("minimums", {})
+        record["replicate_higher_is_better"] = logged.get("higher_is_better", {})
     return write_report(results, Path(out_dir) / experiment, title=experiment)

@@ -326,6 +326,11 @@ class SuiteRunner:
             result.metrics.update(bootstrap.intervals(result.metrics))
             result.replicates = dict(bootstrap.values)
             result.minimums = {k: v for k, v in bootstrap.minimum.items() if v is not None}
+            # Which way is better, for the report's best/tied marks (replicates are keyed
+            # by metric name; another key of a metric follows the metric's direction).
+            result.higher_is_better = {
+                key: bool(m.higher_is_better) for key in bootstrap.values for m in metrics
+                if key == m.name or key.startswith(f"{m.name}_")}
             result.params.update(bootstrap_conventions(bootstrap))
         result.metrics["metrics_s"] = time.perf_counter() - start
 

@@ -83,6 +83,8 @@ class TrialResult:
     replicates: dict[str, list[float]] = field(default_factory=dict)
     #: The least value each replicated metric can take (0 for FID), where there is one.
     minimums: dict[str, float] = field(default_factory=dict)
+    #: Replicated metrics whose larger values are better (precision, accuracy): True.
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
     #: Files made from the trial's samples (e.g. "samples.png"), for sinks to keep.
     artifacts: dict[str, Path] = field(default_factory=dict)
     started: float = 0.0
@@ -104,6 +106,7 @@ class TrialResult:
                 "replicates": {k: [_finite_or_none(v) for v in values]
                                for k, values in self.replicates.items()},
                 "replicate_minimums": dict(self.minimums),
+                "replicate_higher_is_better": dict(self.higher_is_better),
                 "started": self.started, "ended": self.ended,
                 "artifacts": {k: str(v) for k, v in self.artifacts.items()},
                 "config": t.config}

@@ -372,7 +372,8 @@ class MLflowSink:
                     self.client.log_artifact(run_id, str(path))
                 if result.replicates:
                     self.client.log_dict(run_id, {"replicates": result.replicates,
-                                                  "minimums": result.minimums},
+                                                  "minimums": result.minimums,
+                                                  "higher_is_better": result.higher_is_better},
                                          REPLICATES_ARTIFACT)
         finally:  # the run is ended even if an artefact is refused
             self._end(run_id, result.status)

@@ -2,9 +2,9 @@
 
 Balanced labels (the default) deal the classes out in blocks: the indices
 b K .. b K + K - 1 (K classes) get the K classes in an order shuffled by the block's own
-random numbers, so every block holds each class exactly once, any set of N consecutive
-indices is balanced to within one per class, and no label depends on the batch size, the
-sharding or the device. The shuffle of block b sorts the K words
+random numbers, so every block holds each class exactly once, the N samples of a run
+(indices 0 .. N - 1, or any window starting at a multiple of K) are balanced to within one
+per class, and no label depends on the batch size, the sharding or the device. The shuffle of block b sorts the K words
 
     Philox4x32-10 word 0 at counter (j, LABEL_DRAW, b mod 2^32, b // 2^32), j < K,
 
@@ -16,6 +16,7 @@ out in turn instead: sample i gets given[i mod len(given)].
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Optional, Union
 
@@ -39,17 +40,22 @@ def sample_labels(seed: int, indices: Sequence[int], num_classes: int,
     if num_classes < 1:
         raise ParameterError(f"labels need a conditional model, got num_classes = "
                              f"{num_classes}")
+    if not 0 <= int(seed) < 2**64:
+        raise ParameterError(f"seed must be in [0, 2^64), got {seed}")
     indices = [int(i) for i in indices]
+    if indices and min(indices) < 0:
+        raise ParameterError("sample indices must be >= 0")
     if isinstance(rule, str):
         if rule != "balanced":
             raise ParameterError(f"labels must be 'balanced' or a list of classes, "
                                  f"got {rule!r}")
         return _balanced(int(seed), indices, num_classes).to(device)
-    given = [int(c) for c in rule]
-    if not given or any(not 0 <= c < num_classes for c in given):
+    given = list(rule)
+    if not given or any(isinstance(c, bool) or not isinstance(c, numbers.Integral)
+                        or not 0 <= c < num_classes for c in given):
         raise ParameterError(f"given labels must be classes 0 .. {num_classes - 1}, "
                              f"got {list(rule)}")
-    table = torch.tensor(given, dtype=torch.int64)
+    table = torch.tensor([int(c) for c in given], dtype=torch.int64)
     return table[torch.tensor(indices, dtype=torch.int64) % len(given)].to(device)
 
 

@@ -85,8 +85,8 @@ class SampleNoise:
 
     def draw(self, k: int) -> Tensor:
         """Draw k of every sample's stream, shape (B, *shape); does not advance `draws`."""
-        if not 0 <= k <= MASK32:
-            raise ValueError(f"draw number must be in [0, 2^32), got {k}")
+        if not 0 <= k < MASK32:  # 2^32 - 1 is the labels' counter word (`labels.py`)
+            raise ValueError(f"draw number must be in [0, 2^32 - 1), got {k}")
         counter = self._counter
         counter[1] = k
         normals = normal_from_bits(philox_words(counter, self._key), self.dtype)
