@@ -9,7 +9,10 @@ from .errors import HarnessError, ParameterError, PluginError, UnknownNameError
 from .hookspecs import HARNESS_API_VERSION, hookimpl
 
 # The maths: processes, grids, the model interface, the sampler contract, noise.
-from .core.model import DataSpec, NetworkScoreModel, NFECounter, ReferenceData, ScoreModel
+from .core.guidance import GuidedModel
+from .core.labels import sample_labels
+from .core.model import (NULL_LABEL, DataSpec, NetworkScoreModel, NFECounter, ReferenceData,
+                         ScoreModel)
 from .metrics.discrete_kl import MAX_DIM as DISCRETE_KL_MAX_DIM
 from .metrics.discrete_kl import (
     DiscreteDensity,
@@ -33,7 +36,7 @@ from .core.schedules import SCHEDULES, TimeGrid, make_grid
 from .core.sde import EDMSDE, SDE, SubVPSDE, VESDE, VPSDE, make_sde
 
 # Models.
-from .models.oracle import GaussianMixture
+from .models.oracle import ConditionalGaussianMixture, GaussianMixture
 from .plugin.registry import ModelSpec, Origin
 
 # The metric contract, its sharding helpers and the bootstrap of set metrics.
@@ -92,7 +95,8 @@ __all__ = [
     "HARNESS_API_VERSION", "HarnessError", "ParameterError", "PluginError",
     "UnknownNameError", "hookimpl", "ModelSpec", "Origin",
     # the maths and models
-    "Capabilities", "DataSpec", "EDMSDE", "GaussianMixture", "NFECounter",
+    "Capabilities", "ConditionalGaussianMixture", "DataSpec", "EDMSDE", "GaussianMixture",
+    "GuidedModel", "NULL_LABEL", "NFECounter", "sample_labels",
     "NetworkScoreModel", "NoParams", "Params", "ReferenceData", "SCHEDULES", "SDE",
     "SampleNoise", "Sampler", "ScoreModel", "SubVPSDE", "TimeGrid", "VESDE", "VPSDE",
     "generate", "make_grid", "make_sde", "param",

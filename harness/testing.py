@@ -43,6 +43,8 @@ import torch
 from torch import Tensor
 
 from .errors import ParameterError
+from .core.guidance import GuidedModel
+from .core.labels import sample_labels
 from .core.model import NFECounter, ScoreModel
 from .core.noise import SampleNoise
 from .metrics.order import (
@@ -53,7 +55,7 @@ from .metrics.order import (
     ode_order_errors,
     weak_order_errors,
 )
-from .models.oracle import GaussianMixture, mixture_64d
+from .models.oracle import ConditionalGaussianMixture, GaussianMixture, mixture_64d
 from .plugin.manager import get_plugins
 from .core.sampler import Capabilities, Params, Sampler
 from .core.sampling import generate
@@ -150,17 +152,45 @@ class _Setup:
     schedule: str
     #: Set by `check_output`: the output had NaN/Inf, so checks of its values are moot.
     nonfinite: bool = False
+    #: Run every check on a guided conditional oracle at this scale (None: unguided).
+    guidance: Optional[float] = None
+    #: Counts the guided evaluations of every guided model the checks build.
+    guided_nfe: NFECounter = dataclasses.field(default_factory=NFECounter)
 
 
 # --- the oracle the checks run on -------------------------------------------------------
 
 def kit_oracle(process: str = "vp", shift: float = 0.0, device: Any = "cpu",
-               dtype: torch.dtype = torch.float64) -> GaussianMixture:
+               dtype: torch.dtype = torch.float64, conditional: bool = False
+               ) -> GaussianMixture:
     """The 64-D mixture (`harness.models.oracle.mixture_64d`) under a process, its means moved by
-    `shift` (so that a sampler can be seen to follow the model)."""
+    `shift` (so that a sampler can be seen to follow the model); `conditional`: the same
+    mixture as a class-conditional model (class = component), for guided checks."""
     base = mixture_64d(make_sde(process))
-    return GaussianMixture(base.weights, base.means + shift, base.variances.sqrt(), base.sde,
-                           dtype=dtype).to(device)
+    kind = ConditionalGaussianMixture if conditional else GaussianMixture
+    return kind(base.weights, base.means + shift, base.variances.sqrt(), base.sde,
+                dtype=dtype).to(device)
+
+
+def _oracle(s: _Setup, process: str = "vp", shift: float = 0.0,
+            dtype: torch.dtype = torch.float64) -> GaussianMixture:
+    """The checks' oracle on the kit's device: the conditional one when guided."""
+    return kit_oracle(process, shift, s.device, dtype, conditional=s.guidance is not None)
+
+
+def _guide(s: _Setup, model: Any, seed: int, indices: Any) -> Any:
+    """What the sampler is given: `model`, or under guidance the model guided towards the
+    labels of samples `indices` of seed `seed` (as the runner does for a guided trial)."""
+    if s.guidance is None or isinstance(model, _DriftOnly):
+        return model
+    labels = sample_labels(seed, indices, model.num_classes, device=model.device)
+    return GuidedModel(model, labels, s.guidance, s.guided_nfe)
+
+
+def _generate(s: _Setup, model: Any, grid: TimeGrid, seed: int, indices: Any) -> Tensor:
+    indices = list(indices)
+    return generate(_guide(s, model, seed, indices), s.sampler, grid, seed, indices,
+                    s.params)
 
 
 def _count_raw_rows(model: ScoreModel) -> NFECounter:
@@ -210,8 +240,8 @@ def _run(s: _Setup, model: Any, x: Tensor, grid: TimeGrid, noise: Callable,
     """The sampler on `x`; on a copy of it unless `copy=False` (only `output` looks for
     in-place writes: any other check reusing x would otherwise blame them on itself)."""
     with torch.no_grad():
-        return s.sampler.fn(model, x.clone() if copy else x, grid, noise, callback,
-                            s.params)
+        return s.sampler.fn(_guide(s, model, 0, range(x.shape[0])),
+                            x.clone() if copy else x, grid, noise, callback, s.params)
 
 
 def _identical(a: Tensor, b: Tensor) -> bool:
@@ -290,7 +320,7 @@ def check_parameters(s: _Setup) -> str:
 
 def check_output(s: _Setup) -> str:
     """Shape, dtype and device of the input; finite; input untouched; callback per step."""
-    model = kit_oracle("vp", device=s.device, dtype=torch.float32)
+    model = _oracle(s, dtype=torch.float32)
     grid = make_grid(model.sde, "karras", 8)
     x, noise = _start(s, model, seed=1, n=8)
     before, seen = x.clone(), []
@@ -314,9 +344,9 @@ def check_output(s: _Setup) -> str:
 
 def check_seed(s: _Setup) -> str:
     """The same seed gives identical output."""
-    model = kit_oracle("vp", device=s.device)
+    model = _oracle(s)
     grid = make_grid(model.sde, "karras", 8)
-    a, b = (generate(model, s.sampler, grid, 3, range(8), s.params) for _ in range(2))
+    a, b = (_generate(s, model, grid, 3, range(8)) for _ in range(2))
     if not _identical(a, b):
         raise _Fail(f"two runs with the same seed differ (max |diff| "
                     f"{(a - b).abs().max():.3g}): the sampler draws randomness outside "
@@ -327,12 +357,11 @@ def check_seed(s: _Setup) -> str:
 
 def check_batch(s: _Setup) -> str:
     """Sample i is the same whatever else is in its batch, and wherever it sits there."""
-    model = kit_oracle("vp", device=s.device)
+    model = _oracle(s)
     grid = make_grid(model.sde, "karras", 8)
-    whole = generate(model, s.sampler, grid, 5, range(16), s.params)
-    halves = torch.cat([generate(model, s.sampler, grid, 5, range(i, i + 8), s.params)
-                        for i in (0, 8)])
-    backwards = generate(model, s.sampler, grid, 5, range(15, -1, -1), s.params).flip(0)
+    whole = _generate(s, model, grid, 5, range(16))
+    halves = torch.cat([_generate(s, model, grid, 5, range(i, i + 8)) for i in (0, 8)])
+    backwards = _generate(s, model, grid, 5, range(15, -1, -1)).flip(0)
     for other, how in ((halves, "two batches of 8"), (backwards, "reversed order")):
         diff = (other - whole).abs().flatten(1).amax(1)
         tol = BATCH_RTOL * (1 + whole.abs().flatten(1).amax(1))
@@ -347,7 +376,7 @@ def check_batch(s: _Setup) -> str:
 
 def check_nfe(s: _Setup) -> str:
     """The model's own count equals `expected_nfe`; nothing bypasses the counter."""
-    model = kit_oracle("vp", device=s.device)
+    model = _oracle(s)
     raw, counted = _count_raw_rows(model), []
     for steps, to_zero in ((3, True), (8, True), (8, False)):
         grid = make_grid(model.sde, "karras", steps)
@@ -356,8 +385,15 @@ def check_nfe(s: _Setup) -> str:
             steps -= 1
         model.nfe.reset()
         raw.reset()
-        generate(model, s.sampler, grid, 0, range(4), s.params)
+        s.guided_nfe.reset()
+        _generate(s, model, grid, 0, range(4))
         expected = s.sampler.expected_nfe(steps, s.params, grid.sigma[-1] == 0)
+        if s.guidance is not None:  # the sampler's evaluations are the guided model's
+            if s.guided_nfe.rows != 4 * expected:
+                raise _Fail(f"declares {expected} NFE for {steps} steps but evaluated the "
+                            f"guided model {s.guided_nfe.rows / 4:g} times per sample")
+            counted.append(f"{steps} steps: {expected} guided")
+            continue
         end = "sigma = 0" if to_zero else f"sigma = {grid.sigma[-1]:.3g}"
         if raw.rows != model.nfe.rows:
             raise _Fail(f"{(raw.rows - model.nfe.rows) / 4:g} evaluations per sample "
@@ -376,7 +412,7 @@ def check_nfe(s: _Setup) -> str:
 def check_capabilities(s: _Setup) -> str:
     """What `Capabilities` declares holds: (non-)dependence on the noise, `pf_ode`."""
     caps = s.sampler.capabilities
-    model = kit_oracle("vp", device=s.device)
+    model = _oracle(s)
     grid = make_grid(model.sde, "karras", 8)
     x, _ = _start(s, model, seed=2, n=8)
     outs, draws = [], 0
@@ -402,7 +438,7 @@ def check_capabilities(s: _Setup) -> str:
 
 def _check_pf_ode(s: _Setup) -> str:
     """Only `ode_drift` is used, and data -> noise -> data returns to the start."""
-    model = kit_oracle("vp", device=s.device)
+    model = _oracle(s)
     proxy = _DriftOnly(model)
     grid = make_grid(model.sde, "karras", ROUNDTRIP_STEPS)
     data = kit_oracle("vp").sample_clean(16, torch.Generator().manual_seed(4)).to(s.device)
@@ -425,8 +461,8 @@ def check_model(s: _Setup) -> str:
     """The output follows the model: shifting the mixture shifts the samples."""
     _needs_finite_output(s)
     grid = make_grid(make_sde("vp"), "karras", 32)
-    base, moved = (generate(kit_oracle("vp", shift, s.device), s.sampler, grid, 6,
-                            range(16), s.params) for shift in (0.0, 1.0))
+    base, moved = (_generate(s, _oracle(s, shift=shift), grid, 6, range(16))
+                   for shift in (0.0, 1.0))
     shift = float((moved - base).mean())
     if not 0.5 <= shift <= 1.5:
         raise _Fail(f"output does not follow the model: moving every mixture component by "
@@ -440,7 +476,7 @@ def check_final_step(s: _Setup) -> str:
     """Noise drawn after the last network evaluation cannot be denoised: it must not
     reach the output. Found by replaying a run's draws up to that point, then others."""
     _needs_finite_output(s)
-    model = kit_oracle("vp", device=s.device)
+    model = _oracle(s)
     grid = make_grid(model.sde, "karras", 16)
     x, noise = _start(s, model, seed=8, n=64)
     draws, calls_before = [], []
@@ -478,10 +514,17 @@ def _sliced_w2(a: Tensor, b: Tensor, directions: Tensor) -> float:
     return float((pa - pb).pow(2).mean().sqrt())
 
 
+def _needs_no_guidance(s: _Setup) -> None:
+    if s.guidance is not None:
+        raise _Skip("measured against the oracle's exact distribution, which a guided "
+                    "model (w != 1) does not sample: run the kit unguided for this check")
+
+
 def check_order(s: _Setup) -> str:
     """The declared `order` is the measured one: the slope of log error on log step
     count (strong error of the PF-ODE solution for deterministic samplers, weak error
     for stochastic ones), as torchsde's diagnostics fit it."""
+    _needs_no_guidance(s)
     _needs_finite_output(s)
     declared = float(s.sampler.capabilities.order)
     if not s.sampler.capabilities.stochastic:
@@ -521,6 +564,7 @@ def check_order(s: _Setup) -> str:
 
 def check_convergence(s: _Setup) -> str:
     """Moments and sliced W2 of the samples match the exact mixture's (VP and EDM)."""
+    _needs_no_guidance(s)
     found = []
     for process in PROCESSES:
         model, exact = kit_oracle(process, device=s.device), kit_oracle(process)
@@ -569,6 +613,7 @@ CHECKS: dict[str, Callable[[_Setup], str]] = {
 def check_sampler(sampler: Union[Sampler, str], params: Union[Params, Mapping, None] = None,
                   *, checks: Optional[Iterable[str]] = None, device: Any = "cpu",
                   steps: int = 100, samples: int = 2000, schedule: str = "karras",
+                  guidance: Optional[float] = None,
                   raise_on_failure: bool = True) -> ConformanceReport:
     """Run the conformance checks on a sampler (an object or a registered name).
 
@@ -577,6 +622,10 @@ def check_sampler(sampler: Union[Sampler, str], params: Union[Params, Mapping, N
         checks: names from `CHECKS` to run (default: all, in order).
         device: where the oracle, the state and the noise live.
         steps, samples, schedule: the budget of the convergence check.
+        guidance: run the checks on a guided model (classifier-free guidance at this
+            scale, towards per-sample labels, on the class-conditional 64-D oracle), as a
+            guided trial runs the sampler; order and convergence, measured against the
+            unguided oracle's exact distribution, are skipped.
         raise_on_failure: raise `ConformanceError` if a check fails (else just report).
     """
     if isinstance(sampler, str):
@@ -597,7 +646,8 @@ def check_sampler(sampler: Union[Sampler, str], params: Union[Params, Mapping, N
     if fatal:
         report.results.append(CheckResult("registration", "failed", fatal))
         wanted = []
-    setup = _Setup(sampler, params, torch.device(device), steps, samples, schedule)
+    setup = _Setup(sampler, params, torch.device(device), steps, samples, schedule,
+                   guidance=guidance)
     # The kit's tensors are small: one CPU thread is as fast as several on an idle machine
     # and many times faster on a busy one, where threads of one op wait for each other.
     threads = torch.get_num_threads()

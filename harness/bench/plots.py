@@ -130,3 +130,46 @@ def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+def guidance_tradeoff(board: pd.DataFrame, x: str, y: str, path: Path, *,
+                      x_label: str, y_label: str, title: str) -> Optional[Path]:
+    """The guidance trade-off: one panel per sampler, one line per step count through
+    the guidance scales (each point labelled with its w), `y` against `x` (e.g. FID
+    against class accuracy). Returns None when the board has no guided rows with both."""
+    x_col, y_col = f"{x}_mean", f"{y}_mean"
+    if "guidance" not in board or x_col not in board or y_col not in board:
+        return None
+    shown = board.dropna(subset=["guidance", x_col, y_col])
+    if shown.empty:
+        return None
+    samplers = sorted(shown["sampler"].unique())
+    columns = min(3, len(samplers))
+    rows_n = -(-len(samplers) // columns)
+    figure, axes = plt.subplots(rows_n, columns, figsize=(4.2 * columns, 3.4 * rows_n),
+                                squeeze=False, sharex=True, sharey=True)
+    for axis, sampler in zip(axes.flat, samplers):
+        of_sampler = shown[shown["sampler"] == sampler]
+        for steps, line in of_sampler.groupby("steps", sort=True):
+            line = line.sort_values("guidance")
+            nfe = line["nfe_mean"].iloc[0] if "nfe_mean" in line else steps
+            axis.plot(line[x_col], line[y_col], marker="o", markersize=4,
+                      label=f"{nfe:g} NFE")
+            for _, point in line.iterrows():
+                axis.annotate(f"w={point['guidance']:g}", (point[x_col], point[y_col]),
+                              fontsize=6, xytext=(3, 3), textcoords="offset points")
+        axis.set_title(sampler, fontsize=9)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=6)
+    for axis in axes.flat[len(samplers):]:
+        axis.set_visible(False)
+    for axis in axes[-1]:
+        axis.set_xlabel(x_label)
+    for axis in axes[:, 0]:
+        axis.set_ylabel(y_label)
+    figure.suptitle(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path

@@ -404,6 +404,10 @@ def write_report(results: Results, out_dir: Path, title: str = "") -> WrittenRep
             board, "wall_clock_s", "fid", out_dir / "fid_vs_wallclock.png",
             x_label="wall-clock per trial (s)", y_label="FID",
             title=f"FID vs wall-clock{suffix}", log_x=True),
+        "fid_vs_accuracy.png": plots.guidance_tradeoff(
+            board, "class_accuracy", "fid", out_dir / "fid_vs_accuracy.png",
+            x_label="class accuracy (shipped classifier)", y_label="FID",
+            title=f"Guidance trade-off: FID vs class accuracy as w grows{suffix}"),
     }
     files.update({name: path for name, path in drawn.items() if path is not None})
     return WrittenReport(files, nfe_series(board))
