@@ -26,7 +26,7 @@ TEST_EVERY = 10
 
 def default_out_dir() -> Path:
     """The package's own `weights/` folder, where `harness.models.pretrained` looks."""
-    return Path(__file__).resolve().parent.parent / "weights"
+    return Path(__file__).resolve().parent.parent / "models" / "weights"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
