@@ -1,4 +1,5 @@
-"""Built-in models: the shipped digits score network, and users' diffusers checkpoints."""
+"""Built-in models: the shipped digits score networks (unconditional and class-conditional),
+and users' diffusers checkpoints."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ def _load_digits(device="cpu", path=None):
     from harness.models.pretrained import load_digits_model
 
     return load_digits_model(device, path)
+
+
+def _load_digits_cond(device="cpu", path=None):
+    from harness.models.pretrained import load_conditional_digits_model
+
+    return load_conditional_digits_model(device, path)
 
 
 def _load_diffusers(device="cpu", path=None, null_class=None):
@@ -36,6 +43,14 @@ def harness_register_models(register):
         "sha256-verified)",
         {"path": "a checkpoint (.safetensors with its .json manifest) of the same "
                  "architecture; default: the shipped weights"}))
+    register(ModelSpec(
+        "digits-cond", _load_digits_cond,
+        "the class-conditional sibling of digits: the same EDM U-Net with a class "
+        "embedding, trained with label dropout 0.1 (shipped, sha256-verified); its plain "
+        "denoiser is the unconditional one",
+        {"path": "a class-conditional checkpoint (.safetensors with its .json manifest) "
+                 "of the same architecture; default: the shipped weights"},
+        num_classes=10))
     register(ModelSpec(
         "diffusers", _load_diffusers,
         "a diffusers UNet2DModel (eps-prediction DDPM) from a local directory, "
