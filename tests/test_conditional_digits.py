@@ -130,6 +130,24 @@ def test_invalid_labels_are_refused(model):
         model.network(x, torch.ones(2), torch.tensor([10, 0]))
 
 
+def test_labels_pass_through_the_precision_wrapper_and_float64(model):
+    from harness.models.precision import configure_model
+
+    x, labels = _inputs(4) * 2, torch.tensor([1, NULL_LABEL, 5, 9])
+    with torch.no_grad():
+        reference = model.denoise_labelled(x, 0.8, labels)
+        wide = load_conditional_digits_model().to(torch.float64)
+        out64 = wide.denoise_labelled(x.double(), 0.8, labels)
+        bf16 = configure_model(load_conditional_digits_model(), dtype="bf16")
+        out16 = bf16.denoise_labelled(x, 0.8, labels)
+        plain16 = bf16.denoise(x, 0.8)
+    assert out64.dtype == torch.float64 and out16.dtype == torch.float32
+    torch.testing.assert_close(out64.float(), reference, rtol=0, atol=1e-4)
+    # bf16 rounding (0.01 here), far below what another label changes (0.8 and more).
+    assert (out16 - reference).abs().amax() < 0.05
+    torch.testing.assert_close(out16[1], plain16[1], rtol=0, atol=1e-6)
+
+
 def test_conditional_samples_are_classified_as_their_labels(model):
     """Euler on the PF-ODE (Karras grid, 16 steps) from 80 to 0, ten samples per class:
     the shipped classifier reads back the label the samples were drawn for."""
