@@ -129,6 +129,31 @@ class DigitsFeatureExtractor(nn.Module):
         return next(self.classifier.parameters()).dtype
 
 
+class DigitsLogits(nn.Module):
+    """The frozen classifier as a model's `classifier()`: images (N, 1, 8, 8) -> logits
+    (N, 10), always in eval mode, with the weight file's `sha256` and a `name`."""
+
+    def __init__(self, extractor: DigitsFeatureExtractor, name: str = "digits"):
+        super().__init__()
+        self.extractor = extractor
+        self.name = name
+
+    @property
+    def sha256(self) -> str:
+        return self.extractor.sha256
+
+    @property
+    def num_classes(self) -> int:
+        return self.extractor.classifier.config.num_classes
+
+    def train(self, mode: bool = True) -> "DigitsLogits":
+        super().train(False)  # no dropout: a metric must not be random
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.extractor.logits(x)
+
+
 @torch.no_grad()
 def accuracy(model: Callable[[Tensor], Tensor], images: Tensor, labels: Tensor,
              batch_size: int = 512) -> float:

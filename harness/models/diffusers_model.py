@@ -24,6 +24,12 @@ the default linear schedule (beta from 1e-4 to 0.02, N = 1000) that is, to first
 beta, `VPSDE(beta_min=0.1, beta_max=20)` (Song et al. 2021, App. B) sampled at the knots.
 At every knot s(t)^2 equals the scheduler's alphas_cumprod exactly (in float64).
 
+A class-conditional UNet (`num_class_embeds = K + 1`, an embedding of class indices, as
+trained for classifier-free guidance) becomes a conditional model of K classes: one of
+the K + 1 indices is the "null" (unconditional) class, the last by default (`null_class`
+names another), the harness's `NULL_LABEL` rows are given it, and labels 0 .. K - 1 are
+the remaining indices in order. The plain `denoise` is the null class's denoiser.
+
 diffusers is an optional dependency (`pip install .[diffusers]`), imported only when a
 model is loaded. Nothing is fetched from a hub: `path` must be a local directory written
 by `save_pretrained` (the UNet's config.json and weights, optionally a pipeline folder
@@ -41,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import HarnessError, ParameterError
-from ..core.model import DataSpec, ScoreModel, from_prediction
+from ..core.model import NULL_LABEL, DataSpec, ScoreModel, from_prediction
 from ..core.sde import SDE, Time, _expand
 
 #: The schedule of Ho et al. (2020) used when a folder has no scheduler config.
@@ -162,18 +168,41 @@ def sigmas_from_alphas_cumprod(alphas_cumprod: Tensor) -> Tensor:
     return ((1 - abar) / abar).sqrt()
 
 
+def _class_embeddings(unet: nn.Module) -> int:
+    """K + 1 for a UNet with an embedding of K + 1 class indices; 0 for an unconditional
+    one. Other class conditioning (`class_embed_type`) is refused."""
+    config = getattr(unet, "config", None)
+    kind = getattr(config, "class_embed_type", None)
+    if kind is not None:
+        raise ParameterError(f"class_embed_type {kind!r} is not supported: only an "
+                             f"embedding of class indices (num_class_embeds) is")
+    return int(getattr(config, "num_class_embeds", None) or 0)
+
+
 class DiffusersUNetModel(ScoreModel):
-    """A diffusers `UNet2DModel` trained with a discrete DDPM schedule, as a ScoreModel."""
+    """A diffusers `UNet2DModel` trained with a discrete DDPM schedule, as a ScoreModel;
+    class-conditional when the UNet has class embeddings (see the module docstring)."""
 
     def __init__(self, unet: nn.Module, alphas_cumprod: Union[Sequence[float], Tensor],
                  prediction_type: str = "epsilon", data: Optional[DataSpec] = None,
-                 timestep_mode: TimestepMode = "fractional"):
+                 timestep_mode: TimestepMode = "fractional",
+                 null_class: Optional[int] = None):
         if prediction_type not in PREDICTIONS:
             raise ParameterError(f"prediction_type must be one of {', '.join(PREDICTIONS)}, "
                                  f"got {prediction_type!r}")
         if timestep_mode not in ("fractional", "nearest"):
             raise ParameterError(f"timestep_mode must be 'fractional' or 'nearest', "
                                  f"got {timestep_mode!r}")
+        embeddings = _class_embeddings(unet)
+        if embeddings:
+            null = embeddings - 1 if null_class is None else null_class
+            if isinstance(null, bool) or not isinstance(null, int) \
+                    or not 0 <= null < embeddings or embeddings < 2:
+                raise ParameterError(
+                    f"null_class must be a class index in 0..{embeddings - 1} of a UNet "
+                    f"with num_class_embeds = {embeddings} >= 2, got {null_class!r}")
+        elif null_class is not None:
+            raise ParameterError("null_class given, but the UNet has no class embeddings")
         config = getattr(unet, "config", None)
         if data is None:
             size = getattr(config, "sample_size", None)
@@ -187,6 +216,9 @@ class DiffusersUNetModel(ScoreModel):
         # float64 and outside the module's buffers: `.to(dtype)` must not round the table.
         self.sigmas = sigmas_from_alphas_cumprod(self.sde.alphas_cumprod)
         self._log_sigmas: dict[torch.device, Tensor] = {}
+        #: The UNet's class index of the unconditional class; None: not conditional.
+        self.null_class: Optional[int] = null if embeddings else None
+        self.num_classes = embeddings - 1 if embeddings else 0
 
     def _log_sigma_table(self, device: torch.device) -> Tensor:
         if device not in self._log_sigmas:
@@ -205,11 +237,35 @@ class DiffusersUNetModel(ScoreModel):
         n = lo + frac
         return n.round() if self.timestep_mode == "nearest" else n
 
+    def class_index(self, labels: Tensor) -> Tensor:
+        """The UNet's class indices for harness labels: `NULL_LABEL` -> `null_class`,
+        labels 0 .. K - 1 -> the other indices in order (label c -> c, or c + 1 from the
+        null index on). An invalid label lands outside the table, where the embedding
+        refuses it."""
+        index = labels + (labels >= self.null_class).long()
+        return torch.where(labels == NULL_LABEL, self.null_class, index)
+
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        if self.null_class is None:
+            return self._evaluate(x, sigma, None)
+        null = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
+        return self._evaluate(x, sigma, null)
+
+    def _denoise_labelled(self, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
+        if labels.device.type == "cpu":  # checked where it costs no device sync
+            bad = (labels < NULL_LABEL) | (labels >= self.num_classes)
+            if bool(bad.any()):
+                raise ParameterError(
+                    f"labels must be in 0..{self.num_classes - 1} or NULL_LABEL "
+                    f"({NULL_LABEL}), got {labels[bad][0].item()}")
+        return self._evaluate(x, sigma, self.class_index(labels))
+
+    def _evaluate(self, x: Tensor, sigma: Tensor, class_labels: Optional[Tensor]) -> Tensor:
         timestep = self.timestep_of_sigma(sigma).to(torch.float32)
         s = _expand(1 / (1 + sigma**2).sqrt(), x)
         unet_dtype = next(self.unet.parameters()).dtype
-        out = self.unet((s * x).to(unet_dtype), timestep).sample.to(x.dtype)
+        out = self.unet((s * x).to(unet_dtype), timestep,
+                        class_labels=class_labels).sample.to(x.dtype)
         if out.shape[1] == 2 * x.shape[1]:  # learned variance: the mean part comes first
             out = out[:, : x.shape[1]]
         return from_prediction(PREDICTIONS[self.prediction_type], out, x, s, _expand(sigma, x))
@@ -234,12 +290,15 @@ def _find_scheduler_dir(root: Path, unet_dir: Path) -> Optional[Path]:
 def load_diffusers_unet(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
                         data: Optional[DataSpec] = None,
                         timestep_mode: TimestepMode = "fractional",
-                        dtype: torch.dtype = torch.float32) -> DiffusersUNetModel:
+                        dtype: torch.dtype = torch.float32,
+                        null_class: Optional[int] = None) -> DiffusersUNetModel:
     """A `DiffusersUNetModel` from a local `save_pretrained` folder (never the hub).
 
     The schedule comes from `scheduler_config.json` (in `path/scheduler`, `path` or the
     UNet's folder) via `DDPMScheduler.from_pretrained`, else `DEFAULT_SCHEDULE`. `data`
-    defaults to the UNet's channels and sample size with 256 levels in [-1, 1].
+    defaults to the UNet's channels and sample size with 256 levels in [-1, 1]. A UNet
+    with class embeddings is conditional; `null_class` is its unconditional class index
+    (default: the last).
     """
     diffusers = _import_diffusers()
     root = Path(path)
@@ -253,8 +312,10 @@ def load_diffusers_unet(path: Union[str, Path], device: Union[str, torch.device]
             f"{unet_dir}: time_embedding_type {config.time_embedding_type!r} is conditioned "
             "on a continuous noise level, not on DDPM timesteps; only 'positional' UNets "
             "are supported")
-    if getattr(config, "num_class_embeds", None) or getattr(config, "class_embed_type", None):
-        raise ParameterError(f"{unet_dir}: class-conditional UNets are not supported")
+    try:
+        _class_embeddings(unet)
+    except ParameterError as err:
+        raise ParameterError(f"{unet_dir}: {err}") from None
     scheduler_dir = _find_scheduler_dir(root, unet_dir)
     if scheduler_dir is None:
         scheduler = diffusers.DDPMScheduler(**DEFAULT_SCHEDULE)
@@ -266,5 +327,6 @@ def load_diffusers_unet(path: Union[str, Path], device: Union[str, torch.device]
         p.requires_grad_(False)
     model = DiffusersUNetModel(unet, scheduler.alphas_cumprod,
                                prediction_type=scheduler.config.prediction_type,
-                               data=data, timestep_mode=timestep_mode)
+                               data=data, timestep_mode=timestep_mode,
+                               null_class=null_class)
     return model.eval()

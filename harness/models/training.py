@@ -15,6 +15,13 @@ ln(sigma) ~ N(P_mean, P_std^2) with P_mean = -1.2, P_std = 1.2, loss
 lambda(sigma) ||D(y + sigma n; sigma) - y||^2 with lambda = (sigma^2 + sigma_data^2) /
 (sigma sigma_data)^2, Adam with a linear warm-up and a cosine decay, and an exponential
 moving average of the weights (the EMA weights are what is shipped).
+
+Class-conditional score network (`network.num_classes > 0`): the same data, loss,
+preconditioning and schedule, with each training image's class given to the network and
+replaced by the null class (`NULL_LABEL`) with probability `label_dropout` (0.1), so that
+one network is both the conditional and the unconditional denoiser (classifier-free
+guidance, Ho & Salimans 2022). The unconditional training draws no labels at all: its
+random stream, and so its weights, are what they were before conditioning existed.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import digits
+from ..core.model import NULL_LABEL
 from .checkpoint import Checkpoint, save_checkpoint
 from .classifier import ARCHITECTURE as CLASSIFIER_ARCHITECTURE
 from .classifier import ClassifierConfig, DigitsClassifier, accuracy
@@ -41,9 +49,12 @@ from .unet import ARCHITECTURE as UNET_ARCHITECTURE
 from .unet import EDMPrecond, UNetConfig, count_parameters
 
 SCORE_MODEL_NAME = "digits_edm"
+CONDITIONAL_MODEL_NAME = "digits_edm_cond"
 CLASSIFIER_NAME = "digits_classifier"
 
 Log = Callable[[str], None]
+#: Receives one row per epoch of score training (see `train_score_model`).
+EpochLog = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -66,11 +77,30 @@ class ScoreTrainConfig:
     #: Draws of (sigma, noise) per image for the train/test losses in the manifest.
     eval_repeats: int = 4
     network: UNetConfig = field(default_factory=UNetConfig)
+    #: Probability that a training image's class is replaced by the null class; used
+    #: only by a class-conditional network (`network.num_classes > 0`).
+    label_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_dropout <= 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1], got {self.label_dropout}")
+
+    @property
+    def conditional(self) -> bool:
+        return self.network.num_classes > 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON values; an unconditional one without `label_dropout`, which
+        it does not use (its manifest keeps the keys it had before)."""
         out = asdict(self)
         out["network"] = self.network.to_dict()
+        if not self.conditional:
+            del out["label_dropout"]
         return out
+
+
+#: The shipped class-conditional model: the unconditional recipe with the 10 digit classes.
+CONDITIONAL_SCORE_CONFIG = ScoreTrainConfig(network=UNetConfig(num_classes=10))
 
 
 @dataclass(frozen=True)
@@ -134,15 +164,24 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Ten
             yield order[start:start + batch_size]
 
 
+def drop_labels(labels: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """`labels` with each entry replaced by `NULL_LABEL` with probability p (one uniform
+    draw per entry from `generator`): label dropout for classifier-free guidance."""
+    dropped = torch.rand(labels.shape, generator=generator) < p
+    return labels.masked_fill(dropped, NULL_LABEL)
+
+
 def edm_loss(net: EDMPrecond, y: Tensor, p_mean: float, p_std: float,
-             generator: Optional[torch.Generator] = None) -> Tensor:
-    """Per-sample EDM loss lambda(sigma) ||D(y + sigma n; sigma) - y||^2 / dim."""
+             generator: Optional[torch.Generator] = None,
+             labels: Optional[Tensor] = None) -> Tensor:
+    """Per-sample EDM loss lambda(sigma) ||D(y + sigma n; sigma | labels) - y||^2 / dim;
+    `labels` only for a conditional network (None: unconditional)."""
     normal = torch.randn(y.shape[0], generator=generator, dtype=y.dtype)
     sigma = (normal * p_std + p_mean).exp()
     noise = torch.randn(y.shape, generator=generator, dtype=y.dtype)
     sd = net.sigma_data
     weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
-    denoised = net(y + sigma.view(-1, 1, 1, 1) * noise, sigma)
+    denoised = net(y + sigma.view(-1, 1, 1, 1) * noise, sigma, labels)
     return weight * (denoised - y).pow(2).flatten(1).mean(1)
 
 
@@ -154,12 +193,15 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 @torch.no_grad()
 def evaluate_edm_loss(net: EDMPrecond, images: Tensor, p_mean: float, p_std: float,
-                      repeats: int = 8, seed: int = 1234) -> float:
-    """Mean EDM loss over `repeats` fixed draws of (sigma, noise) per image, eval mode."""
+                      repeats: int = 8, seed: int = 1234,
+                      labels: Optional[Tensor] = None) -> float:
+    """Mean EDM loss over `repeats` fixed draws of (sigma, noise) per image, eval mode
+    (given `labels`: conditional on them; a conditional network without: unconditional)."""
     was_training = net.training
     net.eval()
     generator = torch.Generator().manual_seed(seed)
-    total = [edm_loss(net, images, p_mean, p_std, generator).mean() for _ in range(repeats)]
+    total = [edm_loss(net, images, p_mean, p_std, generator, labels).mean()
+             for _ in range(repeats)]
     net.train(was_training)
     return float(torch.stack(total).mean())
 
@@ -176,11 +218,24 @@ def _environment(threads: int) -> dict[str, Any]:
 
 
 def train_score_model(out_dir: Union[str, Path], config: Optional[ScoreTrainConfig] = None,
-                      log: Log = print, name: str = SCORE_MODEL_NAME) -> Checkpoint:
-    """Train the EDM digits denoiser; write OUT_DIR/NAME.safetensors (EMA) + NAME.json."""
+                      log: Log = print, name: str = SCORE_MODEL_NAME,
+                      on_epoch: Optional[EpochLog] = None,
+                      test_every: int = 10) -> Checkpoint:
+    """Train the EDM digits denoiser; write OUT_DIR/NAME.safetensors (EMA) + NAME.json.
+
+    A conditional `config.network` trains with label dropout (module docstring).
+    `on_epoch`, if given, receives after each pass over the data (training-set size //
+    batch size steps) a dict: epoch, step, lr (of the epoch's last step), train_loss (mean
+    minibatch loss of the epoch, labels dropped as in training), wall_s, and every
+    `test_every` epochs (and after the last) test_loss_ema: the EMA weights' loss on the
+    test split, one fixed draw per image, conditional on the true labels for a
+    conditional model. It changes no weights: the evaluation draws from its own generator.
+    """
     cfg = config or ScoreTrainConfig()
-    train_x, _ = digits.load_split("train")
-    test_x, _ = digits.load_split("test")
+    train_x, train_y = digits.load_split("train")
+    test_x, test_y = digits.load_split("test")
+    test_labels = test_y if cfg.conditional else None
+    steps_per_epoch = max(len(train_x) // cfg.batch_size, 1)
     start = time.perf_counter()
     with deterministic(cfg.seed, cfg.threads) as generator:
         net = EDMPrecond(cfg.network)
@@ -190,12 +245,16 @@ def train_score_model(out_dir: Union[str, Path], config: Optional[ScoreTrainConf
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         index = batches(len(train_x), cfg.batch_size, generator)
         net.train()
-        running = 0.0
+        running = epoch_loss = 0.0
         for step in range(cfg.steps):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps,
                                                  cfg.final_lr_fraction)
-            loss = edm_loss(net, train_x[next(index)], cfg.p_mean, cfg.p_std, generator).mean()
+            batch = next(index)
+            labels = (drop_labels(train_y[batch], cfg.label_dropout, generator)
+                      if cfg.conditional else None)
+            loss = edm_loss(net, train_x[batch], cfg.p_mean, cfg.p_std, generator,
+                            labels).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -203,18 +262,37 @@ def train_score_model(out_dir: Union[str, Path], config: Optional[ScoreTrainConf
             # are not dominated by the random initialisation.
             _ema_update(ema, net, min(cfg.ema_decay, (1 + step) / (10 + step)))
             running += loss.item()
+            epoch_loss += loss.item()
             if (step + 1) % 100 == 0 or step + 1 == cfg.steps:
                 log(f"score step {step + 1}/{cfg.steps} loss {running / 100:.4f} "
                     f"({time.perf_counter() - start:.0f}s)")
                 running = 0.0
+            if on_epoch is not None and ((step + 1) % steps_per_epoch == 0
+                                         or step + 1 == cfg.steps):
+                epoch = -(-(step + 1) // steps_per_epoch)
+                done = (step + 1) - (epoch - 1) * steps_per_epoch
+                row: dict[str, Any] = {
+                    "epoch": epoch, "step": step + 1,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "train_loss": epoch_loss / done,
+                    "wall_s": round(time.perf_counter() - start, 2)}
+                if epoch % test_every == 0 or step + 1 == cfg.steps:
+                    row["test_loss_ema"] = evaluate_edm_loss(
+                        ema, test_x, cfg.p_mean, cfg.p_std, 1, labels=test_labels)
+                on_epoch(row)
+                epoch_loss = 0.0
         wall = time.perf_counter() - start
         metrics = {
             "train_wall_s": round(wall, 1),
             "train_loss_ema": evaluate_edm_loss(ema, train_x, cfg.p_mean, cfg.p_std,
-                                                cfg.eval_repeats),
+                                                cfg.eval_repeats,
+                                                labels=train_y if cfg.conditional else None),
             "test_loss_ema": evaluate_edm_loss(ema, test_x, cfg.p_mean, cfg.p_std,
-                                               cfg.eval_repeats),
+                                               cfg.eval_repeats, labels=test_labels),
         }
+        if cfg.conditional:  # the same network asked with the null class
+            metrics["test_loss_ema_unconditional"] = evaluate_edm_loss(
+                ema, test_x, cfg.p_mean, cfg.p_std, cfg.eval_repeats)
     log(f"score model: {metrics}")
     manifest = {
         "kind": "score_model",
@@ -231,6 +309,11 @@ def train_score_model(out_dir: Union[str, Path], config: Optional[ScoreTrainConf
                      "optimizer": "Adam", "environment": _environment(cfg.threads)},
         "metrics": metrics,
     }
+    if cfg.conditional:
+        manifest["labels"] = (f"classes 0..{cfg.network.num_classes - 1} (the digit); "
+                              f"{NULL_LABEL} (NULL_LABEL): the null class, the last "
+                              f"embedding row, trained by label dropout "
+                              f"p = {cfg.label_dropout}")
     return save_checkpoint(Path(out_dir) / name, ema.state_dict(), manifest)
 
 

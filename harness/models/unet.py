@@ -7,6 +7,14 @@ a per-channel scale and shift ("adaptive GroupNorm"), self-attention at the lowe
 resolution, skip connections by concatenation, 8x8 -> 4x4 -> 8x8 for the default two
 levels.
 
+With `num_classes = K > 0` the network is class-conditional (classifier-free guidance, Ho &
+Salimans 2022): an embedding of K + 1 rows, the last one the "null" class that label
+dropout trains as the unconditional model, is added to the noise embedding before the
+blocks read it (as in the ADM network of Dhariwal & Nichol 2021). Labels are 0 .. K - 1,
+and `NULL_LABEL` (-1) selects the null row. `num_classes = 0` (the default) builds no
+embedding at all: the unconditional network, its parameters and its outputs are those of
+a configuration without the field.
+
 `EDMPrecond` wraps it into the denoiser of Karras et al. (2022, Sec. 5 and Table 1):
 
     D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma)),
@@ -29,11 +37,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..core.model import NULL_LABEL
 
 ARCHITECTURE = "harness.unet.EDMPrecond/v1"  # an identifier stored in manifests, not a module path
 
@@ -61,10 +71,16 @@ class UNetConfig:
     groups: int = 8
     dropout: float = 0.1
     sigma_data: float = 0.75
+    #: Classes of a class-conditional network (plus one learned "null" class); 0: none.
+    num_classes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON values. `num_classes` is left out when 0, so an unconditional
+        config records exactly the keys it had before conditioning existed."""
         out = asdict(self)
         out["channels"] = list(self.channels)
+        if not self.num_classes:
+            del out["num_classes"]
         return out
 
     @classmethod
@@ -98,6 +114,32 @@ class NoiseEmbedding(nn.Module):
     def forward(self, c_noise: Tensor) -> Tensor:
         angles = c_noise.float()[:, None] * self.freqs[None, :]
         return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=1))
+
+
+class LabelEmbedding(nn.Module):
+    """One learned vector per class and one for the null class (the last row).
+
+    `forward(labels)` takes (B,) int64 labels in 0 .. num_classes - 1 or `NULL_LABEL`.
+    A label equal to num_classes would silently read the null row; it is sent out of
+    range instead, so that it fails like every other invalid label (no host sync).
+    """
+
+    def __init__(self, num_classes: int, emb_dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, emb_dim)
+        # Zeros: training starts from a label-blind network (like the zero-initialised
+        # output layers) and learns each class's offset, rather than unlearning noise.
+        nn.init.zeros_(self.table.weight)
+
+    def forward(self, labels: Tensor) -> Tensor:
+        n = self.num_classes
+        index = torch.where(labels == NULL_LABEL, n, torch.where(labels == n, n + 1, labels))
+        return self.table(index)
+
+    def null(self) -> Tensor:
+        """The null class's vector (emb_dim,): what every row of an unconditional call adds."""
+        return self.table.weight[self.num_classes]
 
 
 class ResBlock(nn.Module):
@@ -154,6 +196,9 @@ class UNet(nn.Module):
                              f"{len(cfg.channels) - 1} times")
         block = lambda a, b: ResBlock(a, b, cfg.emb_dim, cfg.groups, cfg.dropout)  # noqa: E731
         self.embed = NoiseEmbedding(cfg.num_frequencies, cfg.max_frequency, cfg.emb_dim)
+        # Registered only when conditional: an unconditional state dict is unchanged.
+        if cfg.num_classes:
+            self.label_embed = LabelEmbedding(cfg.num_classes, cfg.emb_dim)
         self.conv_in = nn.Conv2d(cfg.in_channels, cfg.channels[0], 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -191,8 +236,16 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c_noise: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """F(x, c_noise | labels); `labels` (B,) only for a conditional network, where
+        None means every row unconditional (the null class)."""
         emb = self.embed(c_noise)
+        if self.config.num_classes:
+            emb = emb + (self.label_embed.null() if labels is None
+                         else self.label_embed(labels))
+        elif labels is not None:
+            raise ValueError("this U-Net is unconditional (num_classes = 0): it takes no "
+                             "labels")
         h = self.conv_in(x)
         skips: list[Tensor] = []
         for level, blocks in enumerate(self.down):
@@ -215,8 +268,9 @@ class UNet(nn.Module):
 class EDMPrecond(nn.Module):
     """The denoiser D(x; sigma) = c_skip x + c_out F(c_in x, c_noise) (Karras et al. 2022).
 
-    `forward(x, sigma)` takes unscaled x (B, C, H, W) and sigma of shape (B,) (or a
-    scalar) and returns the x_0 prediction in the data's scale.
+    `forward(x, sigma, labels=None)` takes unscaled x (B, C, H, W), sigma of shape (B,)
+    (or a scalar) and, for a conditional network, (B,) labels (`NULL_LABEL` rows, or
+    labels None, unconditional), and returns the x_0 prediction in the data's scale.
     """
 
     def __init__(self, config: UNetConfig | None = None):
@@ -234,12 +288,16 @@ class EDMPrecond(nn.Module):
         c_noise = sigma.log() / 4
         return c_skip, c_out, c_in, c_noise
 
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def forward(self, x: Tensor, sigma: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
         sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma.reshape(-1)
         c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
         view = (-1,) + (1,) * (x.ndim - 1)
-        out = self.net(c_in.view(view) * x, c_noise)
+        out = self.net(c_in.view(view) * x, c_noise, labels)
         return c_skip.view(view) * x + c_out.view(view) * out.to(x.dtype)
 
 
