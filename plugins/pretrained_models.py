@@ -57,4 +57,5 @@ def harness_register_models(register):
         "class-conditional if it has class embeddings; needs pip install .[diffusers]",
         {"path": "local directory written by save_pretrained (no hub access)",
          "null_class": "for a UNet with num_class_embeds: the class index of the "
-                       "unconditional (null) class; default: the last"}))
+                       "unconditional (null) class; default: the last"},
+        num_classes=None))

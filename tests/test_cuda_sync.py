@@ -104,3 +104,24 @@ def test_noise_draws_do_not_synchronise_and_match_the_cpu(dtype):
         assert draw.dtype == dtype
         # Same integer bits; float32 log/cos/sin of the two libraries: the stated bound.
         torch.testing.assert_close(draw.cpu(), on_cpu(), rtol=0, atol=1e-5)
+
+
+@cuda
+@pytest.mark.parametrize("name", all_sampler_names())
+def test_no_host_synchronisation_per_step_under_guidance_on_cuda(plugins, name):
+    """A guided trial's loop: the shipped conditional network on a doubled batch, the
+    labels bound once per batch, the lerp of its halves; none of it waits for the GPU."""
+    from harness import GuidedModel, sample_labels
+
+    model = plugins.models.get("digits-cond").build("cuda")
+    labels = sample_labels(0, range(8), model.num_classes, device="cuda")
+    guided = GuidedModel(model, labels, 3.0)
+    _run(guided, name, plugins)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x = _run(guided, name, plugins, steps=20)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.device.type == "cuda" and torch.isfinite(x).all()
+    assert model.nfe.rows == 2 * guided.nfe.rows  # every evaluation on a doubled batch

@@ -13,11 +13,13 @@ kind "floor", no NFE), each with its own configuration hash, so `--resume` keeps
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping, Optional
 
 import torch
 from torch import Tensor
 
+from ..core import distributed
 from ..core.model import ScoreModel
 from ..plugin.manager import LoadedPlugins
 from .code_identity import code_versions
@@ -34,11 +36,17 @@ MIN_DRAWS = 4
 def floor_trials(suite: Suite, plugins: LoadedPlugins, model: ScoreModel,
                  model_identity: Mapping[str, Any]) -> list[Trial]:
     """One floor trial per draw, max(len(seeds), MIN_DRAWS) draws of num_samples each;
-    none when the model has no held-out real data (a "train" reference split) or the
-    suite has no metric that applies to real data (`Metric.on_real_data`)."""
+    none when the model has no held-out real data (a "train" reference split), fewer of
+    them than the suite's num_samples, or the suite has no metric that applies to real
+    data (`Metric.on_real_data`)."""
     if FLOOR_SPLIT not in model.reference_splits or not any(
             getattr(plugins.metrics.get(name), "on_real_data", False)
             for name in suite.metrics):
+        return []
+    available = model.reference_data(FLOOR_SPLIT, None, seed=0).data.shape[0]
+    if available < suite.num_samples:  # real data cannot match this N: no floor row
+        distributed.print0(f"note: no real-data floor row: the {FLOOR_SPLIT!r} split holds {available} "
+              f"samples, fewer than num_samples = {suite.num_samples}", file=sys.stderr)
         return []
     draws = max(len(suite.seeds), MIN_DRAWS)
     trials = []

@@ -71,11 +71,12 @@ def parse_list(option: str, text: str, kind: type = str) -> list[Any]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise SuiteError(f"{option}: expected a comma-separated list, got {text!r}")
-    if kind is int:
+    if kind in (int, float):
         try:
-            return [int(item) for item in items]
+            return [kind(item) for item in items]
         except ValueError:
-            raise SuiteError(f"{option}: expected integers, got {text!r}") from None
+            what = "integers" if kind is int else "numbers"
+            raise SuiteError(f"{option}: expected {what}, got {text!r}") from None
     return items
 
 
@@ -84,7 +85,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
 
     Keys: `samplers` (list of names: keep these, adding missing ones with defaults),
     `metrics` (list of names, likewise), `steps` / `nfe` (lists: replace every
-    sampler's budgets), `model` (a different model drops the suite's model options),
+    sampler's budgets), `guidance` (list: replaces every sampler's scales), `model` (a different model drops the suite's model options),
     any other top-level key (replaced), and `set` (a list of "dotted.key=value").
     """
     out = copy.deepcopy(dict(raw))
@@ -94,6 +95,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
         if key in ("samplers", "metrics"):
             current = out.get(key) if isinstance(out.get(key), dict) else {}
             out[key] = {name: current.get(name, {}) for name in value}
+        elif key == "guidance":  # replaces every sampler's scales too
+            out[key] = list(value)
+            for entry in (out.get("samplers") or {}).values():
+                if isinstance(entry, dict):
+                    entry.pop("guidance", None)
         elif key in ("steps", "nfe"):
             out.pop("steps", None)
             out.pop("nfe", None)

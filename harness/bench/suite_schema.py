@@ -423,7 +423,9 @@ def _check_guidance(refuse: Any, file: SuiteFile, spec: Any, plugins: LoadedPlug
               if entry.guidance is not None]
     if file.guidance is not None:
         guided.insert(0, "guidance")
-    classes = int(getattr(spec, "num_classes", 0) or 0)
+    classes = getattr(spec, "num_classes", 0)
+    if classes is None:  # known once loaded: `check_conditional` then
+        return
     if guided and not classes:
         conditional = [name for name, entry in plugins.models.entries()
                        if getattr(entry.item, "num_classes", 0)]
@@ -438,6 +440,21 @@ def _check_guidance(refuse: Any, file: SuiteFile, spec: Any, plugins: LoadedPlug
         if wrong:
             raise refuse("labels", f"model {file.model!r} has classes 0 .. {classes - 1}, "
                          f"got {wrong[0]}")
+
+
+def check_conditional(suite: Suite, num_classes: int) -> None:
+    """After loading: a guided suite's model has classes, and the given labels are among
+    them (for models whose spec could not say before loading)."""
+    guided = any(entry.guidance for entry in suite.samplers)
+    if guided and not num_classes:
+        raise SuiteError(f"suite {suite.source}: guidance: model {suite.model!r} (as loaded, "
+                         f"with {suite.model_options}) is not class-conditional, so it "
+                         f"cannot be guided")
+    if guided and not isinstance(suite.labels, str):
+        wrong = [c for c in suite.labels if c >= num_classes]
+        if wrong:
+            raise SuiteError(f"suite {suite.source}: labels: model {suite.model!r} has "
+                             f"classes 0 .. {num_classes - 1}, got {wrong[0]}")
 
 
 def _unknown_parameter(key: str, known: Mapping[str, Any]) -> Any:

@@ -36,6 +36,7 @@ from ..bench.suite import (
     Suite,
     SuiteError,
     Trial,
+    check_conditional,
     flatten,
     load_suite,
     model_identity,
@@ -65,6 +66,9 @@ def add_parser(subparsers: Any) -> None:
     over.add_argument("--steps", help="comma-separated step counts for every sampler")
     over.add_argument("--nfe", help="comma-separated NFE budgets for every sampler")
     over.add_argument("--seeds", help="comma-separated seeds")
+    over.add_argument("--guidance", help="comma-separated classifier-free guidance scales "
+                      "w for every sampler (a class-conditional model only; 1: "
+                      "conditional, 0: unconditional)")
     over.add_argument("--num-samples", type=int, help="samples per trial")
     over.add_argument("--batch-size", type=int, help="samples per batch (memory, not results)")
     over.add_argument("--metrics", help="comma-separated metrics to compute")
@@ -108,6 +112,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "steps": listed("--steps", args.steps, int),
         "nfe": listed("--nfe", args.nfe, int),
         "seeds": listed("--seeds", args.seeds, int),
+        "guidance": listed("--guidance", args.guidance, float),
         "num_samples": args.num_samples, "batch_size": args.batch_size,
         "model": args.model, "schedule": args.schedule, "device": args.device,
         "dtype": args.dtype, "network_dtype": args.network_dtype, "compile": args.compile,
@@ -162,6 +167,7 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
 
     distributed.on_rank0(connect_tracking)
     model = load_model(suite, plugins, device)
+    check_conditional(suite, model.num_classes)
     with distributed.shared_failure():  # before any large allocation, on every process
         plan = plan_memory(model, STATE_DTYPES[suite.dtype], suite.num_samples,
                            suite.batch_size, device,
@@ -276,7 +282,9 @@ def format_plan(suite: Suite, trials: list[Trial]) -> str:
         params = ", ".join(f"{k}={short_value(v)}" for k, v in t.params.items())
         lines.append(f"  {t.name:<{width}}  steps={t.steps:<4} nfe={t.nfe:<4} "
                      f"{t.config_hash[:12]}  {params}")
-    total = sum(t.nfe for t in trials) * suite.num_samples
+    # A guided evaluation runs the network on a doubled batch unless w is 0 or 1.
+    total = sum(t.nfe * (1 if t.guidance in (None, 0.0, 1.0) else 2)
+                for t in trials) * suite.num_samples
     lines.append(f"sampling work: {total:,} network evaluations (sample rows), "
                  f"not counting metrics")
     return "\n".join(lines)

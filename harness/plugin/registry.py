@@ -41,9 +41,10 @@ class ModelSpec:
     load: Callable[..., Any]
     description: str = ""
     options: dict[str, str] = field(default_factory=dict)
-    #: Classes of a class-conditional model (labels 0 .. num_classes - 1); 0: none. Says,
-    #: before the model is loaded, whether a suite may guide it.
-    num_classes: int = 0
+    #: Classes of a class-conditional model (labels 0 .. num_classes - 1); 0: none; None:
+    #: known only once loaded (e.g. a diffusers UNet read from a directory). Says, before
+    #: the model is loaded, whether a suite may guide it.
+    num_classes: Optional[int] = 0
 
     def __post_init__(self) -> None:
         if not self.name or not callable(self.load):
