@@ -199,3 +199,18 @@ def test_a_corrupt_fid_cache_is_recomputed_with_a_warning(tmp_path):
     second = fid.reference_stats("data:x", images, _Features(), cache_dir=tmp_path)
     assert calls == [1]  # the rewritten cache is read
     torch.testing.assert_close(second.features_cov_sum, first.features_cov_sum)
+
+
+def test_a_guided_suite_plans_for_the_doubled_network_batch():
+    from harness.bench.guards import LIVE_STATES, activation_bytes_per_sample
+
+    model = ring_2d(make_sde("vp")).float()
+    state = 2 * 4  # one 2-D float32 sample
+    plain = plan_memory(model, torch.float32, 1000, 1000, torch.device("cpu"),
+                        available={"cpu": 1e9})
+    guided = plan_memory(model, torch.float32, 1000, 1000, torch.device("cpu"),
+                         available={"cpu": 1e9}, guided=True)
+    network = activation_bytes_per_sample(model, torch.float32)
+    assert plain.bytes_per_batch_sample == state * LIVE_STATES + network
+    # The doubled batch: the network's activations twice, and its concatenated input.
+    assert guided.bytes_per_batch_sample == state * LIVE_STATES + 2 * (network + state)

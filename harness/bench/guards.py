@@ -134,11 +134,14 @@ def available_bytes(device: torch.device) -> float:
 
 def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: int,
                 device: torch.device, samples_here: Optional[int] = None,
-                available: Optional[dict[str, float]] = None) -> MemoryPlan:
+                available: Optional[dict[str, float]] = None,
+                guided: bool = False) -> MemoryPlan:
     """The batch size that fits (`batch_size` or smaller), or `MemoryGuardError`.
 
     `samples_here` is this process's share of the samples (default: all);
-    `available` overrides the measured memory ({"cpu": bytes, "device": bytes}).
+    `available` overrides the measured memory ({"cpu": bytes, "device": bytes});
+    `guided`: a guided evaluation runs the network on a doubled batch (its activations
+    and its input count twice per sample).
     """
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_sample = math.prod(model.data.shape) * itemsize
@@ -150,7 +153,8 @@ def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: in
             f"to hold the samples ({num_samples:,} x {per_sample:,} bytes x {HELD_COPIES} "
             f"copies), but {_size(cpu)} is available; lower num_samples "
             f"(nothing was allocated)")
-    per_batch_sample = per_sample * LIVE_STATES + activation_bytes_per_sample(model, dtype)
+    network = activation_bytes_per_sample(model, dtype) + (per_sample if guided else 0)
+    per_batch_sample = per_sample * LIVE_STATES + network * (2 if guided else 1)
     if device.type == "cuda":
         room = HEADROOM * (available or {}).get("device", available_bytes(device))
         where = f"on {device}"

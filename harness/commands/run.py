@@ -172,7 +172,8 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         plan = plan_memory(model, STATE_DTYPES[suite.dtype], suite.num_samples,
                            suite.batch_size, device,
                            len(range(distributed.rank(), suite.num_samples,
-                                     distributed.world_size())))
+                                     distributed.world_size())),
+                           guided=any(entry.guidance for entry in suite.samplers))
     if plan.note:
         distributed.print0(f"note: {plan.note}", file=sys.stderr)
         suite = dataclasses.replace(suite, batch_size=plan.batch_size)
