@@ -148,6 +148,7 @@ def guidance_tradeoff(board: pd.DataFrame, x: str, y: str, path: Path, *,
     rows_n = -(-len(samplers) // columns)
     figure, axes = plt.subplots(rows_n, columns, figsize=(4.2 * columns, 3.4 * rows_n),
                                 squeeze=False, sharex=True, sharey=True)
+    log_y = bool((shown[y_col] > 0).all())  # FID spans decades between budgets
     for axis, sampler in zip(axes.flat, samplers):
         of_sampler = shown[shown["sampler"] == sampler]
         for steps, line in of_sampler.groupby("steps", sort=True):
@@ -159,14 +160,63 @@ def guidance_tradeoff(board: pd.DataFrame, x: str, y: str, path: Path, *,
                 axis.annotate(f"w={point['guidance']:g}", (point[x_col], point[y_col]),
                               fontsize=6, xytext=(3, 3), textcoords="offset points")
         axis.set_title(sampler, fontsize=9)
-        axis.grid(True, alpha=0.3)
+        axis.grid(True, alpha=0.3, which="both")
         axis.legend(fontsize=6)
+        if log_y:
+            axis.set_yscale("log")
     for axis in axes.flat[len(samplers):]:
         axis.set_visible(False)
     for axis in axes[-1]:
         axis.set_xlabel(x_label)
     for axis in axes[:, 0]:
         axis.set_ylabel(y_label)
+    figure.suptitle(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def metric_vs_guidance(board: pd.DataFrame, y: str, path: Path, *, y_label: str,
+                       title: str, budget_tolerance: float = 0.10,
+                       log_y: bool = True) -> Optional[Path]:
+    """Which sampler degrades first as guidance grows: one panel per NFE budget (counted
+    NFE within `budget_tolerance` plus one evaluation), one line per sampler, `y`
+    against the guidance scale w. Returns None when no guided row has `y`."""
+    y_col = f"{y}_mean"
+    if "guidance" not in board or y_col not in board or "nfe_mean" not in board:
+        return None
+    shown = board.dropna(subset=["guidance", y_col, "nfe_mean"])
+    if log_y:
+        shown = shown[shown[y_col] > 0]
+    if shown.empty:
+        return None
+    budgets: list[list[float]] = []
+    for nfe in sorted(shown["nfe_mean"].unique()):
+        if budgets and nfe <= budgets[-1][0] * (1 + budget_tolerance) + 1:
+            budgets[-1].append(nfe)
+        else:
+            budgets.append([nfe])
+    figure, axes = plt.subplots(1, len(budgets), figsize=(4.6 * len(budgets), 3.6),
+                                squeeze=False, sharey=True)
+    for axis, members in zip(axes[0], budgets):
+        rows = shown[shown["nfe_mean"].isin(members)]
+        for label, line in rows.groupby("sampler", sort=True):
+            line = line.sort_values("guidance")
+            axis.plot(line["guidance"], line[y_col], marker="o", markersize=4, label=label)
+        low, high = min(members), max(members)
+        axis.set_title(f"{low:g} NFE" if low == high else f"{low:g}-{high:g} NFE",
+                       fontsize=9)
+        axis.set_xscale("symlog", linthresh=1.0)
+        scales = sorted(rows["guidance"].unique())
+        axis.set_xticks(scales, [f"{w:g}" for w in scales])
+        axis.set_xlabel("guidance scale w")
+        if log_y:
+            axis.set_yscale("log")
+        axis.grid(True, alpha=0.3, which="both")
+        axis.legend(fontsize=6)
+    axes[0][0].set_ylabel(y_label)
     figure.suptitle(title, fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -408,6 +408,10 @@ def write_report(results: Results, out_dir: Path, title: str = "") -> WrittenRep
             board, "class_accuracy", "fid", out_dir / "fid_vs_accuracy.png",
             x_label="class accuracy (shipped classifier)", y_label="FID",
             title=f"Guidance trade-off: FID vs class accuracy as w grows{suffix}"),
+        "fid_vs_guidance.png": plots.metric_vs_guidance(
+            board, "fid", out_dir / "fid_vs_guidance.png", y_label="FID",
+            title=f"FID vs guidance scale, per NFE budget{suffix}",
+            budget_tolerance=BUDGET_TOLERANCE),
     }
     files.update({name: path for name, path in drawn.items() if path is not None})
     return WrittenReport(files, nfe_series(board))
