@@ -68,7 +68,8 @@ SAMPLERS = ("euler", "heun", "euler_maruyama", "langevin", "predictor_corrector"
             "lambda_sde")
 GOALS = {"euler": 1.05, "heun": 1.05, "euler_maruyama": 1.05, "langevin": 1.05,
          "predictor_corrector": 1.10}
-OUT = Path(__file__).resolve().parents[1] / "results" / "microbench"
+OUT = Path(os.environ.get("HARNESS_MICROBENCH_OUT",
+                          Path(__file__).resolve().parents[1] / "results" / "microbench"))
 
 
 @pytest.fixture(scope="module")
