@@ -50,6 +50,8 @@ from harness.core.sde import make_sde
 from harness.models.oracle import GaussianMixture, mixture_64d
 from harness.plugin.manager import get_plugins
 
+from machine_load import load_average, load_line  # benchmarks/ is on sys.path under pytest
+
 SAMPLERS = ("euler", "heun", "euler_maruyama", "predictor_corrector", "langevin",
             "lambda_sde")
 BATCHES = (256, 4096)
@@ -74,9 +76,10 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def table() -> Iterator[dict[str, dict]]:
     rows: dict[str, dict] = {}
+    start = load_average()
     yield rows
     if rows:
-        write_table(rows, OUT / "oracle.md")
+        write_table(rows, OUT / "oracle.md", load_line(start, load_average()))
 
 
 def _spread(values: list[float]) -> str:
@@ -84,7 +87,7 @@ def _spread(values: list[float]) -> str:
             f"[{min(values):.3f}-{max(values):.3f}]")
 
 
-def write_table(rows: dict[str, dict], path: Path) -> None:
+def write_table(rows: dict[str, dict], path: Path, load: str = "") -> None:
     lines = [
         "# Loop overhead on the 64-D mixture oracle",
         "",
@@ -94,7 +97,7 @@ def write_table(rows: dict[str, dict], path: Path) -> None:
         f"batch, timed right after each run. k-diffusion = ours / k-diffusion on the same "
         f"denoiser, sigmas and x_T (EDM). Written by `benchmarks/test_oracle_overhead.py` "
         f"(`tox -e microbench`); goal <= {GOAL:.2f} for the overhead, <= 1.00 against "
-        f"k-diffusion.",
+        f"k-diffusion. {load}",
         "",
         "| case | batch | NFE calls | network call (ms) | run (ms) | ratio |",
         "|---|---|---|---|---|---|",
