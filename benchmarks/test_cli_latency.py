@@ -21,6 +21,8 @@ from typing import Iterator
 
 import pytest
 
+from machine_load import load_average, load_line  # benchmarks/ is on sys.path under pytest
+
 ROUNDS = 5
 GOAL = 1.2
 COMMANDS = {"harness --help": ["--help"], "harness plugins": ["plugins"],
@@ -43,13 +45,15 @@ def _seconds(argv: list[str]) -> float:
 @pytest.fixture(scope="module")
 def table() -> Iterator[dict[str, dict]]:
     rows: dict[str, dict] = {}
+    start = load_average()
     yield rows
     if rows:
         lines = ["# Command latency / `import torch`", "",
                  f"Fresh interpreter each, interleaved with `python -c \"import torch\"`; "
                  f"user + system CPU seconds of the child; "
                  f"median [min-max] over {ROUNDS} rounds; goal <= {GOAL}. Written by "
-                 f"`benchmarks/test_cli_latency.py` (`tox -e microbench`).", "",
+                 f"`benchmarks/test_cli_latency.py` (`tox -e microbench`). "
+                 f"{load_line(start, load_average())}", "",
                  "| command | CPU s | import torch (CPU s) | ratio |", "|---|---|---|---|"]
         for name, row in rows.items():
             r = row["ratios"]

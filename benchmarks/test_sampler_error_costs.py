@@ -26,7 +26,10 @@ from shipped_model import digits_model  # benchmarks/ is on sys.path under pytes
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SAMPLES = 2
-STEPS = 5
+#: Euler's map must be invertible for these samples (else `sampler_log_density` stops with
+#: NotInvertibleError): with the Philox noise, sample 1 of seed 0 folds at the last step
+#: for 5, 6 and 8 steps; at 10 (the default suite's smallest budget) both are invertible.
+STEPS = 10
 
 
 def test_exact_density_cost_relative_to_sampling(benchmark):

@@ -57,6 +57,7 @@ from harness.core.sampling import generate
 from harness.core.schedules import make_grid
 from harness.metrics.timing import clock, forward_time
 
+from machine_load import load_average, load_line  # benchmarks/ is on sys.path
 from shipped_model import digits_model  # benchmarks/ is on sys.path under pytest
 
 DEVICE = torch.device(os.environ.get("HARNESS_BENCH_DEVICE", "cpu"))
@@ -68,7 +69,8 @@ SAMPLERS = ("euler", "heun", "euler_maruyama", "langevin", "predictor_corrector"
             "lambda_sde")
 GOALS = {"euler": 1.05, "heun": 1.05, "euler_maruyama": 1.05, "langevin": 1.05,
          "predictor_corrector": 1.10}
-OUT = Path(__file__).resolve().parents[1] / "results" / "microbench"
+OUT = Path(os.environ.get("HARNESS_MICROBENCH_OUT",
+                          Path(__file__).resolve().parents[1] / "results" / "microbench"))
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +82,13 @@ def model() -> tuple[ScoreModel, str]:
 def table() -> Iterator[dict[str, dict]]:
     """Rows collected by the tests; written to overhead.md when the module is done."""
     rows: dict[str, dict] = {}
+    start = load_average()
     yield rows
     if rows:
-        write_table(rows, OUT / "overhead.md")
+        write_table(rows, OUT / "overhead.md", load_line(start, load_average()))
 
 
-def write_table(rows: dict[str, dict], path: Path) -> None:
+def write_table(rows: dict[str, dict], path: Path, load: str = "") -> None:
     first = next(iter(rows.values()))
     lines = [
         "# Sampler overhead: wall / (NFE calls x network forward)",
@@ -95,7 +98,7 @@ def write_table(rows: dict[str, dict], path: Path) -> None:
         f"rounds. `overhead` divides by the forwards timed inside the same run, "
         f"`separate` by `harness.metrics.timing.forward_time` timed just before it (noisier on a "
         f"shared machine). Written by `benchmarks/test_sampler_overhead.py` "
-        f"(`tox -e microbench`).",
+        f"(`tox -e microbench`). {load}",
         "",
         "| sampler | NFE calls | forward (ms) | run (ms) | outside network (ms) | overhead "
         "| separate | ops/NFE outside network | goal |",
