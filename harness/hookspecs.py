@@ -93,7 +93,11 @@ def harness_register_models(register: Callable[["ModelSpec"], None]) -> None:
         the keyword options ``load`` accepts, each with a one-line meaning (e.g. a
         checkpoint directory). A model that has reference data (the real side of FID,
         test points for the NLL) provides them through ``ScoreModel.reference_data`` and
-        its features through ``ScoreModel.feature_extractor``.
+        its features through ``ScoreModel.feature_extractor``. A class-conditional model
+        declares ``num_classes`` on its spec (``None`` when only the loaded model knows
+        it) and implements ``ScoreModel._denoise_labelled(x, sigma, labels)``, a label
+        ``NULL_LABEL`` asking for the unconditional denoiser; suites may then guide it
+        (``harness.GuidedModel``), and ``ScoreModel.classifier`` serves class accuracy.
     """
 
 
