@@ -32,7 +32,8 @@ def describe(loaded: LoadedPlugins) -> dict[str, Any]:
             "params": [_jsonable(row) for row in sampler.params.describe()],
         })
     models = [{"name": name, "description": entry.item.description,
-               "options": entry.item.options, "origin": entry.origin.to_dict()}
+               "options": entry.item.options, "origin": entry.origin.to_dict(),
+               "num_classes": getattr(entry.item, "num_classes", 0)}
               for name, entry in loaded.models.entries()]
     metrics = []
     for name, entry in loaded.metrics.entries():
@@ -81,7 +82,10 @@ def format_text(info: dict[str, Any]) -> str:
     lines.append(f"Models ({len(info['models'])}):")
     for m in info["models"]:
         lines.append(f"  {m['name']:<22} {m['description']}")
-        lines.append(f"  {'':<22} from {_origin(m['origin'])}")
+        classes = m.get("num_classes", 0)
+        guidable = ("; classes known once loaded" if classes is None
+                    else f"; {classes} classes (guidance)" if classes else "")
+        lines.append(f"  {'':<22} from {_origin(m['origin'])}{guidable}")
     lines.append(f"Metrics ({len(info['metrics'])}):")
     for m in info["metrics"]:
         better = "higher" if m["higher_is_better"] else "lower"
