@@ -120,10 +120,13 @@ def test_a_second_ctrl_c_during_clean_up_leaves_no_running_run(bench, tmp_path, 
         return end(self, run_id, status)
 
     monkeypatch.setattr(MLflowSink, "_end", end_under_a_second_ctrl_c)
+    # What the process had before: Python's default handler, or SIG_IGN when it was
+    # started in the background by a non-interactive shell (which ignores SIGINT there).
+    before = signal.getsignal(signal.SIGINT)
     suite = write_suite(tmp_path / "resume.toml", SUITE)
     TRIPWIRE.arm(at=3, action=ctrl_c)                # the warm-up, trial 1, then trial 2
     assert harness("run", suite, "--quiet") == 130
     assert capsys.readouterr().err.count("interrupt received: ending the tracking runs") == 2
     assert sorted(r.info.status for r in trial_runs(URI, "resume")) == ["FINISHED", "KILLED"]
     assert [r.info.status for r in suite_runs(URI, "resume")] == ["KILLED"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is before  # restored
