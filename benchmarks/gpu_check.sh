@@ -3,6 +3,9 @@
 #
 #   bash benchmarks/gpu_check.sh            # on a CUDA machine, from the repository root
 #
+# A GPU machine without a package index gets MLflow and pydantic from carried wheels:
+# see benchmarks/gpu_wheels.sh.
+#
 #   1. the sync-debug tests (tests/test_cuda_sync.py: no host synchronisation per step)
 #   2. Philox on CUDA: bit-identical integers to the CPU; normals within the stated 1e-5
 #   3. noise time / network time at batch 4096 (digits, gmm-64d, and 3x32x32 noise alone)
