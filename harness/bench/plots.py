@@ -171,11 +171,7 @@ def guidance_tradeoff(board: pd.DataFrame, x: str, y: str, path: Path, *,
     for axis in axes[:, 0]:
         axis.set_ylabel(y_label)
     figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def metric_vs_guidance(board: pd.DataFrame, y: str, path: Path, *, y_label: str,
@@ -218,6 +214,10 @@ def metric_vs_guidance(board: pd.DataFrame, y: str, path: Path, *, y_label: str,
         axis.legend(fontsize=6)
     axes[0][0].set_ylabel(y_label)
     figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")

@@ -118,6 +118,17 @@ def per_sample(value: Union[float, Tensor], x: Tensor) -> Tensor:
 #: The label of a row to be denoised unconditionally (the "null" class of label dropout).
 NULL_LABEL = -1
 
+def check_labels(labels: Tensor, num_classes: int) -> None:
+    """Refuse a label outside 0 .. num_classes - 1 and `NULL_LABEL`, for labels on the
+    CPU only: reading them from a GPU would wait for it on every network call."""
+    if labels.device.type != "cpu":
+        return
+    bad = (labels < NULL_LABEL) | (labels >= num_classes)
+    if bool(bad.any()):
+        raise ParameterError(f"labels must be in 0..{num_classes - 1} or NULL_LABEL "
+                             f"({NULL_LABEL}), got {labels[bad][0].item()}")
+
+
 #: What a counted call enters when no clock is installed (reusable: it holds no state).
 _UNTIMED = contextlib.nullcontext()
 

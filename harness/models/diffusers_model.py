@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import HarnessError, ParameterError
-from ..core.model import NULL_LABEL, DataSpec, ScoreModel, from_prediction
+from ..core.model import NULL_LABEL, DataSpec, ScoreModel, check_labels, from_prediction
 from ..core.sde import SDE, Time, _expand
 
 #: The schedule of Ho et al. (2020) used when a folder has no scheduler config.
@@ -252,12 +252,7 @@ class DiffusersUNetModel(ScoreModel):
         return self._evaluate(x, sigma, null)
 
     def _denoise_labelled(self, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
-        if labels.device.type == "cpu":  # checked where it costs no device sync
-            bad = (labels < NULL_LABEL) | (labels >= self.num_classes)
-            if bool(bad.any()):
-                raise ParameterError(
-                    f"labels must be in 0..{self.num_classes - 1} or NULL_LABEL "
-                    f"({NULL_LABEL}), got {labels[bad][0].item()}")
+        check_labels(labels, self.num_classes)
         return self._evaluate(x, sigma, self.class_index(labels))
 
     def _evaluate(self, x: Tensor, sigma: Tensor, class_labels: Optional[Tensor]) -> Tensor:

@@ -30,7 +30,7 @@ from .classifier import ClassifierConfig, DigitsClassifier, DigitsFeatureExtract
 from . import digits
 from .digits import DIGITS_SPEC
 from ..core.model import (
-    NULL_LABEL, NetworkScoreModel, ReferenceData, ScoreModel, from_prediction,
+    NetworkScoreModel, ReferenceData, ScoreModel, check_labels, from_prediction,
 )
 from ..core.sde import _expand, make_sde
 from ..errors import ParameterError
@@ -126,12 +126,7 @@ class ConditionalDigitsScoreModel(DigitsScoreModel):
                                  "network (num_classes > 0)")
 
     def _denoise_labelled(self, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
-        if labels.device.type == "cpu":  # checked where it costs no device sync
-            bad = (labels < NULL_LABEL) | (labels >= self.num_classes)
-            if bool(bad.any()):
-                raise ParameterError(
-                    f"labels must be in 0..{self.num_classes - 1} or NULL_LABEL "
-                    f"({NULL_LABEL}), got {labels[bad][0].item()}")
+        check_labels(labels, self.num_classes)
         t = self.sde.t_of_sigma(sigma)
         if self.sde.unit_scale:  # as `NetworkScoreModel._denoise`, with the labels
             s, x_t = 1.0, x
