@@ -56,6 +56,7 @@ from .metrics.order import (
     weak_order_errors,
 )
 from .models.oracle import ConditionalGaussianMixture, GaussianMixture, mixture_64d
+from .plugin.check_report import CheckReport, CheckResult
 from .plugin.manager import get_plugins
 from .core.sampler import Capabilities, Params, Sampler
 from .core.sampling import generate
@@ -97,41 +98,17 @@ class ConformanceError(AssertionError):
         super().__init__("\n".join(lines))
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    status: str  # "passed", "failed" or "skipped"
-    message: str
-    seconds: float = 0.0
-
-
 @dataclass
-class ConformanceReport:
+class ConformanceReport(CheckReport):
     """The result of `check_sampler`: one `CheckResult` per check, in order."""
 
+    KIND = "sampler"
     sampler: str
     results: list[CheckResult] = field(default_factory=list)
 
     @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    @property
-    def failures(self) -> list[CheckResult]:
-        return [r for r in self.results if r.status == "failed"]
-
-    @property
-    def seconds(self) -> float:
-        return sum(r.seconds for r in self.results)
-
-    def result(self, name: str) -> CheckResult:
-        return next(r for r in self.results if r.name == name)
-
-    def __str__(self) -> str:
-        lines = [f"conformance of sampler {self.sampler!r} ({self.seconds:.1f} s):"]
-        lines += [f"  {r.status:<7} {r.name:<13} {r.message} ({r.seconds:.2f} s)"
-                  for r in self.results]
-        return "\n".join(lines)
+    def subject(self) -> str:
+        return self.sampler
 
 
 class _Fail(Exception):

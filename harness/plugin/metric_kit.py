@@ -45,6 +45,7 @@ from ..core.sde import make_sde
 from ..errors import ParameterError
 from ..metrics.metric import Metric, SuiteContext, TrialContext
 from ..models.oracle import ring_2d
+from .check_report import CheckReport, CheckResult
 from .manager import get_plugins
 
 #: A metric's name: also the prefix of its value keys and of its MLflow metrics.
@@ -68,38 +69,17 @@ class MetricConformanceError(AssertionError):
         super().__init__("\n".join(lines))
 
 
-@dataclass(frozen=True)
-class MetricCheckResult:
-    name: str
-    status: str  # "passed" or "failed"
-    message: str
-    seconds: float = 0.0
-
-
 @dataclass
-class MetricReport:
-    """The result of `check_metric`: one `MetricCheckResult` per check, in order."""
+class MetricReport(CheckReport):
+    """The result of `check_metric`: one `CheckResult` per check, in order."""
 
+    KIND = "metric"
     metric: str
-    results: list[MetricCheckResult] = field(default_factory=list)
+    results: list[CheckResult] = field(default_factory=list)
 
     @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    @property
-    def failures(self) -> list[MetricCheckResult]:
-        return [r for r in self.results if r.status == "failed"]
-
-    def result(self, name: str) -> MetricCheckResult:
-        return next(r for r in self.results if r.name == name)
-
-    def __str__(self) -> str:
-        total = sum(r.seconds for r in self.results)
-        lines = [f"conformance of metric {self.metric!r} ({total:.1f} s):"]
-        lines += [f"  {r.status:<7} {r.name:<12} {r.message} ({r.seconds:.2f} s)"
-                  for r in self.results]
-        return "\n".join(lines)
+    def subject(self) -> str:
+        return self.metric
 
 
 class _Fail(Exception):
@@ -352,8 +332,8 @@ def check_metric(metric: Union[Metric, type, str], *, model: Optional[ScoreModel
                 status, message = "failed", str(err)
             except Exception as err:  # a crash is a failure of that check, not of the kit
                 status, message = "failed", f"raised {type(err).__name__}: {err}"
-            report.results.append(MetricCheckResult(check, status, message,
-                                                    time.perf_counter() - start))
+            report.results.append(CheckResult(check, status, message,
+                                              time.perf_counter() - start))
     finally:
         torch.random.set_rng_state(rng)  # the caller's generator and counter, as they were
         model.nfe.calls, model.nfe.rows = counted
