@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
+from harness.metrics import reference_store
 from harness import (
     DISCRETE_KL_MAX_DIM,
     NLL_METHODS,
@@ -128,7 +130,7 @@ class ODEErrorMetric(_SamplerErrorMetric):
                    "and a tight adaptive PF-ODE solve from the same initial noise")
     DEFAULTS = {"num_samples": None, "rtol": REFERENCE_TOLERANCE,
                 "atol": REFERENCE_TOLERANCE, "solver": REFERENCE_SOLVER,
-                "dtype": "float64", "batch_size": None}
+                "dtype": "float64", "batch_size": None, "cache": True, "cache_dir": None}
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
         self.info = {}
@@ -160,7 +162,8 @@ class ODEErrorMetric(_SamplerErrorMetric):
 
     def _references(self, trial: TrialContext, indices: list[int], opts: dict[str, Any]
                     ) -> tuple[Tensor, float, str]:
-        """The reference solutions of these sample indices, solving only missing ones."""
+        """The reference solutions of these sample indices, solving only those neither in
+        this suite's memory nor in the disk store (`harness.metrics.reference_store`)."""
         suite = trial.suite
         if trial.guidance is not None and trial.labels is None:
             raise ParameterError(f"metric {self.name!r}: a guided trial (w = "
@@ -168,11 +171,21 @@ class ODEErrorMetric(_SamplerErrorMetric):
         model, dtype = self.working_model(suite, opts["dtype"])
         # A guided trial's flow is that of its guided model: its references belong to its
         # scale, and each to its sample's label (whatever rule dealt the labels).
-        key = ("ode_error.reference", trial.seed, opts["rtol"], opts["atol"], opts["solver"],
-               opts["dtype"], suite.dtype, trial.guidance)
-        store: dict[str, Any] = suite.cache.setdefault(key, {"x": {}, "nfe": {}, "end": ""})
+        key = self._store_key(trial, opts, dtype)
+        cache_key = ("ode_error.reference", key)
+        if cache_key not in suite.cache:
+            suite.cache[cache_key] = (reference_store.load(key, opts["cache_dir"])
+                                      if opts["cache"] else {"x": {}, "nfe": {}, "end": ""})
+        store: dict[str, Any] = suite.cache[cache_key]
         names = {i: self._reference_name(trial, i) for i in indices}
         missing = [i for i in indices if names[i] not in store["x"]]
+        if missing:
+            started = time.perf_counter()
+            suite.announce(
+                f"ode_error: solving the PF-ODE from {len(missing)} initial states of seed "
+                f"{trial.seed} ({opts['solver']}, rtol = {opts['rtol']:g}, atol = "
+                f"{opts['atol']:g}, {opts['dtype']}), once for every sampler and budget"
+                + (" and kept on disk for later runs" if opts["cache"] else ""))
         size = opts["batch_size"] or max(len(missing), 1)
         for start in range(0, len(missing), size):
             part = missing[start:start + size]
@@ -185,9 +198,30 @@ class ODEErrorMetric(_SamplerErrorMetric):
             for row, i in enumerate(part):
                 store["x"][names[i]], store["nfe"][names[i]] = solved.x[row], solved.nfe
             store["end"] = solved.end
+        if missing:
+            if opts["cache"]:
+                reference_store.save(key, store, opts["cache_dir"])
+            nfe = sum(store["nfe"][names[i]] for i in missing) / len(missing)
+            suite.announce(f"ode_error: {len(missing)} references solved in "
+                           f"{time.perf_counter() - started:.1f} s ({nfe:.0f} NFE each)")
         reference = torch.stack([store["x"][names[i]] for i in indices])
         nfe = sum(store["nfe"][names[i]] for i in indices) / len(indices)
         return reference, nfe, store["end"]
+
+    @staticmethod
+    def _store_key(trial: TrialContext, opts: dict[str, Any], dtype: torch.dtype
+                   ) -> reference_store.ReferenceKey:
+        """What this trial's references depend on (the model's fingerprint made once)."""
+        suite = trial.suite
+        if "ode_error.fingerprint" not in suite.cache:
+            suite.cache["ode_error.fingerprint"] = reference_store.model_fingerprint(
+                suite.model)
+        state_dtype = suite.dtype or suite.model.dtype
+        return reference_store.ReferenceKey(
+            model=suite.cache["ode_error.fingerprint"], seed=trial.seed,
+            state_dtype=str(state_dtype), solve_dtype=str(dtype), solver=opts["solver"],
+            rtol=float(opts["rtol"]), atol=float(opts["atol"]), guidance=trial.guidance,
+            device_type=torch.device(suite.model.device).type)
 
     @staticmethod
     def _reference_name(trial: TrialContext, index: int) -> Any:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.metrics.fid import CACHE_ENV
 from harness.models.oracle import mixture_64d, ring_2d
 from harness.plugin.manager import get_plugins
 from harness.core.sde import make_sde
 
 # Small tensors dominate the tests; one thread avoids spin-wait contention on 2 cores.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Each test its own disk cache (FID statistics, ODE references): what one test
+    computed never makes another pass, and the user's ~/.cache is never written."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture(scope="session")

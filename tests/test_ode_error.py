@@ -169,6 +169,68 @@ def test_references_are_solved_once_per_seed_and_reused(monkeypatch):
     assert metric.params()["ode_error_reference_end"] == ode_lib.END_EXACT
 
 
+def _counting_solves(monkeypatch) -> list[int]:
+    solved: list[int] = []
+    original = ode_lib.reference_solve
+
+    def counting(model, x_T, **kwargs):
+        solved.append(x_T.shape[0])
+        return original(model, x_T, **kwargs)
+
+    monkeypatch.setattr(plugin, "reference_solve", counting)   # the name the plugin calls
+    return solved
+
+
+def test_references_are_kept_on_disk_for_later_runs_and_only_for_the_same_flow(
+        monkeypatch, tmp_path):
+    solved = _counting_solves(monkeypatch)
+    store = str(tmp_path / "store")
+
+    def run(model=None, seed=0, **options):
+        # A new suite context: nothing in memory, as in a later `harness run`.
+        suite = _suite(model or ring_2d(EDMSDE()), num_samples=6, cache_dir=store, **options)
+        return plugin.ODEErrorMetric().compute(_trial(suite, "heun", 4, n=6, seed=seed))
+
+    first = run()
+    assert solved == [6] and list((tmp_path / "store" / "ode_error").glob("*.pt"))
+    assert run() == first and solved == [6]                # read back, value for value
+    run(seed=1)                                            # other initial noise
+    run(rtol=1e-6)                                         # another tolerance
+    run(model=ring_2d(VPSDE()))                            # another process
+    moved = ring_2d(EDMSDE())
+    moved.means.add_(1e-3)                                 # the same model, other weights
+    run(model=moved)
+    run(cache=False)                                       # asked not to use the store
+    assert solved == [6] * 6
+
+
+def test_a_damaged_store_is_solved_again_with_a_warning(monkeypatch, tmp_path):
+    solved = _counting_solves(monkeypatch)
+    suite = _suite(ring_2d(EDMSDE()), num_samples=4, cache_dir=str(tmp_path))
+    first = plugin.ODEErrorMetric().compute(_trial(suite, "euler", 4, n=4))
+    (path,) = (tmp_path / "ode_error").glob("*.pt")
+    path.write_bytes(path.read_bytes()[:100])              # torn by a crash mid-write
+    suite = _suite(ring_2d(EDMSDE()), num_samples=4, cache_dir=str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="unreadable.*solving again"):
+        again = plugin.ODEErrorMetric().compute(_trial(suite, "euler", 4, n=4))
+    assert again == first and solved == [4, 4]
+
+
+def test_the_solve_is_announced_before_it_starts_and_when_it_ends(tmp_path):
+    lines: list[str] = []
+    suite = _suite(ring_2d(EDMSDE()), num_samples=5, cache_dir=str(tmp_path))
+    suite.announce = lines.append
+    metric = plugin.ODEErrorMetric()
+    metric.compute(_trial(suite, "euler", 4, n=5))
+    assert len(lines) == 2
+    assert lines[0].startswith("ode_error: solving the PF-ODE from 5 initial states of "
+                               "seed 0 (dopri5, rtol = 1e-07, atol = 1e-07, float64)")
+    assert lines[0].endswith("kept on disk for later runs")
+    assert lines[1].startswith("ode_error: 5 references solved in ")
+    metric.compute(_trial(suite, "heun", 4, n=5))
+    assert len(lines) == 2                                 # nothing new to solve
+
+
 def test_stochastic_samplers_get_no_value_and_options_are_checked():
     suite = _suite(ring_2d(VPSDE()))
     metric = plugin.ODEErrorMetric()

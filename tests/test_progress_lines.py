@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from harness.bench.runner import progress_line
+from harness.bench.progress import EtaEstimate, progress_line
 from harness.bench.sinks import FAILED, FINISHED, TrialResult
 from tests.bench_support import bench_environment, harness, write_suite
 
@@ -25,8 +25,8 @@ device = "cpu"
 [metrics.suite_constant]
 """
 
-TRIAL_LINE = re.compile(r"^\[trial (\d)/4\] (\w+-\d+nfe-seed0): NFE (\d+), [\d.]+ s; "
-                        r"(\d) left, ETA \d+ s$")
+TRIAL_LINE = re.compile(r"^\[trial (\d)/4\] (\w+-\d+nfe-seed0): NFE (\d+), [\d.]+ s "
+                        r"\(sampling [\d.]+ s[^)]*\); (\d) left, ETA \d+ s$")
 
 
 @pytest.fixture
@@ -53,17 +53,42 @@ def test_quiet_prints_no_progress(bench, tmp_path, capsys):
     assert "[trial" not in capsys.readouterr().err
 
 
-def test_line_shows_a_failure_and_an_eta_from_the_mean_trial_time():
-    result = TrialResult(trial=_Named("x-3nfe-seed1"), status=FAILED, started=10.0,
-                         ended=12.5)
-    assert progress_line(result, done=2, total=50, elapsed=300.0) == (
+def _result(name, seconds, status=FINISHED, kind="trial", **metrics):
+    return TrialResult(trial=_Named(name, kind), status=status, metrics=metrics,
+                       started=100.0, ended=100.0 + seconds)
+
+
+def test_line_names_the_metrics_that_took_a_large_share_of_the_trial():
+    result = _result("euler-10nfe-seed0", 42.0, nfe=10.0, wall_clock_s=1.1,
+                     ode_error_s=38.9, fid_s=1.2, kid_s=0.5, network_s=0.9)
+    assert progress_line(result, 5, 52, 400.0, ["fid", "kid", "ode_error"]) == (
+        "[trial 5/52] euler-10nfe-seed0: NFE 10, 42.0 s (sampling 1.1 s; ode_error "
+        "38.9 s); 47 left, ETA 6 min 40 s")
+    failed = _result("x-3nfe-seed1", 2.5, status=FAILED)
+    assert progress_line(failed, 2, 50, 7200.0) == (
         "[trial 2/50] x-3nfe-seed1 FAILED: NFE -, 2.5 s; 48 left, ETA 2 h 00 min")
-    result = TrialResult(trial=_Named("y"), status=FINISHED, metrics={"nfe": 34.0},
-                         started=0.0, ended=1.0)
-    assert progress_line(result, done=3, total=5, elapsed=100.0).endswith(
-        "NFE 34, 1.0 s; 2 left, ETA 1 min 07 s")
+
+
+def test_eta_predicts_each_kind_from_its_own_kind_and_ignores_one_time_costs():
+    eta = EtaEstimate()
+    floors = [_Named("data-seed0", "floor"), _Named("data-seed1", "floor")]
+    trials = [_Named(f"euler-{n}nfe-seed0", nfe=n) for n in (10, 20, 40, 40)]
+    eta.add(_result("data-seed0", 0.5, kind="floor"))
+    # After a quick floor draw nothing predicts a sampler trial: no 2-minute guesses.
+    assert eta.remaining(floors[1:] + trials) is None
+    assert eta.remaining(floors[1:]) == pytest.approx(0.5)
+    # The first trial pays 60 s of reference solves; the next two do not.
+    eta.add(_result("euler-10nfe-seed0", 63.0, nfe=10.0, wall_clock_s=1.0))
+    eta.add(_result("euler-20nfe-seed0", 4.0, nfe=20.0, wall_clock_s=2.0))
+    eta.add(_result("euler-30nfe-seed0", 5.0, nfe=30.0, wall_clock_s=3.0))
+    eta.add(_result("heun-9nfe-seed0", 1.0, status=FAILED))   # says nothing of the rest
+    # 0.1 s per NFE (median) times 40 NFE, plus the median 2 s for the rest, per trial.
+    assert eta.remaining(trials[2:]) == pytest.approx(2 * (0.1 * 40 + 2.0))
+    assert eta.remaining(floors[1:] + trials[2:]) == pytest.approx(0.5 + 12.0)
+    line = progress_line(_result("euler-30nfe-seed0", 5.0, nfe=30.0), 4, 4, None)
+    assert line.endswith("0 left, ETA 0 s")
 
 
 class _Named:
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, kind: str = "trial", nfe: int = 0):
+        self.name, self.kind, self.nfe = name, kind, nfe

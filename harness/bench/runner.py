@@ -51,6 +51,7 @@ from ..models.precision import STATE_DTYPES, configure_model
 from ..core.sampling import generate
 from ..core.schedules import make_grid
 from .floor import held_out
+from .progress import EtaEstimate, progress_line
 from .sinks import FAILED, FINISHED, KILLED, Sinks, SuiteInfo, TrialResult
 from .suite import Suite, Trial
 from ..metrics.timing import clock, forward_time, peak_memory, reset_peak_memory
@@ -120,10 +121,16 @@ class SuiteRunner:
         self.log_lines = not self.quiet and not self.progress
         self.context = SuiteContext(model=model, model_name=suite.model, device=device,
                                     dtype=self.dtype,
-                                    options={k: dict(v) for k, v in suite.metrics.items()})
+                                    options={k: dict(v) for k, v in suite.metrics.items()},
+                                    announce=self._announce)
         self.metrics = PreparedMetrics()
         #: (sampler, guided) pairs already run once untimed (`_warm_sampler`).
         self._warmed: set[tuple[str, bool]] = set()
+
+    def _announce(self, line: str) -> None:
+        """A metric's note of costly one-time work, for the user (not in quiet runs)."""
+        if not self.quiet:
+            tqdm.write(line, file=sys.stderr)
 
     # --- once per suite ----------------------------------------------------------------
     def prepare(self) -> PreparedMetrics:
@@ -197,13 +204,16 @@ class SuiteRunner:
                     self.sinks.suite_values(values, params)
                 bar = tqdm(info.trials, desc="trials", unit="trial", file=sys.stderr,
                            disable=not self.progress, dynamic_ncols=True)
-                trials_started = time.perf_counter()
+                eta = EtaEstimate()
+                names = [metric.name for metric in self.metrics.per_trial]
                 for trial in bar:
                     bar.set_postfix_str(trial.name)
                     results.append(self.run_trial(trial))
+                    eta.add(results[-1])
                     if self.log_lines:
-                        print(progress_line(results[-1], len(results), len(info.trials),
-                                            time.perf_counter() - trials_started),
+                        done = len(results)
+                        print(progress_line(results[-1], done, len(info.trials),
+                                            eta.remaining(info.trials[done:]), names),
                               file=sys.stderr, flush=True)
             status = FAILED if any(r.status == FAILED for r in results) else FINISHED
         finally:
@@ -464,31 +474,6 @@ def guidance_conventions(trial: Trial) -> dict[str, Any]:
                               "network_evals: network rows per sample (2 per guided "
                               "evaluation when w is not 0 or 1: one doubled batch); "
                               "network_calls: forward passes"}
-
-
-def progress_line(result: TrialResult, done: int, total: int, elapsed: float) -> str:
-    """One line per finished trial for logs: name, NFE, seconds, trials left and ETA.
-
-    The ETA assumes the remaining trials take the mean time of those done so far.
-    """
-    seconds = result.ended - result.started
-    nfe = result.metrics.get("nfe")
-    left = total - done
-    eta = elapsed / done * left
-    status = "" if result.status == FINISHED else f" {result.status}"
-    return (f"[trial {done}/{total}] {result.trial.name}{status}: "
-            f"NFE {'-' if nfe is None else f'{nfe:.4g}'}, {seconds:.1f} s; "
-            f"{left} left, ETA {_duration(eta)}")
-
-
-def _duration(seconds: float) -> str:
-    """3 s, 4 min 05 s, 1 h 02 min."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def summary(results: list[TrialResult], skipped: int = 0) -> str:

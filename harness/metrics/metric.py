@@ -16,7 +16,7 @@ Then `compute(trial)` once per trial (per-trial metrics) or once for the suite
 `compute` returns finite floats, keyed `name` and `name_<what>` (e.g. `fid_num_samples`);
 `params()` returns the conventions to log beside them. A metric measures: it does not
 log, time, choose devices, or leave evaluations in the model's NFE counter
-(`nfe_untouched`).
+(`nfe_untouched`); costly one-time work is announced through `suite.announce(line)`.
 
 Under torchrun every process runs every metric, and `trial.samples` holds all of the
 trial's samples on every process, in index order: a metric written for one process gives
@@ -76,6 +76,9 @@ class SuiteContext:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: A cache any metric may use for once-per-suite work (keyed by its own names).
     cache: dict[str, Any] = field(default_factory=dict)
+    #: Tells the user, in one line, of costly one-time work before it starts and when it
+    #: ends (e.g. reference solves): the runner prints it unless the run is quiet.
+    announce: Callable[[str], None] = field(default=lambda line: None)
 
 
 @dataclass
