@@ -28,6 +28,7 @@ from .metrics.ode_error import (
     ode_error,
     reference_solve,
 )
+from .metrics.reference_store import ReferenceStore
 from .core.distributed import print0
 from .core.noise import SampleNoise
 from .core.sampler import Capabilities, NoParams, Params, Sampler, param
@@ -117,5 +118,5 @@ __all__ = [
     # a deterministic sampler's own error: ODE discretisation error and exact KL
     "NotInvertibleError", "discrete_kl", "ode_error", "reference_solve", "sampler_log_density",
     "DISCRETE_KL_MAX_DIM", "DiscreteDensity", "REFERENCE_SOLVER", "REFERENCE_TOLERANCE",
-    "float64_model", "initial_state", "NLL_METHODS", "print0",
+    "float64_model", "initial_state", "NLL_METHODS", "print0", "ReferenceStore",
 ]

@@ -42,7 +42,6 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from harness.metrics import reference_store
 from harness import (
     DISCRETE_KL_MAX_DIM,
     NLL_METHODS,
@@ -52,6 +51,7 @@ from harness import (
     Metric,
     NotInvertibleError,
     ParameterError,
+    ReferenceStore,
     ScoreModel,
     SuiteContext,
     TrialContext,
@@ -171,11 +171,11 @@ class ODEErrorMetric(_SamplerErrorMetric):
         model, dtype = self.working_model(suite, opts["dtype"])
         # A guided trial's flow is that of its guided model: its references belong to its
         # scale, and each to its sample's label (whatever rule dealt the labels).
-        key = self._store_key(trial, opts, dtype)
-        cache_key = ("ode_error.reference", key)
+        disk = self._disk_store(trial, opts, dtype)
+        cache_key = ("ode_error.reference", disk)
         if cache_key not in suite.cache:
-            suite.cache[cache_key] = (reference_store.load(key, opts["cache_dir"])
-                                      if opts["cache"] else {"x": {}, "nfe": {}, "end": ""})
+            suite.cache[cache_key] = (disk.load() if opts["cache"]
+                                      else {"x": {}, "nfe": {}, "end": ""})
         store: dict[str, Any] = suite.cache[cache_key]
         names = {i: self._reference_name(trial, i) for i in indices}
         missing = [i for i in indices if names[i] not in store["x"]]
@@ -200,7 +200,7 @@ class ODEErrorMetric(_SamplerErrorMetric):
             store["end"] = solved.end
         if missing:
             if opts["cache"]:
-                reference_store.save(key, store, opts["cache_dir"])
+                disk.save(store)
             nfe = sum(store["nfe"][names[i]] for i in missing) / len(missing)
             suite.announce(f"ode_error: {len(missing)} references solved in "
                            f"{time.perf_counter() - started:.1f} s ({nfe:.0f} NFE each)")
@@ -209,19 +209,20 @@ class ODEErrorMetric(_SamplerErrorMetric):
         return reference, nfe, store["end"]
 
     @staticmethod
-    def _store_key(trial: TrialContext, opts: dict[str, Any], dtype: torch.dtype
-                   ) -> reference_store.ReferenceKey:
-        """What this trial's references depend on (the model's fingerprint made once)."""
+    def _disk_store(trial: TrialContext, opts: dict[str, Any], dtype: torch.dtype
+                    ) -> ReferenceStore:
+        """Where this trial's references are kept: keyed by all they depend on (the
+        model's fingerprint is made once per suite)."""
         suite = trial.suite
         if "ode_error.fingerprint" not in suite.cache:
-            suite.cache["ode_error.fingerprint"] = reference_store.model_fingerprint(
-                suite.model)
+            suite.cache["ode_error.fingerprint"] = ReferenceStore.fingerprint(suite.model)
         state_dtype = suite.dtype or suite.model.dtype
-        return reference_store.ReferenceKey(
+        return ReferenceStore(
             model=suite.cache["ode_error.fingerprint"], seed=trial.seed,
             state_dtype=str(state_dtype), solve_dtype=str(dtype), solver=opts["solver"],
             rtol=float(opts["rtol"]), atol=float(opts["atol"]), guidance=trial.guidance,
-            device_type=torch.device(suite.model.device).type)
+            device_type=torch.device(suite.model.device).type,
+            cache_dir=opts["cache_dir"])
 
     @staticmethod
     def _reference_name(trial: TrialContext, index: int) -> Any:
