@@ -33,7 +33,8 @@ from .core.distributed import print0
 from .core.noise import SampleNoise
 from .core.sampler import Capabilities, NoParams, Params, Sampler, param
 from .core.sampling import generate
-from .core.schedules import SCHEDULES, TimeGrid, make_grid
+from .core.schedules import SCHEDULES, make_grid
+from .core.time_grid import ChosenSchedule, Schedule, TimeGrid, sigma_range, times_of_sigmas
 from .core.sde import EDMSDE, SDE, SubVPSDE, VESDE, VPSDE, make_sde
 
 # Models.
@@ -99,7 +100,8 @@ __all__ = [
     "Capabilities", "ConditionalGaussianMixture", "DataSpec", "EDMSDE", "GaussianMixture",
     "GuidedModel", "NULL_LABEL", "NFECounter", "sample_labels",
     "NetworkScoreModel", "NoParams", "Params", "ReferenceData", "SCHEDULES", "SDE",
-    "SampleNoise", "Sampler", "ScoreModel", "SubVPSDE", "TimeGrid", "VESDE", "VPSDE",
+    "SampleNoise", "Sampler", "Schedule", "ChosenSchedule", "sigma_range",
+    "times_of_sigmas", "ScoreModel", "SubVPSDE", "TimeGrid", "VESDE", "VPSDE",
     "generate", "make_grid", "make_sde", "param",
     # the metric contract and sharding
     "Metric", "SuiteContext", "TrialContext", "nfe_untouched", "world_size", "local_rows",

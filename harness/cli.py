@@ -14,7 +14,7 @@ from .errors import HarnessError
 from .plugin.manager import DISABLE_ENV, TRACE_ENV, get_plugins
 
 #: Subcommand modules; each provides add_parser(subparsers) and sets a `func` default.
-COMMANDS = ("plugins", "run", "report", "train", "schema")
+COMMANDS = ("plugins", "run", "report", "train", "schema", "dashboard")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,8 @@ names and arguments match the specifications below. It is found through the
     [project.entry-points.harness]
     my_sampler = "my_package.my_module"
 
-The built-in samplers, models and metrics are plugins of exactly this kind (see
-``plugins/``).
+The built-in samplers, time schedules, models and metrics are plugins of exactly this
+kind (see ``plugins/``).
 
 A plugin module should state the harness API version it was written for::
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .metrics.metric import Metric
     from .plugin.registry import ModelSpec
     from .core.sampler import Sampler
+    from .core.time_grid import Schedule
 
 #: The major version of this hook API. It changes only when a hook is removed or its
 #: arguments or the contract of the objects passed through it change incompatibly.
@@ -75,6 +76,27 @@ def harness_register_samplers(register: Callable[["Sampler"], None]) -> None:
         fails to load (with a message naming both origins) and the first keeps the name.
         Built-in plugins load first, so a third-party plugin can never displace a
         built-in.
+    """
+
+
+@hookspec
+def harness_register_schedules(register: Callable[["Schedule"], None]) -> None:
+    """Register time schedules: call ``register(Schedule(...))`` once per schedule.
+
+    Called once per loading of the plugins (once per process; on every process under
+    torchrun), for each plugin that implements it. Every implementation is called and
+    its return value ignored: no first result wins. A schedule's function is called when
+    a suite's trials are resolved (to check and show their grids) and once per trial,
+    on every process.
+
+    :param register: Takes a ``harness.Schedule`` naming the schedule (unique across all
+        plugins; what a suite's ``schedule`` names), its function
+        ``fn(sde, steps, params)`` returning the ``steps`` times t_0 > ... > t_{N-1} of
+        the grid within [t_min, T] (the harness appends t = 0 and checks them; a
+        schedule in noise levels converts them with ``harness.times_of_sigmas``), its
+        ``Params`` dataclass with declared ranges (a suite may set them:
+        ``schedule = {name = "karras", rho = 5.0}``) and a citation. A name that is
+        already registered is refused, as for samplers; built-ins load first.
     """
 
 

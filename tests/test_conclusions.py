@@ -54,7 +54,7 @@ def run(tmp_path_factory):
         for _ in bench_environment(monkeypatch, tmp_path):
             suite = write_suite(tmp_path / "conclusions.toml", SUITE)
             assert harness("run", suite, "--quiet") == 0
-            out = tmp_path / "results" / "conclusions"
+            out = tmp_path / "runs" / "conclusions"
             yield records_from_jsonl(out / "trials.jsonl").records, out
 
 

@@ -97,7 +97,7 @@ def runs(tmp_path_factory) -> dict[int, tuple[subprocess.CompletedProcess, Path]
 
 
 def _records(folder: Path) -> list[dict]:
-    path = folder / "results" / "sharded" / "trials.jsonl"
+    path = folder / "runs" / "sharded" / "trials.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -192,4 +192,4 @@ def test_an_unreachable_tracking_server_stops_every_process_before_compute(tmp_p
     # torchrun would end it with a signal, printing nothing).
     assert "error: rank 0: TrackingError: the MLflow tracking store" in output
     assert "nothing was computed" in output
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs").exists()

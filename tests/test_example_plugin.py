@@ -236,26 +236,26 @@ def test_guide_install_then_plugins_run_and_mlflow(fresh_venv):
     info = json.loads(run([bin_dir / "harness", "plugins", "--json"], tmp_path, env))
     assert info["failures"] == []
     samplers = {s["name"]: s for s in info["samplers"]}
-    for name in ("dpmpp_2m", "ddim"):
+    for name in ("example_dpmpp_2m", "example_ddim"):
         assert samplers[name]["origin"] == {"plugin": "dpmsolver", "module": "harness_dpmsolver",
                                             "distribution": "harness-dpmsolver",
                                             "version": "0.1.0"}
-    assert samplers["dpmpp_2m"]["capabilities"] == {
+    assert samplers["example_dpmpp_2m"]["capabilities"] == {
         "stochastic": False, "order": 2, "nfe_per_step": 1, "final_step_nfe": None,
-        "pf_ode": False}
+        "extra_nfe": 0, "pf_ode": False}
     assert samplers["heun"]["origin"]["distribution"] == "diffusion-sampler-harness"
 
     # A tiny `harness run` of the new sampler, logged to MLflow like the built-ins.
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run([bin_dir / "harness", "run", "smoke", "--samplers", "dpmpp_2m", "--nfe", "8",
+    run([bin_dir / "harness", "run", "smoke", "--samplers", "example_dpmpp_2m", "--nfe", "8",
          "--tracking-uri", tracking, "--out", tmp_path / "results", "--quiet"], tmp_path, env)
     trials = [json.loads(line) for line in
               (tmp_path / "results" / "smoke" / "trials.jsonl").read_text().splitlines()]
     (trial,) = [t for t in trials if t.get("kind") == "trial"]
     assert (trial["sampler"], trial["status"], trial["metrics"]["nfe"]) == (
-        "dpmpp_2m", "FINISHED", 8.0)
+        "example_dpmpp_2m", "FINISHED", 8.0)
     runs = logged_runs(bin_dir, tmp_path, env, tracking)
-    (logged,) = [r for r in runs if r.get("sampler") == "dpmpp_2m"]
+    (logged,) = [r for r in runs if r.get("sampler") == "example_dpmpp_2m"]
     assert logged["sampler_origin.distribution"] == "harness-dpmsolver"
     assert logged["sampler_origin.version"] == "0.1.0"
     assert logged["nfe"] == 8.0

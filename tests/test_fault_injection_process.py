@@ -76,7 +76,7 @@ def test_a_plugin_calling_sys_exit_fails_its_trial_and_the_suite_goes_on(workdir
     assert code == exit_codes.TRIALS_FAILED, err
     assert "3 trials finished, 3 failed" in out
     assert "FAILED exits-2nfe-seed0: SystemExit: 0" in out
-    trials = [r for r in records(workdir / "results/exit/trials.jsonl") if r["kind"] == "trial"]
+    trials = [r for r in records(workdir / "runs/exit/trials.jsonl") if r["kind"] == "trial"]
     assert collections.Counter((r["sampler"], r["status"]) for r in trials) == {
         ("exits", "FAILED"): 3, ("euler", "FINISHED"): 3}
     runs = trial_runs(URI, "exit")

@@ -70,7 +70,7 @@ def test_a_server_killed_mid_suite_exits_3_and_resume_reads_the_local_record(tmp
         assert code == exit_codes.RECORDING_INCOMPLETE, err
         assert "3 trials finished, 0 failed" in out
         assert "MLflowSink stopped mid-suite" in err
-        jsonl = tmp_path / "results/dies/trials.jsonl"
+        jsonl = tmp_path / "runs/dies/trials.jsonl"
         names = [f"slow_euler-{n}nfe-seed0" for n in (2, 3, 4)]
         _finished_once(jsonl, names)
 
@@ -121,7 +121,7 @@ def test_resume_after_a_plugin_upgrade_reruns_what_the_new_code_changes(tmp_path
     suite = tmp_path / "toy.toml"
     suite.write_text(FAULT_SUITE.format(experiment="toy", sampler="toy")
                      .replace("steps = [2, 3, 4]", "steps = [4]"))
-    jsonl = tmp_path / "results/toy/trials.jsonl"
+    jsonl = tmp_path / "runs/toy/trials.jsonl"
 
     def run(version, *extra):
         env = cli_env(releases[version], tmp_path / "site-tests")

@@ -41,7 +41,7 @@ def run(tmp_path_factory):
         for _ in bench_environment(monkeypatch, tmp_path):
             suite = write_suite(tmp_path / "guided.toml", SUITE)
             assert harness("run", suite, "--quiet") == 0
-            yield tmp_path / "results" / "guided-report"
+            yield tmp_path / "runs" / "guided-report"
 
 
 def test_rows_are_per_scale_and_marks_never_cross_scales(run):

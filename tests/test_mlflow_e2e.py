@@ -81,11 +81,11 @@ def test_embedded_sqlite_store(bench, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
     assert (tmp_path / "mlflow.db").is_file()
-    assert (tmp_path / "results/tiny/samples/heun-11nfe-seed0.png").is_file()
+    assert (tmp_path / "runs/tiny/samples/heun-11nfe-seed0.png").is_file()
     check_runs("sqlite:///mlflow.db")
     check_report(tmp_path, "sqlite:///mlflow.db", capsys)
     # One suite wall-clock, measured by the runner, whichever sink records it.
-    end = [json.loads(line) for line in (tmp_path / "results/tiny/trials.jsonl")
+    end = [json.loads(line) for line in (tmp_path / "runs/tiny/trials.jsonl")
            .read_text().splitlines() if '"suite_end"' in line][-1]
     parent = suite_runs("sqlite:///mlflow.db", "tiny")[0]
     assert parent.data.metrics["suite_wall_s"] == pytest.approx(end["wall_s"], rel=1e-12)

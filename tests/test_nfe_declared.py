@@ -43,7 +43,7 @@ sde = "{sde}"
 [samplers.heun]
 """)
     assert harness("run", suite, "--quiet", "--tracking-uri", "sqlite:///m.db") == 0
-    (line,) = [json.loads(x) for x in (tmp_path / "results/nfe/trials.jsonl").open()
+    (line,) = [json.loads(x) for x in (tmp_path / "runs/nfe/trials.jsonl").open()
                if '"kind": "trial"' in x and '"floor": true' not in x]
     assert line["metrics"]["nfe"] == line["nfe_expected"] == (10 if sde == "ve" else 9)
     assert line["warnings"] == []
@@ -67,10 +67,10 @@ device = "cpu"
     assert harness("run", suite, "--quiet", "--tracking-uri", "sqlite:///m.db") == 0
     err = capsys.readouterr().err
     assert "underdeclared_euler-4nfe-seed0: nfe_mismatch: counted 5" in err
-    (line,) = [json.loads(x) for x in (tmp_path / "results/nfe/trials.jsonl").open()
+    (line,) = [json.loads(x) for x in (tmp_path / "runs/nfe/trials.jsonl").open()
                if '"kind": "trial"' in x and '"floor": true' not in x]
     assert line["status"] == "FINISHED"
     assert line["metrics"]["nfe"] == 5 and line["nfe_expected"] == 4
     assert line["warnings"] and line["warnings"][0].startswith("nfe_mismatch")
-    board = (tmp_path / "results/nfe/leaderboard.md").read_text()
+    board = (tmp_path / "runs/nfe/leaderboard.md").read_text()
     assert "(declared 4) !" in board

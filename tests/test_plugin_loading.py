@@ -21,7 +21,12 @@ from harness.plugin.manager import DISABLE_ENV, TRACE_ENV, load_plugins
 from tests.plugins import example_plugin
 
 BUILTIN_SAMPLERS = {"euler", "euler_maruyama", "heun", "lambda_sde", "langevin",
-                    "predictor_corrector"}
+                    "predictor_corrector", "ddim", "ddim_eta", "euler_ancestral",
+                    "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "ipndm", "deis",
+                    "restart"}
+#: Built-in samplers registered by a plugin module of another name.
+PLUGIN_OF = {"ddim_eta": "ddim", "dpmpp_2m": "dpm_solver_pp", "dpmpp_3m": "dpm_solver_pp",
+             "dpmpp_2m_sde": "dpm_solver_pp_sde"}
 
 
 def installed():
@@ -159,12 +164,14 @@ def test_harness_plugins_json_lists_samplers_with_origin_and_capabilities(clean_
     assert BUILTIN_SAMPLERS <= set(samplers)
     version = importlib.metadata.version("diffusion-sampler-harness")
     for name in BUILTIN_SAMPLERS:
+        plugin = PLUGIN_OF.get(name, name)
         assert samplers[name]["origin"] == {
-            "plugin": name, "module": f"harness_plugins.{name}",
+            "plugin": plugin, "module": f"harness_plugins.{plugin}",
             "distribution": "diffusion-sampler-harness", "version": version}
     assert samplers["heun"]["capabilities"] == {
         "stochastic": False, "order": 2, "nfe_per_step": 2, "final_step_nfe": 1,
-        "pf_ode": True}
+        "extra_nfe": 0, "pf_ode": True}
+    assert samplers["restart"]["capabilities"]["extra_nfe"] == 8
     assert {p["name"] for p in samplers["langevin"]["params"]} == {
         "S_churn", "S_tmin", "S_tmax", "S_noise"}
     assert info["failures"] == []
@@ -177,6 +184,8 @@ def test_harness_plugins_text(clean_env, capsys):
     assert "heun                   deterministic, order 2, 2 NFE/step (1 on the last), " \
            "PF-ODE" in out
     assert f"from harness_plugins.heun  [diffusion-sampler-harness {version}]" in out
+    assert "restart                stochastic, order 0 (fixed bias), 2 NFE/step (1 on the " \
+           "last) + 8 per run" in out
 
 
 def third_party_entry_point():
@@ -192,12 +201,12 @@ def test_harness_plugins_shows_a_third_party_distribution_and_version(clean_env,
     monkeypatch.setattr(plugin_manager, "_default", loaded)
     assert main(["plugins", "--json"]) == 0
     samplers = {s["name"]: s for s in json.loads(capsys.readouterr().out)["samplers"]}
-    assert samplers["dpmpp_2m"]["origin"] == {
+    assert samplers["example_dpmpp_2m"]["origin"] == {
         "plugin": "dpmsolver", "module": "harness_dpmsolver",
         "distribution": "harness-dpmsolver", "version": "0.1.0"}
-    assert samplers["dpmpp_2m"]["capabilities"]["order"] == 2
+    assert samplers["example_dpmpp_2m"]["capabilities"]["order"] == 2
     text = format_text(describe(loaded))
-    assert "dpmpp_2m               deterministic, order 2, 1 NFE/step" in text
+    assert "example_dpmpp_2m       deterministic, order 2, 1 NFE/step" in text
     assert "from harness_dpmsolver  [harness-dpmsolver 0.1.0]" in text
 
 

@@ -131,4 +131,4 @@ def test_corrector_step_size_is_per_sample(plugins, predictor):
 def test_declared_capabilities(plugins):
     caps = plugins.samplers.get("predictor_corrector").capabilities
     assert (caps.stochastic, caps.order, caps.final_step_nfe, caps.pf_ode) == (
-        True, 1, None, False)
+        True, 0, None, False)

@@ -86,12 +86,12 @@ def test_interrupt_then_resume(bench, tmp_path, capsys):
     parents = sorted(r.info.status for r in suite_runs(URI, "resume"))
     assert parents == ["FINISHED", "KILLED", "KILLED"]
     # The last parent's table covers the whole suite, resumed trials included.
-    board = (tmp_path / "results/resume/leaderboard.md").read_text()
+    board = (tmp_path / "runs/resume/leaderboard.md").read_text()
     assert "| tripwire_euler | 2 | 2 |" in board and "| tripwire_euler | 3 | 2 |" in board
 
     # 4. The local copy saw every step, and marked the interruptions.
     lines = [json.loads(line) for line in
-             (tmp_path / "results/resume/trials.jsonl").read_text().splitlines()]
+             (tmp_path / "runs/resume/trials.jsonl").read_text().splitlines()]
     assert sorted(r["name"] for r in lines if r["kind"] == "trial") == sorted(names)
     assert [r["reason"] for r in lines if r["kind"] == "interrupted"] == [
         "KeyboardInterrupt", "terminated by SIGTERM"]

@@ -31,7 +31,7 @@ def bench(monkeypatch, tmp_path):
 
 def _trial_and_environment(tmp_path) -> tuple[dict, dict]:
     records = [json.loads(line) for line in
-               (tmp_path / "results/precision/trials.jsonl").read_text().splitlines()]
+               (tmp_path / "runs/precision/trials.jsonl").read_text().splitlines()]
     suite = [r for r in records if r["kind"] == "suite"][-1]
     trial = [r for r in records if r["kind"] == "trial"][-1]
     return trial, suite["environment"]
@@ -71,7 +71,7 @@ def test_a_model_without_a_network_is_refused_before_any_trial(bench, tmp_path, 
                                                                      '"gmm-ring-2d"'))
     assert harness("run", suite, "--quiet", "--network-dtype", "fp16") == 2
     assert "has no network module" in capsys.readouterr().err
-    assert not (tmp_path / "results" / "precision").exists()
+    assert not (tmp_path / "runs" / "precision").exists()
 
 
 def test_a_float64_state_keeps_the_nll_in_float64_whatever_the_network(plugins, monkeypatch):

@@ -49,7 +49,7 @@ def test_failing_samplers_are_recorded_and_the_suite_goes_on(bench, tmp_path, ca
     assert "sampler returned shape (10, 1), expected (10, 2)" in captured.out
 
     lines = [json.loads(line) for line in
-             (tmp_path / "results/failures/trials.jsonl").read_text().splitlines()]
+             (tmp_path / "runs/failures/trials.jsonl").read_text().splitlines()]
     trials = {r["name"]: r for r in lines if r["kind"] == "trial"}
     assert {n: r["status"] for n, r in trials.items()} == {
         "euler-4nfe-seed0": FINISHED, "heun-7nfe-seed0": FINISHED,
@@ -68,7 +68,7 @@ def test_failing_samplers_are_recorded_and_the_suite_goes_on(bench, tmp_path, ca
     assert {n: r.info.status for n, r in runs.items()} == {
         n: r["status"] for n, r in trials.items()}
     assert "RuntimeError" in runs["raising-4nfe-seed0"].data.tags["error"]
-    board = (tmp_path / "results/failures/leaderboard.md").read_text()
+    board = (tmp_path / "runs/failures/leaderboard.md").read_text()
     assert "Failed trials (3)" in board and "| euler | 4 | 1 |" in board
 
 
@@ -117,6 +117,6 @@ def _draw(runner, trial, indices):
     from harness.core.schedules import make_grid
 
     sampler = runner.plugins.samplers.get(trial.sampler)
-    grid = make_grid(runner.model.sde, runner.suite.schedule, trial.steps)
+    grid = make_grid(runner.model.sde, trial.schedule, trial.steps)
     return generate(runner.model, sampler, grid, trial.seed, indices,
                     sampler.make_params(trial.params), dtype=runner.dtype)

@@ -129,7 +129,8 @@ def test_overrides_replace_fields_and_select_samplers(plugins):
     assert [s.name for s in suite.samplers] == ["heun", "langevin"]
     assert all(s.steps == (10, 20) for s in suite.samplers)
     assert suite.samplers[1].grid == {"S_churn": [0, 5]}
-    assert (suite.num_samples, suite.seeds, suite.schedule) == (2000, (0, 1), "log_snr")
+    assert (suite.num_samples, suite.seeds) == (2000, (0, 1))
+    assert [s.label for s in suite.schedules] == ["log_snr"]
     assert suite.model_options == {"sde": "ve"}
     other = build_suite(apply_overrides(raw, {"model": "gmm-64d"}), plugins)
     assert other.model_options == {}          # options of the old model do not carry over
@@ -144,7 +145,7 @@ def test_dry_run_prints_trials_and_computes_nothing(bench, tmp_path, capsys):
     assert "8 trials:" in out
     assert "langevin-5nfe-seed1" in out and "heun-11nfe-seed0" in out
     assert "num_samples = 32" in out
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("change, fragments", [

@@ -83,6 +83,10 @@ GOOD = [
      "network_dtype": "bf16", "compile": True},
     {"model_options": {"sde": "ve"}, "metrics": {"mmd_oracle": {"bandwidth": 0.5}}},
     {"metrics": {"sliced_wasserstein": {"num_projections": 64}}},
+    {"schedule": ["karras", "log_snr"]},
+    {"schedule": {"name": "karras", "rho": 5.0}},
+    {"schedule": [{"name": "sigma_list", "sigmas": [80.0, 1.0, 0.1]}, "ddim_quadratic"],
+     "rank_across_schedules": True},
 ]
 
 BROKEN = [
@@ -103,6 +107,13 @@ BROKEN = [
     {"metrics": {"fidd": {}}},
     {"metrics": {"sliced_wasserstein": {"num_projection": 8}}},
     {"schedule": "karas"},
+    {"schedule": []},
+    {"schedule": ["karras", 3]},
+    {"schedule": {"name": "karras", "rho": -1.0}},
+    {"schedule": {"name": "karras", "roh": 5.0}},
+    {"schedule": {"rho": 5.0}},
+    {"schedule": {"name": "sigma_list", "sigmas": ["x"]}},
+    {"rank_across_schedules": "yes"},
     {"steps": [0, 4]},
     {"steps": [MAX_STEPS + 1]},
     {"steps": []},

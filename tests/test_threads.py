@@ -88,7 +88,7 @@ def test_threads_is_applied_logged_and_restored(bench, tmp_path, capsys, one_thr
     assert harness("run", suite, "--threads", "2", "--samplers", "euler", "--steps", "2",
                    "--quiet") == 0
     records = [json.loads(line) for line in
-               (tmp_path / "results" / "tiny" / "trials.jsonl").read_text().splitlines()]
+               (tmp_path / "runs" / "tiny" / "trials.jsonl").read_text().splitlines()]
     logged = [r["environment"]["torch_threads"] for r in records if r["kind"] == "suite"]
     assert logged == ["2"]
     assert torch.get_num_threads() == 1

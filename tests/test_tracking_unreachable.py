@@ -37,7 +37,7 @@ def test_unreachable_server_is_refused_before_any_compute(bench, tmp_path, capsy
     assert f"the MLflow tracking store '{uri}' is not reachable" in err
     assert "nothing was computed" in err
     assert TRIPWIRE.calls == 0
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unusable_sqlite_store_is_refused(bench, tmp_path, capsys):
@@ -47,7 +47,7 @@ def test_unusable_sqlite_store_is_refused(bench, tmp_path, capsys):
     assert harness("run", suite, "--quiet", "--tracking-uri", uri) == 2
     assert f"the MLflow tracking store '{uri}' cannot be written: its folder " \
         f"'{tmp_path}/a-file' is a file" in capsys.readouterr().err
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_server_going_away_mid_suite_keeps_every_trial_locally(bench, tmp_path, capsys):
@@ -61,12 +61,12 @@ def test_server_going_away_mid_suite_keeps_every_trial_locally(bench, tmp_path, 
     assert "MLflowSink stopped mid-suite" in captured.err
     assert "4 trials finished, 0 failed" in captured.out
     lines = [json.loads(line) for line in
-             (tmp_path / "results/flaky/trials.jsonl").read_text().splitlines()]
+             (tmp_path / "runs/flaky/trials.jsonl").read_text().splitlines()]
     trials = [r for r in lines if r["kind"] == "trial"]
     assert [r["status"] for r in trials] == ["FINISHED"] * 4
     assert {r["name"] for r in trials} == {f"tripwire_euler-{n}nfe-seed{s}"
                                            for n in (2, 3) for s in (0, 1)}
     assert all(r["metrics"]["nfe"] == r["nfe_expected"] for r in trials)
     # The local leaderboard was still written, from the JSONL.
-    assert "| tripwire_euler | 3 | 2 |" in (tmp_path / "results/flaky/leaderboard.md"
+    assert "| tripwire_euler | 3 | 2 |" in (tmp_path / "runs/flaky/leaderboard.md"
                                             ).read_text()

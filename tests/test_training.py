@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 
 import torch
 
@@ -69,4 +70,18 @@ def test_train_command_parses_and_reports(tmp_path, capsys):
     default = parser.parse_args(["train", "digits"])
     assert default.out is None
     # Where the loaders look: the shipped files are there.
-    assert (train_command.default_out_dir() / "digits_edm.safetensors").is_file()
+    assert (train_command.shipped_dir() / "digits_edm.safetensors").is_file()
+
+
+def test_train_writes_outside_the_shipped_weights_unless_told(tmp_path, monkeypatch, capsys):
+    parser = argparse.ArgumentParser(prog="harness")
+    train_command.add_parser(parser.add_subparsers(dest="command"))
+    shipped = train_command.shipped_dir() / "digits_classifier.safetensors"
+    before = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    monkeypatch.chdir(tmp_path)
+    args = parser.parse_args(["train", "classifier", "--steps", "2", "--quiet"])
+    assert args.func(args) == 0
+    assert (tmp_path / "runs" / "weights" / "digits_classifier.safetensors").is_file()
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
+    # Two steps are not the shipped recipe: compared with the shipped checkpoint.
+    assert "DIFFERENT from the shipped digits_classifier" in capsys.readouterr().out

@@ -12,6 +12,7 @@ file, or a full disk is reported before minutes of sampling, not after.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -112,10 +113,14 @@ def check_writable(folder: PathLike, what: str = "results folder") -> Path:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise OutputError(f"the {what} {str(folder)!r} is not writable ({reason}); "
-                          f"free space or pass another --out; nothing was computed"
-                          ) from None
+        # The OS's own reason, and advice that follows from it: "free space" only for a
+        # full disk (a virtual file system like /proc says ENOENT, a mount EROFS, ...).
+        reason = f"[Errno {err.errno}] {err.strerror}" if err.strerror else repr(err)
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        advice = "free space or pass another --out" if full else "pass another --out"
+        raise OutputError(f"the {what} {str(folder)!r} is not writable: a file cannot be "
+                          f"created in {str(existing)!r} ({reason}); {advice}; nothing "
+                          f"was computed") from None
     return folder
 
 

@@ -16,15 +16,20 @@ from .environment import DISTRIBUTION, version
 UNVERSIONED = "unversioned"
 
 
-def code_versions(plugins: Any, sampler: Optional[str], model: str, metrics: Iterable[str]
-                  ) -> dict[str, Any]:
+def code_versions(plugins: Any, sampler: Optional[str], model: str, metrics: Iterable[str],
+                  schedule: Optional[str] = None) -> dict[str, Any]:
     """{"harness": version, "plugins": {distribution: version}} for the distributions
-    that provide this sampler (None: no sampler, as for the real-data floor), model and
-    these metrics."""
+    that provide this sampler (None: no sampler, as for the real-data floor), model,
+    these metrics and the time schedule. A built-in schedule adds nothing: the harness's
+    own version covers it (and the hashes made before schedules were plugins stand)."""
     origins = [plugins.models.origin(model)]
     if sampler is not None:
         origins.append(plugins.samplers.origin(sampler))
     origins += [plugins.metrics.origin(name) for name in metrics]
+    if schedule is not None:
+        origin = plugins.schedules.origin(schedule)
+        if origin.distribution != DISTRIBUTION:
+            origins.append(origin)
     providers = {}
     for origin in origins:
         if origin.distribution:

@@ -11,6 +11,8 @@ report made later from `trials.jsonl` concludes the same.
   rows of one budget differ by an evaluation or two (Heun 2N - 1 = 9, Euler N = 10); a
   row joins the budget of the smallest counted NFE below it when it is within
   `BUDGET_TOLERANCE` of it plus one evaluation (9 and 10 together; 20 and 34 apart).
+  Budgets never mix guidance scales, nor time schedules unless the suite says
+  `rank_across_schedules = true`: a schedule is part of what a row compares.
 * Ties. Within a budget, for each set metric, the row with the best mean is the best
   (the lowest for distances, the highest for precision or accuracy, as each metric's
   `higher_is_better` was recorded); every other row is compared with it by the paired
@@ -19,9 +21,16 @@ report made later from `trials.jsonl` concludes the same.
   no correction for the several rows compared; the best row is chosen from the same data,
   which favours finding a difference). Rows without common seeds are not compared.
 * Floor. The "data" rows (`harness.bench.floor`) are real held-out data at the same N:
-  their band is mean +- 2 standard deviations over draws; a sampler row whose mean is at
-  or beyond the band's worse edge (its top for a distance, its bottom for a metric where
-  higher is better) cannot be told apart from real data by this metric at this N.
+  their band is mean +- 2 standard deviations over draws; a sampler row whose mean is no
+  worse than the band's worse edge (at or below its top for a distance, at or above its
+  bottom for a metric where higher is better) is not worse than real data by this metric
+  at this N. One-sided on purpose: a row better than real data (a precision above the
+  band, bought with recall) is flagged too, and the metric's own column shows by how much.
+* KID is ranked by its value like any distance, negative values included. The reference
+  set is fixed, so its own sampling error shifts every row's KID alike (real data score
+  below 0 against it at small N); a row's interval containing 0 says nothing about
+  reaching real data, but the paired difference of two rows cancels the reference's own
+  term exactly, which is what ★ and ≈ are decided by.
 """
 
 from __future__ import annotations
@@ -75,21 +84,25 @@ def _row_replicates(hashes: list[str], replicates: dict[str, dict[str, list]], m
     return mean_over_seeds(per_seed)
 
 
-def budgets(board: pd.DataFrame) -> dict[int, int]:
+def budgets(board: pd.DataFrame, rank_across_schedules: bool = False) -> dict[int, int]:
     """Row index -> budget number, grouping rows of close counted NFE (floor rows out).
 
     Rows of different guidance scales never share a budget: they sample different
-    distributions, so their distances are not a comparison of samplers."""
+    distributions, so their distances are not a comparison of samplers. Rows of
+    different time schedules share none either, unless `rank_across_schedules`."""
     if "nfe_mean" not in board:
         return {}
     rows = board[(board["sampler"] != FLOOR_NAME) & board["nfe_mean"].notna()]
     scales = (rows["guidance"].fillna(-1.0) if "guidance" in rows
               else pd.Series(-1.0, index=rows.index))
+    schedules = (rows["schedule"].fillna("") if "schedule" in rows and
+                 not rank_across_schedules else pd.Series("", index=rows.index))
     out: dict[int, int] = {}
     group = -1
-    for scale in sorted(scales.unique()):
+    for scale, schedule in sorted(set(zip(scales, schedules))):
         start = None
-        for index, nfe in rows.loc[scales == scale, "nfe_mean"].sort_values().items():
+        chosen = (scales == scale) & (schedules == schedule)
+        for index, nfe in rows.loc[chosen, "nfe_mean"].sort_values().items():
             if start is None or nfe > start * (1 + BUDGET_TOLERANCE) + 1:
                 group, start = group + 1, nfe
             out[index] = group
@@ -99,21 +112,24 @@ def budgets(board: pd.DataFrame) -> dict[int, int]:
 def conclude(board: pd.DataFrame, table: pd.DataFrame,
              replicates: dict[str, dict[str, list]], level: float = DEFAULT_LEVEL,
              minimums: Optional[dict[str, float]] = None,
-             higher_is_better: Optional[dict[str, bool]] = None) -> Conclusions:
+             higher_is_better: Optional[dict[str, bool]] = None,
+             rank_across_schedules: bool = False) -> Conclusions:
     """Intervals, ties and floor flags for the leaderboard `board` built from `table`;
     `minimums`: the least value a metric can take (its interval is clipped there);
-    `higher_is_better`: the metrics for which larger is better (others: distances)."""
+    `higher_is_better`: the metrics for which larger is better (others: distances);
+    `rank_across_schedules`: rows of different time schedules share budgets."""
     minimums = minimums or {}
     higher = higher_is_better or {}
     metrics = replicated_metrics(replicates)
     keys = ["label", "sampler", "variant", "steps"]
+    keys += ["schedule"] if "schedule" in board and "schedule" in table else []
     hashes_of: dict[int, dict[int, str]] = {}
     for index, row in board.iterrows():
         rows = table
         for key in keys:
             rows = rows[rows[key] == row[key]]
         hashes_of[index] = dict(zip(rows["seed"].astype(int), rows["config_hash"]))
-    out = Conclusions({}, {}, {}, {}, budgets(board))
+    out = Conclusions({}, {}, {}, {}, budgets(board, rank_across_schedules))
     for metric in metrics:
         for index, seeds in hashes_of.items():
             reps = _row_replicates(list(seeds.values()), replicates, metric)
@@ -139,7 +155,7 @@ def _floor(board: pd.DataFrame, metric: str, out: Conclusions, higher: bool) -> 
     for index, row in board.iterrows():
         if row["sampler"] != FLOOR_NAME and not pd.isna(row.get(mean_col)):
             value = float(row[mean_col])
-            # As good as real data: at or beyond the band's worse edge.
+            # Not worse than real data: on the better side of the band's worse edge.
             out.within_floor[(index, metric)] = value >= low if higher else value <= high
 
 

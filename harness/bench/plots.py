@@ -1,7 +1,9 @@
 """Pictures of results: a trial's samples, and one metric against another per sampler.
 
-matplotlib with the Agg backend (no display needed); every function writes one PNG and
-returns its path. Figures are closed after saving so long suites do not accumulate them.
+matplotlib with the Agg backend (no display needed); every public function writes one
+PNG and returns its path, except `draw_metric_by_sampler`, which returns the figure so
+that what it shows can be checked on the figure's objects. Figures are closed after
+saving so long suites do not accumulate them.
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from ..metrics.bootstrap import DEFAULT_LEVEL  # noqa: E402
+
 GRID_IMAGES = 64
+#: A value axis becomes logarithmic when its positive values span more than this factor.
+LOG_SPAN = 10.0
+#: The factor between neighbouring samplers' x positions when points are dodged, and the
+#: largest shift of any (many samplers share the span, so as not to misplace them).
+DODGE, DODGE_MAX = 1.025, 1.08
 
 
 def sample_grid(samples: Tensor, value_range: tuple[float, float], path: Path,
@@ -69,51 +80,77 @@ def _scatter(points: Tensor) -> Any:
     return figure
 
 
-def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
-                      x_label: str, y_label: str, title: str,
-                      reference: Optional[tuple[float, str]] = None,
-                      log_x: bool = False, log_y: bool = False,
-                      error: Optional[str] = None,
-                      floor_width: float = 2.0) -> Optional[Path]:
+def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, **options: Any
+                      ) -> Optional[Path]:
+    """`draw_metric_by_sampler` written to `path`; None (nothing written) when no row has
+    a value for `y`."""
+    figure = draw_metric_by_sampler(table, x, y, **options)
+    return None if figure is None else _save(figure, path)
+
+
+def draw_metric_by_sampler(table: pd.DataFrame, x: str, y: str, *,
+                           x_label: str, y_label: str, title: str,
+                           reference: Optional[tuple[float, str]] = None,
+                           log_x: bool = False, log_y: Optional[bool] = None,
+                           error: Optional[str] = None, floor_width: float = 2.0,
+                           dodge: bool = False, level: float = DEFAULT_LEVEL
+                           ) -> Optional[Figure]:
     """One line per sampler (variant): mean of `y` over seeds with error bars.
 
     `table` has one row per (label, steps) with columns `label`, `{x}_mean`, `{y}_mean`
-    and the error: `{y}_ci_low`/`{y}_ci_high` (a bootstrap interval) when present, else
-    the column `error`, by default `{y}_std` (the spread over seeds). `reference` =
-    (value, label) draws a horizontal line; rows of the real-data floor (sampler
-    "data", no NFE) draw their band, mean +- `floor_width` std, across the plot. With
-    `log_y`, rows whose mean is not positive cannot be drawn and are left out (a KL
-    estimate within its Monte-Carlo error of 0 can be). Returns None (and writes
-    nothing) when no row has a value for `y`.
+    and the error: `{y}_ci_low`/`{y}_ci_high` (a bootstrap interval at `level`) when
+    present, else the column `error`, by default `{y}_std` (the spread over seeds); the
+    legend's title says which. `reference` = (value, label) draws a horizontal line; rows
+    of the real-data floor (sampler "data", no NFE) draw their band, mean +-
+    `floor_width` std, across the plot. `log_y`: None chooses a log axis when the means
+    are positive and span more than a factor `LOG_SPAN`; with a log axis, rows whose
+    mean is not positive cannot be drawn and are left out (a KL estimate within its
+    Monte-Carlo error of 0 can be). `dodge`: shift each sampler's points sideways by a
+    few per cent, so that the bars of samplers at one NFE do not hide each other.
+    Returns None when no row has a value for `y`.
     """
     x_col, y_col, err_col = f"{x}_mean", f"{y}_mean", error or f"{y}_std"
     if x_col not in table or y_col not in table or table[y_col].notna().sum() == 0:
         return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axis = plt.subplots(figsize=(6, 4))
     low_col, high_col = f"{y}_ci_low", f"{y}_ci_high"
     shown = table.dropna(subset=[x_col, y_col])
+    if log_y is None:
+        values = shown[y_col]
+        log_y = bool(len(values) and (values > 0).all()
+                     and values.max() > LOG_SPAN * values.min())
     if log_y:
         shown = shown[shown[y_col] > 0]
         if shown.empty:
             return None
-    for label, rows in shown.groupby("label", sort=True):
-        rows = rows.sort_values(x_col)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    labels = sorted(shown["label"].unique())
+    step = min(DODGE, DODGE_MAX ** (2 / max(len(labels) - 1, 1))) if dodge else 1.0
+    bars: set[str] = set()
+    for k, label in enumerate(labels):
+        rows = shown[shown["label"] == label].sort_values(x_col)
         if low_col in rows and rows[low_col].notna().any():
             errors = [(rows[y_col] - rows[low_col]).clip(lower=0).fillna(0.0),
                       (rows[high_col] - rows[y_col]).clip(lower=0).fillna(0.0)]
+            bars.add(f"{_percent(level)} bootstrap interval")
+        elif err_col in rows and rows[err_col].notna().any():
+            errors = rows[err_col].fillna(0.0)
+            bars.add("mean ± 1 sd over seeds" if err_col == f"{y}_std" else err_col)
         else:
-            errors = rows[err_col].fillna(0.0) if err_col in rows else None
-        axis.errorbar(rows[x_col], rows[y_col], yerr=errors, marker="o", markersize=4,
-                      capsize=2, label=label)
+            errors = None
+        shift = step ** (k - (len(labels) - 1) / 2)
+        # Ten colours, then the same colours with other markers and dashes.
+        style = {"marker": "osD^"[k // 10 % 4], "linestyle": ("-", "--")[k // 10 % 2]}
+        axis.errorbar(rows[x_col] * shift, rows[y_col], yerr=errors, markersize=4,
+                      capsize=2, label=label, **style)
     floor = table[(table["sampler"] == "data") & table[y_col].notna()] \
         if "sampler" in table else table.iloc[0:0]
+    band: list[float] = []
     if not floor.empty:
         mean = float(floor[y_col].iloc[0])
         std = floor.get(f"{y}_std", pd.Series([0.0])).fillna(0.0).iloc[0]
-        axis.axhspan(mean - floor_width * std, mean + floor_width * std, color="grey",
-                     alpha=0.25, label=f"real data at this N (mean ± {floor_width:g} sd)")
+        band = [mean - floor_width * std, mean, mean + floor_width * std]
+        axis.axhspan(band[0], band[2], color="grey", alpha=0.25,
+                     label=f"real data at this N (mean ± {floor_width:g} sd over draws)")
         axis.axhline(mean, color="grey", linewidth=1)
     if reference is not None and reference[0] is not None and math.isfinite(reference[0]):
         axis.axhline(reference[0], color="black", linestyle="--", linewidth=1,
@@ -122,14 +159,53 @@ def metric_by_sampler(table: pd.DataFrame, x: str, y: str, path: Path, *,
         axis.set_xscale("log")
     if log_y:
         axis.set_yscale("log")
+        axis.set_ylim(*_log_limits(shown, [y_col, low_col, high_col], band))
+    for ticks, logarithmic in ((axis.xaxis, log_x), (axis.yaxis, log_y)):
+        if logarithmic:
+            readable_log_ticks(ticks)
     axis.set_xlabel(x_label)
     axis.set_ylabel(y_label)
     axis.set_title(title, fontsize=10)
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=7)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    notes = [f"bars: {kind}" for kind in sorted(bars)]
+    if dodge and len(labels) > 1:
+        spread = (step ** ((len(labels) - 1) / 2) - 1) * 100
+        notes.append(f"x shifted up to ±{spread:.2g} % per sampler")
+    # Beside the axes: inside, it hides whichever line runs through its corner.
+    axis.legend(fontsize=7, title="\n".join(notes) or None, title_fontsize=7,
+                loc="upper left", bbox_to_anchor=(1.01, 1.0), alignment="left")
+    return figure
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g} %"
+
+
+def _log_limits(shown: pd.DataFrame, columns: list[str], extra: list[float]
+                ) -> tuple[float, float]:
+    """A log axis around the positive values of these columns and `extra` (the floor
+    band): a lower bound at or below 0 runs off the bottom rather than stretching the
+    axis over decades of nothing."""
+    points = pd.concat([shown[c] for c in columns if c in shown] + [pd.Series(extra)])
+    points = points.dropna()
+    points = points[points > 0]
+    return float(points.min()) / 1.25, float(points.max()) * 1.25
+
+
+def readable_log_ticks(ticks: Any) -> None:
+    """Plain decimal labels (20, 0.05) at 1-2-5 steps of a log axis (finer on a short
+    one, only powers of 10 on a long one), and unlabelled minor ticks: the default
+    labels every minor tick of a short range (`3x10^0`, `4x10^0`) until they overlap."""
+    low, high = sorted(ticks.get_view_interval())
+    decades = math.log10(high / low) if low > 0 else math.inf
+    if decades < 0.5:  # every integer multiple, or a label or none at all
+        steps: tuple[float, ...] = tuple(float(k) for k in range(1, 10))
+    else:
+        steps = (1.0, 2.0, 3.0, 5.0) if decades <= 1 else (1.0, 2.0, 5.0) if decades <= 3 \
+            else (1.0,)
+    ticks.set_major_locator(LogLocator(base=10, subs=steps))
+    ticks.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ticks.set_minor_formatter(NullFormatter())
 
 
 def guidance_tradeoff(board: pd.DataFrame, x: str, y: str, path: Path, *,
@@ -166,6 +242,8 @@ def guidance_tradeoff(board: pd.DataFrame, x: str, y: str, path: Path, *,
             axis.set_yscale("log")
     for axis in axes.flat[len(samplers):]:
         axis.set_visible(False)
+    if log_y:
+        readable_log_ticks(axes.flat[0].yaxis)
     for axis in axes[-1]:
         axis.set_xlabel(x_label)
     for axis in axes[:, 0]:
@@ -213,6 +291,8 @@ def metric_vs_guidance(board: pd.DataFrame, y: str, path: Path, *, y_label: str,
         axis.grid(True, alpha=0.3, which="both")
         axis.legend(fontsize=6)
     axes[0][0].set_ylabel(y_label)
+    if log_y:
+        readable_log_ticks(axes[0][0].yaxis)
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Iterable, Optional
 
 import pandas as pd
 
+from ..core.time_grid import short_label
 from ..metrics.bootstrap import DEFAULT_LEVEL
 from . import plots
 from .comparison import BEST, BUDGET_TOLERANCE, FLOOR_WIDTH, TIED, conclude
@@ -59,6 +61,8 @@ class Results:
     records: list[dict[str, Any]] = field(default_factory=list)
     reference: dict[str, float] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: The suite's `rank_across_schedules`: ★ and ≈ compare rows of different schedules.
+    rank_across_schedules: bool = False
 
 
 def records_from_jsonl(path: Path, hashes: Optional[set[str]] = None) -> Results:
@@ -112,6 +116,7 @@ def records_from_runs(runs: pd.DataFrame) -> Results:
             environment["suite_wall_s"] = round(float(row["metrics.suite_wall_s"]), 1)
         invocations.append({"ran": (_number(row.get("metrics.trials_run")) or 0) > 0,
                             **environment})
+        out.rank_across_schedules = row.get("params.suite.rank_across_schedules") == "True"
     out.environment = _latest_that_ran(invocations)
     for _, row in runs[kinds == "trial"].iterrows():
         metrics = {c[len("metrics."):]: _number(row[c]) for c in metric_cols}
@@ -121,6 +126,7 @@ def records_from_runs(runs: pd.DataFrame) -> Results:
             "sampler": row.get("params.sampler"),
             "variant": row.get("tags.harness.variant") or "",
             "guidance": _number(row.get("params.guidance")),
+            "schedule": row.get("params.schedule"),
             "steps": _integer(row.get("params.steps")),
             "nfe_expected": _integer(row.get("params.nfe_expected")),
             "seed": _integer(row.get("params.seed")),
@@ -165,22 +171,36 @@ def trials_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     Failed trials are left out here (they have no metrics to compare); `failures` lists
     them.
     """
+    finished = [r for r in records if r.get("status") == FINISHED]
+    # Rows name their schedule when the records hold several (the floor has none).
+    several = len({schedule_of(r) for r in finished if not r.get("floor")}) > 1
     rows = []
-    for r in records:
-        if r.get("status") != FINISHED:
-            continue
-        label = r["sampler"] + (f" ({r['variant']})" if r.get("variant") else "")
+    for r in finished:
+        schedule = schedule_of(r)
+        shown = [r["variant"]] if r.get("variant") else []
+        shown += [short_label(schedule)] if several and schedule else []
+        label = r["sampler"] + (f" ({', '.join(shown)})" if shown else "")
         rows.append({"label": label, "sampler": r["sampler"], "variant": r.get("variant", ""),
                      "steps": r["steps"], "seed": r["seed"], "name": r.get("name"),
                      "config_hash": r.get("config_hash"), "ended": r.get("ended", 0.0),
                      "num_samples": r.get("num_samples"),
-                     "guidance": _number(r.get("guidance")),
+                     "guidance": _number(r.get("guidance")), "schedule": schedule,
                      **{k: v for k, v in r.get("metrics", {}).items() if v is not None}})
     if not rows:
         return pd.DataFrame(columns=KEY_COLUMNS + ["seed"])
     table = pd.DataFrame(rows).sort_values("ended")
-    table = table.drop_duplicates(subset=["sampler", "variant", "steps", "seed"], keep="last")
-    return table.sort_values(["sampler", "variant", "steps", "seed"]).reset_index(drop=True)
+    keys = ["sampler", "variant", "schedule", "steps", "seed"]
+    table = table.drop_duplicates(subset=keys, keep="last")
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def schedule_of(record: dict[str, Any]) -> str:
+    """A trial record's schedule label: MLflow's `schedule` param, or the one in the
+    recorded configuration; "" for the real-data floor."""
+    value = record.get("schedule")
+    if not isinstance(value, str) or not value:
+        value = (record.get("config") or {}).get("schedule")
+    return value if isinstance(value, str) else ""
 
 
 def replicates_of(records: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
@@ -231,7 +251,7 @@ def metric_columns(table: pd.DataFrame) -> list[str]:
     interval is left out: a row's interval is made from the replicates of all its seeds
     (`harness.bench.comparison`), not by averaging the bounds."""
     skip = set(KEY_COLUMNS) | {"seed", "name", "config_hash", "ended", "num_samples",
-                               "guidance"}
+                               "guidance", "schedule"}
     numeric = [c for c in table.columns
                if c not in skip and pd.api.types.is_numeric_dtype(table[c])
                and not c.endswith(("_ci_low", "_ci_high"))]
@@ -248,6 +268,8 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
     board = groups.size().rename("seeds").to_frame()
     if "guidance" in table:  # constant within a row (the variant names it)
         board["guidance"] = groups["guidance"].first()
+    if "schedule" in table:  # constant within a row (a label of several names it)
+        board["schedule"] = groups["schedule"].first()
     for col in columns:
         board[f"{col}_mean"] = groups[col].mean()
         # ddof=1: the spread between seeds; a single seed has no spread (NaN).
@@ -263,13 +285,18 @@ def leaderboard(table: pd.DataFrame) -> pd.DataFrame:
 def annotate(board: pd.DataFrame, table: pd.DataFrame,
              replicates: dict[str, dict[str, list]],
              minimums: Optional[dict[str, float]] = None,
-             higher_is_better: Optional[dict[str, bool]] = None) -> pd.DataFrame:
+             higher_is_better: Optional[dict[str, bool]] = None,
+             rank_across_schedules: bool = False) -> pd.DataFrame:
     """The leaderboard with, per set metric m, `m_ci_low`/`m_ci_high` (over samples and
-    seeds), `m_mark` (best / tied with the best at its budget) and `m_within_floor`;
-    and `nfe_mismatch` where the counted NFE is not what the sampler declared."""
+    seeds), `m_mark` (best / tied with the best at its budget), `m_within_floor` and, on
+    the floor row, `m_band_low`/`m_band_high` (the band the floor flag is judged against,
+    clipped at the least value m can take); and `nfe_mismatch` where the counted NFE is
+    not what the sampler declared. Rows of different schedules share no budget unless
+    `rank_across_schedules`."""
     board = board.copy()
     found = conclude(board, table, replicates, minimums=minimums,
-                     higher_is_better=higher_is_better)
+                     higher_is_better=higher_is_better,
+                     rank_across_schedules=rank_across_schedules)
     for metric in replicated_metrics(replicates):
         board[f"{metric}_ci_low"] = [found.intervals.get((i, metric), (math.nan,))[0]
                                      for i in board.index]
@@ -278,6 +305,13 @@ def annotate(board: pd.DataFrame, table: pd.DataFrame,
         board[f"{metric}_mark"] = [found.marks.get((i, metric), "") for i in board.index]
         board[f"{metric}_within_floor"] = [found.within_floor.get((i, metric), False)
                                            for i in board.index]
+        if metric in found.floor_band:
+            low, high = found.floor_band[metric]
+            least = (minimums or {}).get(metric)
+            low = low if least is None else max(low, least)
+            on_floor = board["sampler"] == FLOOR_NAME
+            board[f"{metric}_band_low"] = [low if f else math.nan for f in on_floor]
+            board[f"{metric}_band_high"] = [high if f else math.nan for f in on_floor]
     if "nfe_mean" in board and "nfe_expected_mean" in board:
         board["nfe_mismatch"] = (board["nfe_mean"] - board["nfe_expected_mean"]).abs() > 1e-9
     board["budget"] = [found.budgets.get(i, -1) for i in board.index]
@@ -299,8 +333,12 @@ def _cell(mean: Any, std: Any) -> str:
 
 
 def _set_cell(row: Any, metric: str) -> str:
-    """`mean [low, high]` (bootstrap interval), then the row's marks."""
-    mean, low, high = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+    """`mean [low, high]` (the bootstrap interval; the band on the floor row), then the
+    row's marks."""
+    bounds = ("band_low", "band_high") if row["sampler"] == FLOOR_NAME else ("ci_low",
+                                                                            "ci_high")
+    mean = row[f"{metric}_mean"]
+    low, high = (row.get(f"{metric}_{bound}", math.nan) for bound in bounds)
     if _missing(mean):
         return ""
     text = f"{mean:.4g}" if _missing(low) else f"{mean:.4g} [{low:.3g}, {high:.3g}]"
@@ -332,25 +370,69 @@ def markdown(board: pd.DataFrame) -> str:
 
 
 def _legend(board: pd.DataFrame) -> str:
+    return "".join(f"\n{note}\n" for note in footnote(board))
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g} %"
+
+
+def footnote(board: pd.DataFrame, level: float = DEFAULT_LEVEL) -> list[str]:
+    """What the leaderboard's brackets and marks mean, one note per kind present, in the
+    words the README quotes (`tests/test_leaderboard_text.py` holds them together)."""
     notes = []
+    level_text, z = _percent(level), NormalDist().inv_cdf((1 + level) / 2)
     if any(c.endswith("_ci_low") for c in board.columns):
-        notes.append(f"`a [lo, hi]`: mean over seeds and its {DEFAULT_LEVEL:.0%} interval, "
-                     f"a +- z se with the standard error from bootstrap resamples of the "
-                     f"samples (seeds averaged). ★ best (lowest; highest for precision, "
-                     f"recall or accuracy) at its NFE budget and guidance scale (counted NFE within {BUDGET_TOLERANCE:.0%} plus one "
-                     f"evaluation); ≈ tied with "
-                     f"it: the {DEFAULT_LEVEL:.0%} paired-bootstrap interval of the "
-                     f"difference (same initial noise per sample index, common seeds) "
-                     f"contains 0.")
+        notes.append(
+            f"`a [lo, hi]`: the mean over seeds and its {level_text} interval, a ± {z:.2f} "
+            f"se, the standard error from bootstrap resamples of the samples (each "
+            f"replicate averaged over the seeds); on the `{FLOOR_NAME}` row, its band "
+            f"instead. ★ the best row at its NFE budget and guidance scale: the lowest "
+            f"value, or the highest for a metric where higher is better (precision, "
+            f"class accuracy); one budget holds the rows whose counted NFE is within "
+            f"{_percent(BUDGET_TOLERANCE)} plus one evaluation of the smallest. ≈ tied "
+            f"with the best: the {level_text} interval of the paired-bootstrap difference "
+            f"(the same initial noise per sample index, over the seeds both have) "
+            f"contains 0.")
+    if "kid_ci_low" in board:
+        notes.append(
+            "KID is ranked by its value like the other distances, negative values "
+            "included. Every row is measured against the same reference set, whose own "
+            "sampling error shifts every row's KID alike and can put real data itself "
+            f"below 0 (the `{FLOOR_NAME}` row): a negative KID is not better than 0, and "
+            "a row whose interval contains 0 is not thereby as good as real data; the "
+            "paired differences behind ★ and ≈ are free of that shared shift.")
+    notes.append(f"`a ± s`: the mean and standard deviation over seeds (over draws on the "
+                 f"`{FLOOR_NAME}` row); a single seed shows its value alone.")
     if (board["sampler"] == FLOOR_NAME).any():
-        notes.append(f"`{FLOOR_NAME}`: the same metrics on held-out real data of the same "
-                     f"size (± std over draws); ◦ a sampler row at or beyond the worse edge "
-                     f"of that band (mean ± {FLOOR_WIDTH:g} std): not worse than real data "
-                     f"at this N by this metric.")
+        notes.append(
+            f"`{FLOOR_NAME}`: the same metrics on held-out real data of the same size, "
+            f"over several draws; its `[lo, hi]` is the band mean ± {FLOOR_WIDTH:g} sd "
+            f"over the draws, not an interval of the mean. ◦ a sampler row whose mean is "
+            f"no worse than the band's worse edge (at or below its top for a distance, at "
+            f"or above its bottom where higher is better): at this N and by this metric "
+            f"it is not worse than real data.")
+    schedules = _schedules_ranked(board)
+    if schedules is not None:
+        apart, together = ("together", "rows of every schedule") if schedules else (
+            "apart", "rows of one schedule only")
+        notes.append(f"Time schedules are ranked {apart}: a budget's ★ and ≈ compare "
+                     f"{together} (suite field `rank_across_schedules`).")
     if "nfe_mismatch" in board and board["nfe_mismatch"].any():
         notes.append("`!`: the counted NFE per sample differs from what the sampler "
                      "declares; its budget and name came from the declaration.")
-    return "".join(f"\n{note}\n" for note in notes)
+    return notes
+
+
+def _schedules_ranked(board: pd.DataFrame) -> Optional[bool]:
+    """None when the sampler rows hold one schedule; else whether some budget holds rows
+    of several (ranked together) or none does (ranked apart)."""
+    if "schedule" not in board or "budget" not in board:
+        return None
+    rows = board[(board["sampler"] != FLOOR_NAME) & (board["budget"] >= 0)]
+    if rows["schedule"].nunique() < 2:
+        return None
+    return bool((rows.groupby("budget")["schedule"].nunique() > 1).any())
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -370,7 +452,8 @@ def write_report(results: Results, out_dir: Path, title: str = "") -> WrittenRep
     out_dir.mkdir(parents=True, exist_ok=True)
     table = trials_table(results.records)
     board = annotate(leaderboard(table), table, replicates_of(results.records),
-                     minimums_of(results.records), directions_of(results.records))
+                     minimums_of(results.records), directions_of(results.records),
+                     results.rank_across_schedules)
     reference = dict(results.reference)
     if reference.get("nll") is None and "nll" in table and table["nll"].notna().any():
         # The model's NLL logged with every trial (not once per suite): same value.
@@ -386,20 +469,20 @@ def write_report(results: Results, out_dir: Path, title: str = "") -> WrittenRep
     drawn = {
         "fid_vs_nfe.png": plots.metric_by_sampler(
             board, "nfe", "fid", out_dir / "fid_vs_nfe.png", x_label="NFE per sample",
-            y_label="FID", title=f"FID vs NFE{suffix}", log_x=True),
+            y_label="FID", title=f"FID vs NFE{suffix}", log_x=True, dodge=True),
         "kid_vs_nfe.png": plots.metric_by_sampler(
             board, "nfe", "kid", out_dir / "kid_vs_nfe.png", x_label="NFE per sample",
-            y_label="KID", title=f"KID vs NFE{suffix}", log_x=True),
+            y_label="KID", title=f"KID vs NFE{suffix}", log_x=True, dodge=True),
         "ode_error_vs_nfe.png": plots.metric_by_sampler(
             board, "nfe", "ode_error", out_dir / "ode_error_vs_nfe.png",
             x_label="NFE per sample", y_label="RMS distance per dimension to the exact ODE",
             title=f"ODE discretisation error vs NFE (deterministic samplers){suffix}",
-            log_x=True, log_y=True),
+            log_x=True, dodge=True, log_y=True),
         "discrete_kl_vs_nfe.png": plots.metric_by_sampler(
             board, "nfe", "discrete_kl", out_dir / "discrete_kl_vs_nfe.png",
             x_label="NFE per sample", y_label="KL(q_N || p) (bits/dim)",
             title=f"Exact KL of the sampler's distribution vs NFE{suffix}",
-            log_x=True, log_y=True),
+            log_x=True, dodge=True, log_y=True),
         "fid_vs_wallclock.png": plots.metric_by_sampler(
             board, "wall_clock_s", "fid", out_dir / "fid_vs_wallclock.png",
             x_label="wall-clock per trial (s)", y_label="FID",

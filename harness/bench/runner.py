@@ -58,6 +58,11 @@ from ..metrics.timing import clock, forward_time, peak_memory, reset_peak_memory
 
 
 
+#: The untimed warm-up run's grid: it warms kernels, so any schedule serves (a built-in
+#: one, which every process has, whatever the trial's).
+WARM_UP_SCHEDULE = "karras"
+
+
 class TrialFailure(Exception):
     """A trial whose output cannot be used (non-finite samples, wrong shape, bad metric)."""
 
@@ -247,7 +252,9 @@ class SuiteRunner:
             return
         sampler = self.plugins.samplers.get(trial.sampler)
         params = sampler.make_params(trial.params)
-        grid = make_grid(self.model.sde, self.suite.schedule, trial.steps)
+        # The grid the dry run showed, or (trials resolved without the process) built now.
+        grid = (trial.grid if trial.grid is not None
+                else trial.schedule.grid(self.model.sde, trial.steps))
         torch.manual_seed(_trial_seed(trial))
 
         # What the sampler calls: the model, or under guidance a guided model per batch,
@@ -287,7 +294,7 @@ class SuiteRunner:
             return
         mine = distributed.shard(range(self.suite.num_samples))
         indices = list(mine[:self.suite.batch_size])
-        grid = make_grid(self.model.sde, self.suite.schedule, 2)
+        grid = make_grid(self.model.sde, WARM_UP_SCHEDULE, 2)
         with distributed.shared_failure():  # every rank enters: it is a collective
             if indices:
                 model = guided(self.model, self._labels(trial, indices, self.device),
@@ -351,13 +358,13 @@ class SuiteRunner:
         if self.artifacts_dir is None:  # rank 0 alone draws it; nothing collective here
             return
         path = self.artifacts_dir / f"{trial.name}.png"
+        where = "" if trial.schedule is None else f", {trial.schedule.short_label}"
         try:
             from . import plots  # matplotlib: only when a trial is drawn
 
             with atomic_path(path) as temporary:
                 plots.sample_grid(samples, self.model.data.value_range, temporary,
-                                  title=f"{trial.name} ({self.suite.model}, "
-                                        f"{self.suite.schedule})")
+                                  title=f"{trial.name} ({self.suite.model}{where})")
             result.artifacts["samples.png"] = path
         except Exception as err:
             message = f"sample grid not written to {path}: {type(err).__name__}: {err}"

@@ -5,7 +5,7 @@ sample counts, metrics with their options, seeds, the device and the thread coun
 
     experiment = "digits"
     model = "digits"
-    schedule = "karras"
+    schedule = "karras"             # or ["karras", {name = "log_snr"}]: one trial each
     nfe = [10, 20, 35, 50, 100]     # budgets; or `steps = [...]`
     seeds = [0, 1]
     num_samples = 500
@@ -29,7 +29,7 @@ This module is the one import for all of it; each idea lives in its own module:
 * `canonical`: configuration hashes, weight hashes, flat keys.
 
 Everything is validated before any compute. A trial is one (sampler, hyperparameters,
-steps, seed). Its configuration hash is the sha256 of the canonical JSON of everything
+schedule, steps, seed). Its configuration hash is the sha256 of the canonical JSON of everything
 that determines its result, the versions of the harness and of the plugins that provide
 its sampler, model and metrics included (`harness.bench.code_identity`), which is what
 `--resume` matches on.

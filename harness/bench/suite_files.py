@@ -8,6 +8,7 @@ the same way and an error names the same field.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -85,7 +86,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
 
     Keys: `samplers` (list of names: keep these, adding missing ones with defaults),
     `metrics` (list of names, likewise), `steps` / `nfe` (lists: replace every
-    sampler's budgets), `guidance` (list: replaces every sampler's scales), `model` (a different model drops the suite's model options),
+    sampler's budgets), `guidance` (list: replaces every sampler's scales), `model` (a
+    different model drops the suite's model options),
     any other top-level key (replaced), and `set` (a list of "dotted.key=value").
     """
     out = copy.deepcopy(dict(raw))
@@ -136,7 +138,85 @@ def _set_dotted(target: dict[str, Any], assignment: str) -> None:
 
 def load_suite(name_or_path: Optional[str], plugins: LoadedPlugins,
                overrides: Optional[Mapping[str, Any]] = None) -> Suite:
-    """Read, override and validate a suite (packaged name or TOML path)."""
+    """Read, override and validate a suite (packaged name or TOML path). An error that
+    the overrides brought in names the override as typed, not the suite file."""
     path = suite_path(name_or_path)
-    raw = apply_overrides(read_toml(path), overrides or {})
-    return build_suite(raw, plugins, name=path.stem, source=str(path))
+    raw = read_toml(path)
+    overrides = overrides or {}
+    try:
+        return build_suite(apply_overrides(raw, overrides), plugins, name=path.stem,
+                           source=str(path))
+    except SuiteError as err:
+        if not _typed_overrides(overrides):
+            raise
+        try:  # the file alone: if it fails the same way, the file is at fault
+            build_suite(raw, plugins, name=path.stem, source=str(path))
+        except SuiteError as alone:
+            if str(alone) == str(err):
+                raise
+        raise _blame_overrides(err, str(path), overrides) from None
+
+
+def recorded_in(name_or_path: str) -> tuple[str, str]:
+    """The MLflow experiment and tracking URI ("" if the suite sets none) that `harness
+    run NAME_OR_PATH` records into: the suite's `experiment`, else its name. A word that
+    names no suite is taken as an experiment name itself (one made with `--experiment`)."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" or path.exists() or name_or_path in packaged_suites()):
+        return name_or_path, ""
+    found = suite_path(name_or_path)
+    raw = read_toml(found)
+    experiment, uri = raw.get("experiment"), raw.get("tracking_uri")
+    return (experiment if isinstance(experiment, str) and experiment else found.stem,
+            uri if isinstance(uri, str) else "")
+
+
+def _typed_overrides(overrides: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(the option as the user typed it, the dotted suite field it sets), per override."""
+    typed = []
+    for key, value in overrides.items():
+        if key == "set" or value is None:
+            continue
+        option = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            text = option if value else f"--no-{option[2:]}"
+        elif isinstance(value, (list, tuple)):
+            text = f"{option} {','.join(_typed(v) for v in value)}"
+        else:
+            text = f"{option} {_typed(value)}"
+        typed.append((text, key))
+    for assignment in overrides.get("set") or ():
+        typed.append((f"--set {assignment}", assignment.partition("=")[0].strip()))
+    return typed
+
+
+def _typed(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+#: The field a validation message starts with: `metrics.fid.num_samples must ...`,
+#: `samplers.langevin.params.S_churn[1] must ...`, `'samplers' is required`, `model: ...`.
+_LEADING_FIELD = re.compile(r"'?([\w.\-]+(?:\[\d+\])*)'?[ :]")
+
+
+def _blame_overrides(err: SuiteError, source: str, overrides: Mapping[str, Any]
+                     ) -> SuiteError:
+    """`err` restated as the command-line override's: the one that sets its field (the
+    most specific), else all of them, instead of the suite file."""
+    message = str(err)
+    prefix = f"suite {source}: "
+    problem = message[len(prefix):] if message.startswith(prefix) else message
+    typed = _typed_overrides(overrides)
+    match = _LEADING_FIELD.match(problem)
+    field = re.sub(r"\[\d+\]", "", match.group(1)) if match else ""
+    # The override that sets the field, or a table the field is in, or a key inside it.
+    covering = [(text, key) for text, key in typed
+                if field and (field == key or field.startswith(key + ".")
+                              or key.startswith(field + "."))]
+    # A message about a key, not a field ("unknown key 'frob'"): the override of that key.
+    covering = covering or [(text, key) for text, key in typed
+                            if f"'{key.rsplit('.', 1)[-1]}'" in problem]
+    if covering:
+        text = max(covering, key=lambda pair: len(pair[1]))[0]
+        return SuiteError(f"{text}: {problem}")
+    return SuiteError(f"suite {source} with {' '.join(t for t, _ in typed)}: {problem}")

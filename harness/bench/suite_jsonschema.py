@@ -9,7 +9,8 @@ It is generated from the same pydantic model that validates suites
 (`harness.bench.suite_schema.SuiteFile`), then given what only the installed plugins
 know: the model names and each model's options, the sampler names and each sampler's
 hyperparameters (types, defaults, ranges, choices; a value or a non-empty list of
-values), the metric names and the options a metric declares. Rules between fields
+values), the time schedules (a name, a table with its name and parameters, or a list of
+these), the metric names and the options a metric declares. Rules between fields
 (either `steps` or `nfe`; every sampler has a budget when the suite has none) are
 expressed too. What a schema cannot say (constraints between one sampler's
 hyperparameters, the cap on a trial's NFE) is still checked by `harness run`.
@@ -44,6 +45,8 @@ def suite_json_schema(plugins: LoadedPlugins) -> dict[str, Any]:
         "properties": {name: _sampler_schema(entry, plugins.samplers.get(name))
                        for name in plugins.samplers.names()},
         "additionalProperties": False}
+    props["schedule"] = {**_meta(props["schedule"]), "default": "karras",
+                         **_schedules_schema(plugins)}
     props["metrics"] = {
         **_meta(props["metrics"]), "type": "object",
         "properties": {name: _metric_schema(plugins.metrics.get(name))
@@ -90,6 +93,25 @@ def _value_or_grid(prop: dict[str, Any]) -> dict[str, Any]:
     meta = {k: prop[k] for k in ("description", "default") if k in prop}
     value = {k: v for k, v in prop.items() if k not in ("title", "description", "default")}
     return {**meta, "anyOf": [value, {"type": "array", "items": value, "minItems": 1}]}
+
+
+def _schedules_schema(plugins: LoadedPlugins) -> dict[str, Any]:
+    """`schedule`: a name, a table {name = NAME, PARAM = value...}, or a list of these."""
+    names = plugins.schedules.names()
+    one = [{"type": "string", "enum": names},
+           *(_schedule_table(name, plugins.schedules.get(name)) for name in names)]
+    return {"anyOf": [*one, {"type": "array", "minItems": 1, "items": {"anyOf": one}}]}
+
+
+def _schedule_table(name: str, schedule: Any) -> dict[str, Any]:
+    """One schedule with its parameters (every one optional: each has a default)."""
+    params = schedule.params.json_schema().get("properties", {})
+    properties = {"name": {"const": name}}
+    properties.update({key: {k: v for k, v in prop.items() if k != "title"}
+                       for key, prop in params.items()})
+    summary = f"{schedule.summary} {schedule.citation}".strip()
+    return {"type": "object", "description": summary, "properties": properties,
+            "required": ["name"], "additionalProperties": False}
 
 
 def _metric_schema(metric: Any) -> dict[str, Any]:

@@ -3,12 +3,15 @@
 Validation has two stages, both before anything is loaded or allocated:
 
 1. `SuiteFile` (pydantic, strict) checks the structure: known keys, types, ranges and the
-   caps below, fixed choices (schedule, dtypes, device). Every problem names its field as
-   the file spells it (`samplers.heun.steps[1] must be an integer >= 1, got 0`).
+   caps below, fixed choices (dtypes, device). Every problem names its field as the
+   file spells it (`samplers.heun.steps[1] must be an integer >= 1, got 0`).
 2. `build_suite` checks the names against the installed plugins: the model and its
    options, the samplers and each point of their hyperparameter grids (through the
-   sampler's own `Params`), the metrics and the options they declare. Unknown names get
-   a did-you-mean and the list of what exists (`harness.errors.unknown_name`).
+   sampler's own `Params`), the time schedules and their parameters, the metrics and
+   the options they declare. Unknown names get a did-you-mean and the list of what
+   exists (`harness.errors.unknown_name`). What needs the model's process (a given
+   sigma list inside its range) is checked when the trials are resolved, still before
+   any sampling (`harness.bench.trials`).
 
 The JSON Schema of the same rules, with the installed plugins' names filled in, is
 `harness.bench.suite_jsonschema`.
@@ -27,8 +30,8 @@ from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, Field, ValidationError,
                       WithJsonSchema, model_validator)
 
-from ..core.schedules import SCHEDULES
-from ..core.validation import STRICT, join, one_line
+from ..core.time_grid import ChosenSchedule
+from ..core.validation import STRICT, dotted, join, one_line
 from ..errors import HarnessError, ParameterError, UnknownNameError, unknown_name
 from ..models.precision import NETWORK_DTYPES as PRECISIONS, STATE_DTYPES
 from ..plugin.manager import LoadedPlugins
@@ -86,6 +89,23 @@ def _one_of(choices: tuple[str, ...], hint: Optional[Mapping[str, str]] = None,
         raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}{extra}")
     return Annotated[str, AfterValidator(check),
                      WithJsonSchema({"type": "string", "enum": list(choices)})]
+
+
+def _schedule_form(value: Any) -> Any:
+    """A schedule's name, a table with its `name` and parameters, or a non-empty list of
+    these (the names and parameters are checked against the plugins by `build_suite`)."""
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(item, (str, dict)) for item in items):
+        raise ValueError(f"must be a schedule's name, a table {{name = \"...\", ...}} or "
+                         f"a non-empty list of them, got {value!r}")
+    return value
+
+
+#: The JSON Schema of `schedule` without the installed names (`suite_jsonschema` adds them).
+SCHEDULE_FORMS = {"anyOf": [{"type": "string"}, {"type": "object"},
+                            {"type": "array", "minItems": 1,
+                             "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}}]}
+Schedules = Annotated[Any, AfterValidator(_schedule_form), WithJsonSchema(SCHEDULE_FORMS)]
 
 
 def _counts_schema(maximum: int) -> dict[str, Any]:
@@ -213,8 +233,13 @@ class SuiteFile(_Table):
     samplers: Annotated[dict[str, SamplerFile], AfterValidator(_not_empty)] = Field(
         description="the samplers to run: [samplers.NAME] tables",
         json_schema_extra={"minProperties": 1})
-    schedule: _one_of(tuple(SCHEDULES), kind="schedule") = Field(  # type: ignore[valid-type]
-        "karras", description="the time grid of every sampler")
+    schedule: Schedules = Field(
+        "karras", description="the time grid of every sampler: a schedule's name, a table "
+        "{name = \"karras\", rho = 5.0} with its parameters, or a list of these (one "
+        "trial per schedule)")
+    rank_across_schedules: bool = Field(
+        False, description="rank rows of different schedules against each other (★ and "
+        "≈); default: each schedule apart")
     steps: Optional[Steps] = Field(None, description="step counts for every sampler")
     nfe: Optional[Budgets] = Field(None, description="NFE budgets for every sampler")
     guidance: Optional[Guidance] = Field(
@@ -292,7 +317,10 @@ class Suite:
     model: str
     model_options: dict[str, Any]
     samplers: tuple[SamplerEntry, ...]
-    schedule: str
+    #: The time schedules, each with its parameters: one trial per schedule.
+    schedules: tuple[ChosenSchedule, ...]
+    #: Whether ★ and ≈ compare rows of different schedules (default: each apart).
+    rank_across_schedules: bool
     steps: Optional[tuple[int, ...]]
     nfe: Optional[tuple[int, ...]]
     seeds: tuple[int, ...]
@@ -310,7 +338,11 @@ class Suite:
     tracking_uri: str
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = dataclasses.asdict(dataclasses.replace(self, schedules=()))
+        labels = [s.label for s in self.schedules]
+        # One schedule is its label, as suites were logged before there could be several.
+        out["schedules"] = labels[0] if len(labels) == 1 else labels
+        out = {("schedule" if k == "schedules" else k): v for k, v in out.items()}
         out["samplers"] = {s.name: {"params": s.grid, "steps": s.steps, "nfe": s.nfe,
                                     "guidance": s.guidance}
                            for s in self.samplers}
@@ -350,7 +382,8 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
                 kind = f"option of metric {metric_name!r}"
                 raise refuse(f"metrics.{metric_name}", unknown_name(kind, key, known))
     _check_guidance(refuse, file, spec, plugins)
-    trials = len(file.seeds) * sum(
+    schedules = _schedules(refuse, plugins, file.schedule)
+    trials = len(file.seeds) * len(schedules) * sum(
         math.prod(len(_listed(v)) for v in entry.params.values())
         * len(entry.steps or entry.nfe or file.steps or file.nfe or ())
         * len(entry.guidance or file.guidance or [None])
@@ -363,7 +396,8 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
     return Suite(
         name=name, source=source, experiment=file.experiment or name,
         description=file.description, model=file.model,
-        model_options=dict(file.model_options), samplers=samplers, schedule=file.schedule,
+        model_options=dict(file.model_options), samplers=samplers, schedules=schedules,
+        rank_across_schedules=file.rank_across_schedules,
         steps=file.steps, nfe=file.nfe, seeds=file.seeds, num_samples=file.num_samples,
         batch_size=file.batch_size, metrics={k: dict(v) for k, v in file.metrics.items()},
         labels=file.labels if isinstance(file.labels, str) else tuple(file.labels),
@@ -416,6 +450,44 @@ def _sampler_entry(refuse: Any, plugins: LoadedPlugins, name: str, entry: Sample
     return result
 
 
+def _schedules(refuse: Any, plugins: LoadedPlugins, given: Any
+               ) -> tuple[ChosenSchedule, ...]:
+    """Each listed schedule, looked up and its parameters checked by its `Params`; a
+    schedule listed twice (the same name and parameters) is refused."""
+    listed = isinstance(given, list)
+    chosen: list[ChosenSchedule] = []
+    for index, item in enumerate(given if listed else [given]):
+        field = f"schedule[{index}]" if listed else "schedule"
+        values = dict(item) if isinstance(item, dict) else {"name": item}
+        name = values.pop("name", None)
+        if not isinstance(name, str):
+            raise refuse(field, f"a table needs name = \"...\", one of "
+                         f"{', '.join(plugins.schedules.names())}; got {item!r}")
+        schedule = _lookup(refuse, field, plugins.schedules, name)
+        validator = schedule.params.validator()
+        for key, value in values.items():
+            if key not in validator.model_fields:
+                raise refuse(field, _unknown_parameter(
+                    key, validator.model_fields, f"schedule {name!r} has no parameters"))
+            try:
+                validator.model_validate({key: tuple(value) if isinstance(value, list)
+                                          else value})
+            except ValidationError as err:
+                raise SuiteError(f"{refuse.where}: "
+                                 f"{one_line(err, lambda loc: f'{field}.{dotted(loc)}')}"
+                                 ) from None
+        try:  # the constraints between values (a given sigma list descends)
+            params = schedule.params(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in values.items()})
+        except ParameterError as err:
+            raise refuse(field, err) from None
+        one = ChosenSchedule(schedule, params)
+        if any(other.label == one.label for other in chosen):
+            raise refuse(field, f"{one.short_label!r} is listed twice")
+        chosen.append(one)
+    return tuple(chosen)
+
+
 def _check_guidance(refuse: Any, file: SuiteFile, spec: Any, plugins: LoadedPlugins
                     ) -> None:
     """Guidance and labels need a conditional model (its spec says, before loading)."""
@@ -457,9 +529,10 @@ def check_conditional(suite: Suite, num_classes: int) -> None:
                              f"classes 0 .. {num_classes - 1}, got {wrong[0]}")
 
 
-def _unknown_parameter(key: str, known: Mapping[str, Any]) -> Any:
+def _unknown_parameter(key: str, known: Mapping[str, Any],
+                       none: str = "this sampler has no hyperparameters") -> Any:
     if not known:
-        return f"unknown parameter {key!r}: this sampler has no hyperparameters"
+        return f"unknown parameter {key!r}: {none}"
     return unknown_name("parameter", key, known)
 
 

@@ -15,6 +15,11 @@ and nested runs never leak into each other. Every trial run carries the tag
 its process's host and pid, so that runs a dead process left RUNNING are closed as
 KILLED when the next suite starts (`harness.bench.stale_runs`); and a suite that ends
 for any reason ends the trial runs it still has open.
+
+The experiment is described for the dashboard when a suite starts, and the suite run
+gets the report as artefacts, its leaderboard also as description and table
+(`harness.bench.mlflow_view`). A SQLite store that `connect` creates loses MLflow's own
+empty `Default` experiment, so that only the harness's experiments are listed.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..errors import HarnessError, unknown_name
 from . import stale_runs
+from .mlflow_view import (EXPERIMENT_KIND_TAG, LEADERBOARD_TABLE, NOTE_TAG, TRAINING_KIND,
+                          describe_experiment, hide_empty_default_experiment,
+                          leaderboard_frame, run_description)
 from .sinks import FAILED, KILLED, SuiteInfo, Trial, TrialResult, variant
 from .suite import flatten
 
@@ -126,6 +134,16 @@ def check_sqlite_store(uri: str) -> None:
                             f"{problem}. Pass another --tracking-uri; nothing was computed")
 
 
+def check_store_exists(uri: str) -> None:
+    """For a reader: a SQLite store that is not there is an error naming the file (MLflow
+    would create an empty database, and its lock, and then find no experiment)."""
+    path = sqlite_path(uri)
+    if path is not None and not os.path.isfile(path):
+        raise TrackingError(f"the MLflow tracking store {uri!r} does not exist (no file "
+                            f"{path}); run `harness run` in this folder first, or pass "
+                            f"--tracking-uri")
+
+
 @contextlib.contextmanager
 def store_creation_lock(uri: str) -> Iterator[None]:
     """For a SQLite store, an exclusive file lock beside it while it is opened (and, if
@@ -149,6 +167,26 @@ def store_creation_lock(uri: str) -> Iterator[None]:
         lock.release()
 
 
+#: The operating system's reason inside a wrapped connection error: `[Errno 111] Connection
+#: refused`, the last words of a long line that names the request, the pool and the socket.
+_OS_REASON = re.compile(r"\[Errno -?\d+\] [^'\"()\[\]]+")
+#: The longest reason shown when the error has no OS reason in it (cut between words).
+REASON_CHARS = 300
+
+
+def failure_reason(err: BaseException) -> str:
+    """Why a request failed, in a few words: the OS's reason when the message holds one,
+    else the message's first line, cut at a word boundary if it is long."""
+    text = str(err).strip()
+    found = _OS_REASON.findall(text)
+    if found:
+        return found[-1].strip()
+    first = text.splitlines()[0] if text else ""
+    if len(first) <= REASON_CHARS:
+        return first
+    return first[:REASON_CHARS].rsplit(" ", 1)[0] + " ..."
+
+
 def connect(uri: str) -> Any:
     """An `MlflowClient` for `uri`, after checking the store answers (no compute yet)."""
     check_sqlite_store(uri)  # first: MLflow takes seconds to import
@@ -156,15 +194,18 @@ def connect(uri: str) -> Any:
 
     try:
         with http_limits(CHECK_LIMITS, override=True), store_creation_lock(uri):
+            path = sqlite_path(uri)
+            created = path is not None and not os.path.exists(path)
             client = MlflowClient(tracking_uri=absolute_uri(uri))
             client.search_experiments(max_results=1)
+            if created:
+                hide_empty_default_experiment(client)
     except TrackingError:
         raise
     except Exception as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise TrackingError(
             f"the MLflow tracking store {uri!r} is not reachable "
-            f"({type(err).__name__}: {first_line[:300]}). Start the server, pass another "
+            f"({type(err).__name__}: {failure_reason(err)}). Start the server, pass another "
             f"--tracking-uri, or use the embedded store {DEFAULT_TRACKING_URI!r}; "
             f"nothing was computed") from None
     return client
@@ -174,7 +215,9 @@ def experiment_id(client: Any, name: str, create: bool) -> Optional[str]:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(name) if create else None
+    if not create:
+        return None
+    return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
 
 
 def _all_runs(client: Any, experiment: str, filter_string: str) -> list[Any]:
@@ -202,6 +245,7 @@ def search_experiment_runs(uri: str, experiment: str) -> pd.DataFrame:
     """Every run of the experiment as `mlflow.search_runs` gives it (a DataFrame)."""
     import mlflow
 
+    check_store_exists(uri)  # reading must not create an empty store
     client = connect(uri)
     if client.get_experiment_by_name(experiment) is None:
         names = [e.name for e in client.search_experiments(max_results=1000)]
@@ -303,12 +347,23 @@ class MLflowSink:
                   f"left RUNNING by process(es) {', '.join(pids)}, which no longer exist, "
                   f"as KILLED", file=sys.stderr)
 
+    def _describe_experiment(self) -> None:
+        """The experiment's kind, note and saved view for the dashboard; a store that
+        refuses them is reported, and the suite is recorded all the same."""
+        try:
+            with http_limits(SUITE_LIMITS, override=False):
+                describe_experiment(self.client, self.experiment_id, self.experiment)
+        except Exception as err:
+            print(f"warning: could not describe experiment {self.experiment!r} for the "
+                  f"dashboard: {type(err).__name__}: {err}", file=sys.stderr)
+
     # --- the sink interface ------------------------------------------------------------
     def suite_started(self, info: SuiteInfo) -> None:
         self.info = info
         suite = info.suite
         with http_limits(SUITE_LIMITS, override=False):
             self.experiment_id = experiment_id(self.client, self.experiment, create=True)
+        self._describe_experiment()
         self._close_stale_runs()
         with http_limits(SUITE_LIMITS, override=False):
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -400,10 +455,16 @@ class MLflowSink:
 
     def report_written(self, files: dict[str, Path],
                        series: list[tuple[str, float, int]]) -> None:
-        """The report's files as artefacts of the parent run, and its per-sampler series
-        (`fid/heun` at step = NFE) as metric histories, so the run's charts show each
-        metric against NFE, one line per sampler."""
+        """The report's files as artefacts of the parent run, the leaderboard as its
+        description and as a table MLflow renders, and the per-sampler series (`fid/heun`
+        at step = NFE) as metric histories: each metric against NFE in the run's charts."""
         self._log(self.parent_id, history=series)
+        page = files.get("leaderboard.md")
+        text = Path(page).read_text(encoding="utf-8") if page is not None else ""
         with http_limits(SUITE_LIMITS, override=False):
             for path in files.values():
                 self.client.log_artifact(self.parent_id, str(path))
+            if text:
+                self.client.set_tag(self.parent_id, NOTE_TAG, run_description(text))
+                self.client.log_table(self.parent_id, leaderboard_frame(text),
+                                      LEADERBOARD_TABLE)

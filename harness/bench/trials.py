@@ -1,8 +1,12 @@
-"""A suite expanded into trials: one per (sampler, hyperparameters, steps, guidance, seed).
+"""A suite expanded into trials: one per (sampler, hyperparameters, schedule, steps,
+guidance, seed).
 
 NFE budgets become step counts through each sampler's declared capabilities; every trial
 gets a readable name, unique within its suite, and the hash of the configuration that
-determines its result (`harness.bench.canonical`).
+determines its result (`harness.bench.canonical`). Given the model's process, every
+trial's time grid is built and checked here, before any sampling: a given sigma list
+outside the process's range is refused naming the value, and the dry run shows each
+grid (`Trial.grid`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from ..core.sde import SDE
+from ..core.time_grid import ChosenSchedule, TimeGrid
+from ..errors import ParameterError
 from ..plugin.manager import LoadedPlugins
 from .code_identity import code_versions
 from .canonical import canonical_hash
@@ -36,6 +43,12 @@ class Trial:
     guidance: Optional[float] = None
     #: Under guidance, how labels are dealt: "balanced" or a tuple of classes.
     labels: Any = None
+    #: The time schedule with its parameters (None for the real-data floor).
+    schedule: Optional[ChosenSchedule] = None
+    #: The NFE budgets that resolved to these steps (empty when steps were given).
+    budgets: tuple[int, ...] = ()
+    #: The grid the sampler will see, when the trials were resolved with the process.
+    grid: Optional[TimeGrid] = None
 
 
 def steps_for_budget(sampler: Any, params: Any, budget: int,
@@ -65,12 +78,15 @@ def steps_for_budget(sampler: Any, params: Any, budget: int,
 
 
 def trial_name(sampler: str, varied: Mapping[str, Any], nfe: int, seed: int,
-               guidance: Optional[float] = None) -> str:
-    """Readable and unique within a suite, e.g. `langevin-S_churn=10-35nfe-seed0`, and
-    under guidance `heun-w=4-19nfe-seed0`."""
+               guidance: Optional[float] = None, schedule: Optional[str] = None) -> str:
+    """Readable and unique within a suite, e.g. `langevin-S_churn=10-35nfe-seed0`, under
+    guidance `heun-w=4-19nfe-seed0`, and in a suite of several schedules
+    `heun-log_snr-19nfe-seed0` (`schedule`: the schedule's short label)."""
     parts = [sampler] + [f"{k}={short_value(v)}" for k, v in varied.items()]
     if guidance is not None:
         parts.append(f"w={short_value(float(guidance))}")
+    if schedule is not None:
+        parts.append(schedule)
     return "-".join(parts + [f"{nfe}nfe", f"seed{seed}"])
 
 
@@ -81,49 +97,75 @@ def short_value(value: Any) -> str:
 
 def resolve_trials(suite: Suite, plugins: LoadedPlugins,
                    model_identity: Mapping[str, Any],
-                   final_sigma_zero: bool = True) -> list[Trial]:
-    """Every (sampler, hyperparameters, steps, seed) of the suite, with its config hash.
+                   final_sigma_zero: bool = True, sde: Optional[SDE] = None) -> list[Trial]:
+    """Every (sampler, hyperparameters, schedule, steps, seed) of the suite, with its
+    config hash.
 
     `model_identity` says which model exactly (name, options, weight hash, SDE); it is
     part of every hash, so new weights never match old results on --resume.
     `final_sigma_zero` is `sde.sigma(0) == 0` for the model's process: it decides what
-    the last step costs, so that budgets and names give the NFE really spent.
+    the last step costs, so that budgets and names give the NFE really spent. With the
+    process (`sde`), every trial's grid is built and checked (`Trial.grid`).
     """
     trials: list[Trial] = []
-    for entry in suite.samplers:
+    grids: dict[tuple[str, int], TimeGrid] = {}
+    several = len(suite.schedules) > 1
+    for entry, schedule in itertools.product(suite.samplers, suite.schedules):
         sampler = plugins.samplers.get(entry.name)
-        code = code_versions(plugins, entry.name, suite.model, suite.metrics)
+        code = code_versions(plugins, entry.name, suite.model, suite.metrics,
+                             schedule.name)
         for combination in entry.combinations():
             params = sampler.make_params(combination)
+            budgets: dict[int, tuple[int, ...]] = {}
             if entry.steps is not None:
-                step_list = list(entry.steps)
+                budgets = {steps: () for steps in entry.steps}
             else:
-                step_list = sorted({steps_for_budget(sampler, params, b, final_sigma_zero)
-                                    for b in entry.nfe})
+                for b in entry.nfe:
+                    steps = steps_for_budget(sampler, params, b, final_sigma_zero)
+                    budgets[steps] = (*budgets.get(steps, ()), b)
             varied = {k: combination[k] for k in entry.varied()}
             for steps, scale, seed in itertools.product(
-                    step_list, entry.guidance or (None,), suite.seeds):
+                    sorted(budgets), entry.guidance or (None,), suite.seeds):
                 nfe = sampler.expected_nfe(steps, params, final_sigma_zero)
                 config = {
                     "model": dict(model_identity), "sampler": entry.name,
-                    "params": params.to_dict(), "schedule": suite.schedule,
+                    "params": params.to_dict(), "schedule": schedule.label,
                     "steps": steps, "seed": seed, "num_samples": suite.num_samples,
                     "metrics": suite.metrics, "dtype": suite.dtype,
                     **network_config(suite), **guidance_config(scale, suite.labels),
                     "code": code,
                 }
                 trials.append(Trial(
-                    name=trial_name(entry.name, varied, nfe, seed, scale),
+                    name=trial_name(entry.name, varied, nfe, seed, scale,
+                                    schedule.short_label if several else None),
                     sampler=entry.name, params=params.to_dict(), varied=varied,
                     steps=steps, nfe=nfe, seed=seed, config=config,
                     config_hash=canonical_hash(config), guidance=scale,
-                    labels=None if scale is None else suite.labels))
+                    labels=None if scale is None else suite.labels, schedule=schedule,
+                    budgets=budgets[steps],
+                    grid=None if sde is None else _grid(suite, schedule, sde, steps, grids)))
     names = [t.name for t in trials]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SuiteError(f"suite {suite.source}: trials with the same name "
                          f"{', '.join(duplicates)}; give distinct step budgets")
     return trials
+
+
+def _grid(suite: Suite, schedule: ChosenSchedule, sde: SDE, steps: int,
+          built: dict[tuple[str, int], TimeGrid]) -> TimeGrid:
+    """The trial's grid, built once per (schedule, steps); a schedule that cannot make it
+    (a given sigma outside the process's range) is refused naming the field."""
+    key = (schedule.label, steps)
+    if key not in built:
+        try:
+            built[key] = schedule.grid(sde, steps)
+        except ParameterError as err:
+            labels = [s.label for s in suite.schedules]
+            field = ("schedule" if len(labels) == 1
+                     else f"schedule[{labels.index(schedule.label)}]")
+            raise SuiteError(f"suite {suite.source}: {field}: {err}") from None
+    return built[key]
 
 
 def guidance_config(scale: Optional[float], labels: Any) -> dict[str, Any]:

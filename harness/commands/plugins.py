@@ -13,8 +13,9 @@ from ..plugin.manager import LoadedPlugins, get_plugins
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "plugins", help="list registered samplers, models and metrics",
-        description="List every registered sampler, model and metric with its origin "
-                    "(module, distribution, version) and declared capabilities.")
+        description="List every registered sampler, model and metric with its one-line "
+                    "summary, its origin (module, distribution, version) and declared "
+                    "capabilities.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
 
@@ -31,6 +32,10 @@ def describe(loaded: LoadedPlugins) -> dict[str, Any]:
             "capabilities": sampler.capabilities.to_dict(defaults),
             "params": [_jsonable(row) for row in sampler.params.describe()],
         })
+    schedules = [{"name": name, "summary": entry.item.summary,
+                  "citation": entry.item.citation, "origin": entry.origin.to_dict(),
+                  "params": [_jsonable(row) for row in entry.item.params.describe()]}
+                 for name, entry in loaded.schedules.entries()]
     models = [{"name": name, "description": entry.item.description,
                "options": entry.item.options, "origin": entry.origin.to_dict(),
                "num_classes": getattr(entry.item, "num_classes", 0)}
@@ -40,9 +45,10 @@ def describe(loaded: LoadedPlugins) -> dict[str, Any]:
         metric = entry.item
         metrics.append({"name": name, "unit": getattr(metric, "unit", None),
                         "higher_is_better": getattr(metric, "higher_is_better", None),
+                        "description": getattr(metric, "description", "") or "",
                         "origin": entry.origin.to_dict()})
     return {
-        "samplers": samplers, "models": models, "metrics": metrics,
+        "samplers": samplers, "schedules": schedules, "models": models, "metrics": metrics,
         "plugins": [o.to_dict() for o in loaded.plugins],
         "disabled": loaded.disabled,
         "failures": [{"plugin": f.plugin, "stage": f.stage, "message": f.message}
@@ -73,12 +79,22 @@ def format_text(info: dict[str, Any]) -> str:
         nfe = f"{caps['nfe_per_step']} NFE/step"
         if caps["final_step_nfe"] is not None:
             nfe += f" ({caps['final_step_nfe']} on the last)"
+        if caps["extra_nfe"]:
+            nfe += f" + {caps['extra_nfe']} per run"
         flags = ", PF-ODE" if caps["pf_ode"] else ""
-        lines.append(f"  {s['name']:<22} {kind}, order {caps['order']:g}, {nfe}{flags}")
+        order = f"order {caps['order']:g}" + ("" if caps["order"] else " (fixed bias)")
+        lines.append(f"  {s['name']:<22} {kind}, {order}, {nfe}{flags}")
+        if s["summary"]:  # the first line of the sampler function's docstring
+            lines.append(f"  {'':<22} {s['summary']}")
         lines.append(f"  {'':<22} from {_origin(s['origin'])}")
         params = ", ".join(f"{p['name']}={p['default']}" for p in s["params"])
         if params:
             lines.append(f"  {'':<22} params: {params}")
+    lines.append(f"Schedules ({len(info['schedules'])}):")
+    for s in info["schedules"]:
+        params = ", ".join(f"{p['name']}={p['default']}" for p in s["params"])
+        lines.append(f"  {s['name']:<22} {s['summary']}" + (f" ({params})" if params else ""))
+        lines.append(f"  {'':<22} {s['citation']}; from {_origin(s['origin'])}")
     lines.append(f"Models ({len(info['models'])}):")
     for m in info["models"]:
         lines.append(f"  {m['name']:<22} {m['description']}")
@@ -91,6 +107,8 @@ def format_text(info: dict[str, Any]) -> str:
         better = "higher" if m["higher_is_better"] else "lower"
         lines.append(f"  {m['name']:<22} [{m['unit']}] {better} is better; "
                      f"from {_origin(m['origin'])}")
+        if m["description"]:
+            lines.append(f"  {'':<22} {m['description']}")
     if info["disabled"]:
         lines.append(f"Disabled: {', '.join(info['disabled'])}")
     if info["failures"]:

@@ -1,36 +1,51 @@
-"""``harness report``: read an experiment's runs back from MLflow; write tables and plots."""
+"""``harness report``: read an experiment's runs back from MLflow; write tables and plots.
+
+`harness report SUITE` reports what `harness run SUITE` recorded: the same positional
+argument (a packaged suite or a TOML file, whose experiment is read back), or an
+experiment name given with `harness run --experiment`.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from ..bench.atomic import check_writable
+from ..bench.suite_files import recorded_in
 from ..bench.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
-
-DEFAULT_EXPERIMENT = "default"
+from .options import add_out_option, add_suite_argument
 
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "report", help="leaderboard and plots of an experiment, read back from MLflow",
-        description="Read every run of an MLflow experiment (mlflow.search_runs) and write "
-                    "OUT/<experiment>/: leaderboard.csv, leaderboard.md, trials.csv and "
+        "report", help="leaderboard and plots of a suite's experiment, read back from MLflow",
+        description="Read every run of the MLflow experiment that `harness run SUITE` "
+                    "records into (mlflow.search_runs) and write OUT/<experiment>/ "
+                    "(default: runs/): leaderboard.csv, leaderboard.md, trials.csv and "
                     "the plots FID vs NFE, NLL vs NFE and FID vs wall-clock.")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
-                        help=f"MLflow experiment (default: {DEFAULT_EXPERIMENT!r}, the "
-                             f"default suite's)")
+    add_suite_argument(parser, "what `harness run` was given: a packaged suite name or a "
+                               "TOML file (its experiment is reported), or an experiment "
+                               "name")
+    parser.add_argument("--experiment",
+                        help="the MLflow experiment, when it is not the suite's (as with "
+                             "`harness run SUITE --experiment NAME`)")
     parser.add_argument("--tracking-uri",
-                        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                             f"{DEFAULT_TRACKING_URI})")
-    parser.add_argument("--out", default="results", help="output folder (default: results/)")
+                        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the "
+                             f"suite's, else {DEFAULT_TRACKING_URI})")
+    add_out_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.report import report_from_mlflow  # pandas, matplotlib: this command only
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    report = report_from_mlflow(uri, args.experiment, args.out)
+    # As in `harness run`: --experiment and --tracking-uri override the suite's own.
+    experiment, suite_uri = recorded_in(args.suite)
+    uri = resolve_tracking_uri(args.tracking_uri, suite_uri)
+    experiment = args.experiment or experiment
+    check_writable(Path(args.out) / experiment)  # before reading every run back
+    report = report_from_mlflow(uri, experiment, args.out)
     print(report.files["leaderboard.md"].read_text())
     print(f"written: {', '.join(str(p) for p in report.files.values())}")
     return 0

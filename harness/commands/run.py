@@ -1,11 +1,11 @@
-"""``harness run``: run a benchmark suite and log it to MLflow and to results/.
+"""``harness run``: run a benchmark suite and log it to MLflow and to runs/ (`--out`).
 
 Exit statuses: `harness.bench.exit_codes` (0 done, 1 failed trials, 2 usage, 3 finished
 but not everything recorded, 130/143 interrupted).
 
 Also under torchrun (`torchrun --nproc_per_node=N -m harness.cli run ...`): every process
 loads the model and runs every trial on its share of the samples; rank 0 alone talks to
-MLflow, writes results/ and prints.
+MLflow, writes the report and prints.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from ..models.precision import STATE_DTYPES
 from ..bench.environment import environment
 from ..bench.floor import floor_trials
 from ..bench.runner import SuiteRunner, load_model, summary
-from ..bench.sinks import LocalSink, Sinks, SuiteInfo, finished_hashes
+from ..bench.sinks import LocalSink, Sinks, SuiteInfo, finished_hashes, strict_json
 from ..bench.suite import (
-    DEFAULT_SUITE,
     Suite,
     SuiteError,
     Trial,
@@ -51,6 +50,7 @@ from ..bench.tracking import (
     finished_config_hashes,
     resolve_tracking_uri,
 )
+from .options import add_out_option, add_suite_argument
 
 
 def add_parser(subparsers: Any) -> None:
@@ -58,9 +58,9 @@ def add_parser(subparsers: Any) -> None:
         "run", help="run a benchmark suite (default: the packaged default suite)",
         description="Run every trial (sampler x hyperparameters x steps x seed) of a suite, "
                     "log it to MLflow (one parent run, one nested run per trial) and to "
-                    "results/<experiment>/, then print the leaderboard.")
-    parser.add_argument("suite", nargs="?", default=DEFAULT_SUITE,
-                        help="a packaged suite name (default, smoke) or a TOML file")
+                    "OUT/<experiment>/ (default: runs/), then print the leaderboard.")
+    add_suite_argument(parser, "a packaged suite name (default, guided, smoke) or a TOML "
+                               "file")
     over = parser.add_argument_group("overrides of suite fields")
     over.add_argument("--samplers", help="comma-separated samplers to run (others dropped)")
     over.add_argument("--steps", help="comma-separated step counts for every sampler")
@@ -73,7 +73,8 @@ def add_parser(subparsers: Any) -> None:
     over.add_argument("--batch-size", type=int, help="samples per batch (memory, not results)")
     over.add_argument("--metrics", help="comma-separated metrics to compute")
     over.add_argument("--model", help="registered model name")
-    over.add_argument("--schedule", help="time grid: karras, uniform_t or log_snr")
+    over.add_argument("--schedule", help="comma-separated time schedules, one trial per "
+                      "schedule (`harness plugins` lists them; parameters: --set)")
     over.add_argument("--device", help="auto (CUDA when present), cpu, cuda or cuda:N")
     over.add_argument("--dtype", help="the sampler's state: float32 or float64")
     over.add_argument("--network-dtype", help="the network's precision: native (as loaded, "
@@ -92,11 +93,14 @@ def add_parser(subparsers: Any) -> None:
                         help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the "
                              f"suite's, else {DEFAULT_TRACKING_URI})")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the resolved configuration and trials; compute nothing")
+                        help="print the resolved configuration and trials, each with the "
+                             "sigma grid its sampler will see; compute nothing")
+    parser.add_argument("--json", action="store_true",
+                        help="with --dry-run: print the plan as JSON, every trial's whole "
+                             "grid included")
     parser.add_argument("--resume", action="store_true",
                         help="skip trials whose config hash has a FINISHED run already")
-    parser.add_argument("--out", default="results",
-                        help="local results folder (default: results/)")
+    add_out_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -114,7 +118,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": listed("--seeds", args.seeds, int),
         "guidance": listed("--guidance", args.guidance, float),
         "num_samples": args.num_samples, "batch_size": args.batch_size,
-        "model": args.model, "schedule": args.schedule, "device": args.device,
+        "model": args.model, "schedule": listed("--schedule", args.schedule),
+        "device": args.device,
         "dtype": args.dtype, "network_dtype": args.network_dtype, "compile": args.compile,
         "threads": args.threads, "experiment": args.experiment, "set": args.set,
     }
@@ -136,10 +141,16 @@ def run(args: argparse.Namespace, plugins: Optional[LoadedPlugins] = None) -> in
 
 
 def _run(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite) -> int:
+    if args.json and not args.dry_run:
+        raise SuiteError("--json goes with --dry-run (a run's records are JSON already: "
+                         "trials.jsonl)")
     if args.dry_run:
         model = load_model(suite, plugins, distributed.resolve_device("cpu"))
-        print(format_plan(suite, resolve_trials(suite, plugins, model_identity(suite, model),
-                                                lands_on_zero(model))))
+        trials = resolve_trials(suite, plugins, model_identity(suite, model),
+                                lands_on_zero(model), model.sde)
+        sigma_max = float(model.sde.sigma(model.sde.T))
+        print(json.dumps(plan_json(suite, trials, sigma_max), indent=1) if args.json
+              else format_plan(suite, trials, sigma_max))
         return 0
     device = distributed.resolve_device(suite.device)
     created = distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
@@ -178,7 +189,7 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         distributed.print0(f"note: {plan.note}", file=sys.stderr)
         suite = dataclasses.replace(suite, batch_size=plan.batch_size)
     identity = model_identity(suite, model)
-    trials = resolve_trials(suite, plugins, identity, lands_on_zero(model))
+    trials = resolve_trials(suite, plugins, identity, lands_on_zero(model), model.sde)
     trials = floor_trials(suite, plugins, model, identity) + trials
     skipped = []
     if args.resume:
@@ -214,7 +225,7 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         return 0
 
     report = _write_report(out_dir, {t.config_hash for t in info.all_trials},
-                           suite.experiment)
+                           suite.experiment, suite.rank_across_schedules)
     if report is not None:
         sinks.report_written(report.files, report.series)
         print(report.files["leaderboard.md"].read_text())
@@ -236,7 +247,8 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
                             and not any(r.unrecorded for r in results)))
 
 
-def _write_report(out_dir: Path, hashes: set[str], title: str) -> Optional[Any]:
+def _write_report(out_dir: Path, hashes: set[str], title: str,
+                  rank_across_schedules: bool = False) -> Optional[Any]:
     """The report from `trials.jsonl`, written into a staging folder and then moved into
     place file by file (atomic renames), so a full disk never leaves a torn table or an
     empty plot; a report that cannot be written is a warning (the trials are recorded)."""
@@ -246,8 +258,9 @@ def _write_report(out_dir: Path, hashes: set[str], title: str) -> Optional[Any]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
-        report = write_report(records_from_jsonl(out_dir / "trials.jsonl", hashes),
-                              staging, title=title)
+        results = records_from_jsonl(out_dir / "trials.jsonl", hashes)
+        results.rank_across_schedules = rank_across_schedules
+        report = write_report(results, staging, title=title)
         publish_folder(staging, out_dir)
         return dataclasses.replace(report, files={
             k: out_dir / Path(v).relative_to(staging) for k, v in report.files.items()})
@@ -273,19 +286,69 @@ def _toml_like(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def format_plan(suite: Suite, trials: list[Trial]) -> str:
-    """The resolved configuration and trial list, as `--dry-run` prints it."""
+def _sampling_work(suite: Suite, trials: list[Trial]) -> int:
+    # A guided evaluation runs the network on a doubled batch unless w is 0 or 1.
+    return sum(t.nfe * (1 if t.guidance in (None, 0.0, 1.0) else 2)
+               for t in trials) * suite.num_samples
+
+
+def reaches(grid: Any, sigma_max: float) -> bool:
+    """Whether a grid starts at the process's largest noise level (up to rounding)."""
+    return grid.sigma[0] >= sigma_max * (1 - 1e-9)
+
+
+def _grid_line(t: Trial, sigma_max: Optional[float]) -> str:
+    """`karras: sigma 80 .. 0.002 -> 0 [sigma_max]`: the first and last noise level the
+    sampler steps from, the final one, and whether the grid starts at sigma_max."""
+    name = t.schedule.short_label if t.schedule is not None else ""
+    if t.grid is None or sigma_max is None:
+        return name
+    s = t.grid.sigma
+    start = ("[starts at sigma_max]" if reaches(t.grid, sigma_max)
+             else f"[starts below sigma_max = {sigma_max:.4g}]")
+    return f"{name}: sigma {s[0]:.4g} .. {s[-2]:.4g} -> {s[-1]:.4g} {start}"
+
+
+def format_plan(suite: Suite, trials: list[Trial], sigma_max: Optional[float] = None) -> str:
+    """The resolved configuration and trial list, as `--dry-run` prints it: one line per
+    trial, with the NFE budget and the steps it resolved to, the NFE the sampler
+    declares, and the sigma grid it will see."""
     lines = [f"suite {suite.name} ({suite.source})"]
     lines += [f"  {k} = {_toml_like(v)}" for k, v in flatten(suite.to_dict()).items()]
-    lines.append(f"{len(trials)} trials:")
+    lines.append(f"{len(trials)} trials: name, NFE budget -> steps and the NFE the sampler "
+                 f"declares, config hash, schedule: the grid's first and last sigma before "
+                 f"its final step -> its final sigma [whether it starts at sigma_max], "
+                 f"hyperparameters")
     width = max((len(t.name) for t in trials), default=0)
-    for t in trials:
+    budgets = [",".join(map(str, t.budgets)) for t in trials]
+    budget_width = max((len(b) for b in budgets), default=0)
+    for t, budget in zip(trials, budgets):
         params = ", ".join(f"{k}={short_value(v)}" for k, v in t.params.items())
-        lines.append(f"  {t.name:<{width}}  steps={t.steps:<4} nfe={t.nfe:<4} "
-                     f"{t.config_hash[:12]}  {params}")
-    # A guided evaluation runs the network on a doubled batch unless w is 0 or 1.
-    total = sum(t.nfe * (1 if t.guidance in (None, 0.0, 1.0) else 2)
-                for t in trials) * suite.num_samples
-    lines.append(f"sampling work: {total:,} network evaluations (sample rows), "
-                 f"not counting metrics")
+        # Trials given steps, not budgets, leave the column blank.
+        asked = (f"budget={budget:<{budget_width}} -> " if budget
+                 else " " * (budget_width + 11) if budget_width else "")
+        lines.append(f"  {t.name:<{width}}  {asked}steps={t.steps:<4} nfe={t.nfe:<4} "
+                     f"{t.config_hash[:12]}  {_grid_line(t, sigma_max)}  {params}".rstrip())
+    lines.append(f"sampling work: {_sampling_work(suite, trials):,} network evaluations "
+                 f"(sample rows), not counting metrics")
     return "\n".join(lines)
+
+
+def plan_json(suite: Suite, trials: list[Trial], sigma_max: float) -> dict[str, Any]:
+    """`--dry-run --json`: the resolved configuration and every trial with its whole
+    grid (t, sigma, s(t)), as plain JSON."""
+    out = []
+    for t in trials:
+        grid = t.grid
+        out.append({
+            "name": t.name, "sampler": t.sampler, "params": t.params,
+            "schedule": t.schedule.label if t.schedule is not None else None,
+            "budgets": list(t.budgets), "steps": t.steps, "nfe_declared": t.nfe,
+            "seed": t.seed, "guidance": t.guidance, "config_hash": t.config_hash,
+            "grid": None if grid is None else {
+                "t": list(grid.t), "sigma": list(grid.sigma), "scale": list(grid.scale),
+                "first_sigma": grid.sigma[0], "last_sigma": grid.sigma[-2],
+                "final_sigma": grid.sigma[-1], "reaches_sigma_max": reaches(grid, sigma_max)},
+        })
+    return strict_json({"suite": suite.to_dict(), "sigma_max": sigma_max, "trials": out,
+                        "sampling_work": _sampling_work(suite, trials)})

@@ -4,9 +4,12 @@ checkpoints.
 The defaults reproduce the shipped files (`harness/models/weights/digits_edm.*`, the
 class-conditional `digits_edm_cond.*` and `digits_classifier.*`); on the same machine and
 torch build the new weight file has the same sha256 as the shipped one (see
-`harness.models.training`). The command prints the sha256 and, when a checkpoint of that
-name already existed in the output folder, whether the new one is bit-identical to it.
-`--curve FILE.csv` writes a score model's training curve, one row per epoch.
+`harness.models.training`). They are written to `runs/weights/` unless `--out` says
+otherwise: the shipped files are part of the committed tree and are replaced only on
+purpose (`--out harness/models/weights` in a checkout). The command prints the sha256 and
+whether it is bit-identical to the checkpoint of that name already in the output folder,
+else to the shipped one. `--curve FILE.csv` writes a score model's training curve, one row
+per epoch.
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ CURVE_COLUMNS = ("epoch", "step", "lr", "train_loss", "test_loss_ema", "wall_s")
 TEST_EVERY = 10
 
 
-def default_out_dir() -> Path:
+#: Where checkpoints go unless `--out` says otherwise (relative to the working directory).
+DEFAULT_OUT = Path("runs") / "weights"
+
+
+def shipped_dir() -> Path:
     """The package's own `weights/` folder, where `harness.models.pretrained` looks."""
     return Path(__file__).resolve().parent.parent / "models" / "weights"
 
@@ -40,7 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "label dropout (as long); "
                              "classifier: the FID feature classifier (~1 min)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: the shipped location, harness/models/weights)")
+                        help=f"output folder (default: {DEFAULT_OUT}/; the shipped "
+                             f"checkpoints are replaced only by naming their folder)")
     parser.add_argument("--steps", type=int, default=None,
                         help="override the number of training steps (not reproducing the "
                              "shipped weights)")
@@ -80,12 +88,16 @@ class _CurveWriter:
         self.handle.close()
 
 
-def _previous_sha(out_dir: Path, name: str) -> Optional[str]:
-    manifest = out_dir / f"{name}.json"
-    try:
-        return str(json.loads(manifest.read_text(encoding="utf-8"))["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def _previous_sha(out_dir: Path, name: str) -> tuple[Optional[str], str]:
+    """(sha256, which) of the checkpoint `name` the new one is compared with: the one
+    already in `out_dir`, else the shipped one."""
+    for folder, which in ((out_dir, "previous"), (shipped_dir(), "shipped")):
+        manifest = folder / f"{name}.json"
+        try:
+            return str(json.loads(manifest.read_text(encoding="utf-8"))["sha256"]), which
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None, ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import training
     from ..errors import ParameterError
 
-    out_dir = Path(args.out) if args.out is not None else default_out_dir()
+    out_dir = Path(args.out) if args.out is not None else DEFAULT_OUT
     overrides: dict[str, Any] = _overrides(args)
     for key, value in overrides.items():
         if value < (0 if key == "seed" else 1):
@@ -115,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         if dropout is not None:
             overrides["label_dropout"] = dropout
         config = dataclasses.replace(base, **overrides)
-        previous = _previous_sha(out_dir, name)
+        previous, which = _previous_sha(out_dir, name)
         writer = _CurveWriter(curve) if curve is not None else None
         try:
             checkpoint = training.train_score_model(out_dir, config, log=log, name=name,
@@ -126,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         name = training.CLASSIFIER_NAME
         config = dataclasses.replace(training.ClassifierTrainConfig(), **overrides)
-        previous = _previous_sha(out_dir, name)
+        previous, which = _previous_sha(out_dir, name)
         checkpoint = training.train_classifier(out_dir, config, log=log)
     print(f"wrote {checkpoint.weights_path} and {checkpoint.manifest_path.name}")
     print(f"sha256 {checkpoint.sha256}")
@@ -135,5 +147,5 @@ def run(args: argparse.Namespace) -> int:
     print("metrics " + json.dumps(checkpoint.metrics, sort_keys=True))
     if previous is not None:
         same = "bit-identical to" if previous == checkpoint.sha256 else "DIFFERENT from"
-        print(f"weights are {same} the previous {name} (sha256 {previous})")
+        print(f"weights are {same} the {which} {name} (sha256 {previous})")
     return 0

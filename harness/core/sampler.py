@@ -178,6 +178,9 @@ class NoParams(Params):
 
 
 NFEPerStep = Union[int, Callable[[Any], int]]
+#: The run whose once-per-run cost (`Capabilities.extra_nfe`) listings show: 10 steps to
+#: sigma = 0, a budget of the low-NFE regime.
+LISTED_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -186,10 +189,17 @@ class Capabilities:
 
     Attributes:
         stochastic: draws noise during sampling (False: output is a function of x_T).
-        order: convergence order of the underlying scheme (ODE order, or SDE weak order).
+        order: convergence order at these params, the slope of log error on log step
+            count as the conformance kit measures it (ODE order, or SDE weak order); 0
+            for a scheme whose error does not vanish as steps are added, a fixed bias
+            (a Langevin corrector at a fixed snr; restart intervals of a fixed step
+            count): the kit then checks that its error stays away from 0.
         nfe_per_step: network evaluations per step, or a function of the params.
         final_step_nfe: evaluations of the last step when it lands on sigma = 0
             (e.g. 1 for Heun, whose last step is Euler); None means `nfe_per_step`.
+        extra_nfe: evaluations spent once per run on top of the steps' (Restart's
+            re-entered intervals): an int, or a function of (params, steps,
+            final_sigma_zero).
         pf_ode: integrates the probability-flow ODE deterministically using only
             `model.ode_drift` and arithmetic on the state, so the harness may run it
             from data to noise to measure the likelihood of its own discretised flow.
@@ -200,29 +210,40 @@ class Capabilities:
     nfe_per_step: NFEPerStep = 1
     final_step_nfe: Optional[NFEPerStep] = None
     pf_ode: bool = False
+    extra_nfe: Union[int, Callable[[Any, int, bool], int]] = 0
 
     def __post_init__(self) -> None:
         if self.pf_ode and self.stochastic:
             raise ParameterError("a sampler cannot be both stochastic and a "
                                  "deterministic probability-flow ODE integrator (pf_ode)")
-        if self.order <= 0:
-            raise ParameterError(f"order must be positive, got {self.order}")
+        if not self.order >= 0:  # NaN included
+            raise ParameterError(f"order must be >= 0 (0: the error does not vanish), got "
+                                 f"{self.order}")
 
     def per_step(self, params: Params) -> int:
         return _resolve(self.nfe_per_step, params)
 
+    def extra(self, params: Params, steps: int, final_sigma_zero: bool = True) -> int:
+        """The evaluations spent once in a run of `steps` steps (`extra_nfe`)."""
+        return int(self.extra_nfe(params, steps, final_sigma_zero)
+                   if callable(self.extra_nfe) else self.extra_nfe)
+
     def expected_nfe(self, steps: int, params: Params, final_sigma_zero: bool = True) -> int:
         """Network evaluations per sample for a run of `steps` steps."""
         per_step = self.per_step(params)
+        extra = self.extra(params, steps, final_sigma_zero)
         if self.final_step_nfe is None or not final_sigma_zero:
-            return steps * per_step
-        return (steps - 1) * per_step + _resolve(self.final_step_nfe, params)
+            return steps * per_step + extra
+        return (steps - 1) * per_step + _resolve(self.final_step_nfe, params) + extra
 
-    def to_dict(self, params: Params) -> dict[str, Any]:
+    def to_dict(self, params: Params, steps: int = LISTED_STEPS) -> dict[str, Any]:
+        """The capabilities at `params` as plain data; `extra_nfe` is that of a run of
+        `steps` steps to sigma = 0 (a function of the steps has no single value)."""
         return {"stochastic": self.stochastic, "order": self.order,
                 "nfe_per_step": self.per_step(params),
                 "final_step_nfe": (None if self.final_step_nfe is None
                                    else _resolve(self.final_step_nfe, params)),
+                "extra_nfe": self.extra(params, steps),
                 "pf_ode": self.pf_ode}
 
 

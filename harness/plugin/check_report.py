@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    status: str  # "passed", "failed" or "skipped"
+    status: str  # "passed", "warning" (passed, with a remark), "failed" or "skipped"
     message: str
     seconds: float = 0.0
 

@@ -21,6 +21,7 @@ from .. import hookspecs
 from ..errors import PluginError
 from .registry import ModelSpec, Origin, Registry
 from ..core.sampler import Sampler
+from ..core.time_grid import Schedule
 
 ENTRY_POINT_GROUP = "harness"
 HARNESS_DIST = "diffusion-sampler-harness"
@@ -30,6 +31,7 @@ DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
 #: hook name -> (registry attribute, expected type or None, name of the item's key)
 REGISTRATION_HOOKS = {
     "harness_register_samplers": ("samplers", Sampler),
+    "harness_register_schedules": ("schedules", Schedule),
     "harness_register_models": ("models", ModelSpec),
     "harness_register_metrics": ("metrics", None),
 }
@@ -55,6 +57,7 @@ class LoadedPlugins:
 
     samplers: Registry[Sampler] = field(default_factory=lambda: Registry("sampler"))
     models: Registry[ModelSpec] = field(default_factory=lambda: Registry("model"))
+    schedules: Registry[Schedule] = field(default_factory=lambda: Registry("schedule"))
     metrics: Registry[Any] = field(default_factory=lambda: Registry("metric"))
     plugins: list[Origin] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
@@ -122,7 +125,7 @@ def load_plugins(*, entry_points: Optional[Iterable[Any]] = None,
 
     for plugin, origin in registered:
         _collect(pm, plugin, origin, loaded)
-    for registry in (loaded.samplers, loaded.models, loaded.metrics):
+    for registry in (loaded.samplers, loaded.models, loaded.metrics, loaded.schedules):
         registry.failures = loaded.failures
     return loaded
 

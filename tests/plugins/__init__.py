@@ -5,8 +5,9 @@ must reject with its own message: `ignores_score`, `wrong_nfe`, `batch_coupled_n
 `final_step_noise`. Plugins the loader must refuse while still loading the others:
 `raises_on_import`, `wrong_signature`, `future_api_version`, `raises_in_register`,
 `duplicate_name`. Metrics that each break the metric contract in one way, which the metric
-kit must reject in the check that names it: `broken_metrics`. `bench_plugins` serves the
-benchmark-runner tests.
+kit must reject in the check that names it: `broken_metrics`. A correct sampler without a
+docstring, which the kit must warn about and still judge: `no_docstring`. `bench_plugins`
+serves the benchmark-runner tests.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ keeps the predicted noise and moves the predicted clean sample to the next noise
 
 This is Euler's method on the probability-flow ODE in the variables (x / s, sigma)
 (Karras et al. 2022, Sec. 4) and DPM-Solver++(1) (Lu et al. 2022, Eq. 9): the
-second-order `dpmpp_2m` reduces to it when it drops its multistep correction.
+second-order `example_dpmpp_2m` reduces to it when it drops its multistep correction.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def ddim(model, x, grid, noise, callback, params):
 
 
 SAMPLER = Sampler(
-    name="ddim", fn=ddim,
+    name="example_ddim", fn=ddim,
     capabilities=Capabilities(stochastic=False, order=1, nfe_per_step=1),
     citation="Song, Meng and Ermon 2021, Denoising Diffusion Implicit Models, Eq. 12 "
              "(eta = 0)")

@@ -53,7 +53,7 @@ def dpmpp_2m(model, x, grid, noise, callback, params):
 
 
 SAMPLER = Sampler(
-    name="dpmpp_2m", fn=dpmpp_2m,
+    name="example_dpmpp_2m", fn=dpmpp_2m,
     # Deterministic, second order, one evaluation per step including the last one.
     # Not `pf_ode`: it talks to the denoiser, not to `model.ode_drift`, and cannot
     # start at sigma = 0 (lambda = +inf), so it cannot run the flow from data to noise.
