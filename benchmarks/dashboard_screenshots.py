@@ -157,6 +157,15 @@ def suite_run_id(base: str, experiment: str) -> str:
 
 
 def take(browser: Browser, link: str, base: str, out: Path) -> None:
+    # As the README says: the sidebar's switch set to Model training once, which the
+    # browser keeps (the pages below are opened without the link's workflowType).
+    experiment = link.split("#/experiments/", 1)[1].split("/", 1)[0]
+    browser.open(f"{base}/#/experiments/{experiment}", text_shown("Model training"),
+                 "the sidebar")
+    browser.evaluate("[...document.querySelectorAll('[role=button]')]"
+                     ".find(e => e.innerText.trim() == 'Model training').click()")
+    browser.wait("location.href.includes('workflowType=machine_learning')",
+                 "the model-training view")
     browser.open(link, text_shown("Trials by FID", "fid", "kid", "sampler", "heun-19nfe"),
                  "the trials by FID with their columns")
     browser.screenshot(out / "trials_by_fid.png")
@@ -171,15 +180,14 @@ def take(browser: Browser, link: str, base: str, out: Path) -> None:
     time.sleep(1)
     browser.screenshot(out / "experiment_note.png")
 
-    experiment = link.split("#/experiments/", 1)[1].split("/", 1)[0]
     run = f"{base}/#/experiments/{experiment}/runs/{suite_run_id(base, experiment)}"
-    browser.open(f"{run}/artifacts/leaderboard_table.json?workflowType=machine_learning",
+    browser.open(f"{run}/artifacts/leaderboard_table.json",
                  text_shown("leaderboard_table.json", "euler_maruyama", "[") +
                  " && document.querySelectorAll('table td, [role=cell]').length > 20",
                  "the leaderboard rendered as a table")
     browser.screenshot(out / "leaderboard_table.png")
 
-    browser.open(f"{run}/artifacts/fid_vs_nfe.png?workflowType=machine_learning",
+    browser.open(f"{run}/artifacts/fid_vs_nfe.png",
                  "[...document.images].some(i => i.complete && i.naturalWidth > 300)",
                  "the FID-vs-NFE plot")
     browser.screenshot(out / "fid_vs_nfe.png")

@@ -41,9 +41,13 @@ device = "cpu"
 [samplers.euler]
 [samplers.heun]
 
+# A small reference set: the KID replicates' kernels grow with it.
 [metrics.fid]
+num_reference = 500
 [metrics.kid]
+num_reference = 500
 subsets = 4
+subset_size = 64
 """
 #: For what does not need the comparison itself: one cheap trial.
 SMALL_SUITE = """

@@ -19,7 +19,7 @@ import torch
 
 from harness import generate, make_grid
 from harness.core.sde import make_sde
-from harness.models.oracle import mixture_64d, ring_2d
+from harness.models.oracle import mixture_64d
 
 from .reference_support import (PROCESSES, from_vp, relative_difference, run_recorded,
                                 start, to_vp, vp_abar)
@@ -83,26 +83,3 @@ def test_the_last_step_to_sigma_zero_returns_the_denoised_estimate(plugins):
     out = generate(model, plugins.samplers.get("ddim_eta"), grid, 0, range(4),
                    callback=seen.append)
     assert torch.equal(out, grid.scale[-1] * seen[-1]["denoised"])
-
-
-@pytest.mark.parametrize("process", ["edm", "ve"])
-@pytest.mark.parametrize("name", ["ddim", "ddim_eta"])
-def test_one_evaluation_per_step_for_1_to_50_steps(plugins, name, process):
-    sampler = plugins.samplers.get(name)
-    model = ring_2d(make_sde(process))
-    for steps in range(1, 51):
-        grid = make_grid(model.sde, "karras", steps)
-        model.nfe.reset()
-        generate(model, sampler, grid, 0, range(2))
-        declared = sampler.expected_nfe(steps, sampler.make_params(), grid.sigma[-1] == 0)
-        assert model.nfe.rows == 2 * declared == 2 * steps
-
-
-@pytest.mark.parametrize("name", ["ddim", "ddim_eta"])
-def test_sample_i_is_the_same_alone_or_in_a_batch_of_8(plugins, name):
-    sampler = plugins.samplers.get(name)
-    model = mixture_64d(make_sde("vp"))
-    grid = make_grid(model.sde, "karras", 8)
-    batch = generate(model, sampler, grid, 3, range(8))
-    alone = torch.cat([generate(model, sampler, grid, 3, [i]) for i in range(8)])
-    torch.testing.assert_close(alone, batch, rtol=1e-12, atol=1e-12)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from numpy.polynomial import legendre
 
-from harness import TimeGrid, generate, make_grid
+from harness import TimeGrid, make_grid
 from harness.core.sde import make_sde
 from harness.models.oracle import mixture_64d
 
@@ -150,27 +150,3 @@ def test_order_on_the_exact_gaussian_flow(plugins, order, variable):
     assert abs(fitted_order(ORDER_STEPS, errors) - order) <= 0.4, errors
     if params == sampler.make_params():
         assert order == sampler.capabilities.order
-
-
-def test_counted_nfe_is_the_declared_one_for_1_to_50_steps(plugins):
-    sampler = plugins.samplers.get("deis")
-    params = sampler.make_params()
-    # Every count on grids ending at sigma = 0, a few on VE's, which ends above it.
-    for process, counts in (("edm", range(1, 51)), ("ve", (1, 2, 5, 50))):
-        model = cf.gaussian_data(make_sde(process))
-        for steps in counts:
-            grid = make_grid(model.sde, "karras", steps)
-            model.nfe.reset()
-            generate(model, sampler, grid, 0, range(2))
-            assert model.nfe.calls == steps == sampler.expected_nfe(
-                steps, params, grid.sigma[-1] == 0)
-
-
-def test_sample_i_does_not_depend_on_its_batch(plugins):
-    sampler = plugins.samplers.get("deis")
-    model = mixture_64d(make_sde("vp"))
-    grid = make_grid(model.sde, "karras", 6)
-    whole = generate(model, sampler, grid, 4, range(8))
-    alone = generate(model, sampler, grid, 4, [5])
-    torch.testing.assert_close(alone[0], whole[5], rtol=1e-12, atol=1e-12)
-

@@ -14,7 +14,7 @@ import torch
 from harness import generate, make_grid
 from harness.core.sde import make_sde
 from harness.metrics.order import ORDER_T_END, WEAK_STD, fitted_order, uniform_grid
-from harness.models.oracle import GaussianMixture, mixture_64d, ring_2d
+from harness.models.oracle import GaussianMixture, mixture_64d
 
 from .reference_support import (PROCESSES, Replay, kdiffusion_run, kdiffusion_sampling,
                                 relative_difference, run_recorded, start)
@@ -89,27 +89,6 @@ def test_weak_order_on_a_gaussian_is_at_least_the_declared_one(plugins):
     steps = (32, 64, 128, 256)
     errors = exact_weak_errors(sampler, sampler.make_params(), steps)
     assert fitted_order(steps, errors) >= sampler.capabilities.order, errors
-
-
-@pytest.mark.parametrize("process", ["edm", "ve"])
-def test_one_evaluation_per_step_for_1_to_50_steps(plugins, process):
-    sampler = plugins.samplers.get("dpmpp_2m_sde")
-    model = ring_2d(make_sde(process))
-    for steps in range(1, 51):
-        grid = make_grid(model.sde, "karras", steps)
-        model.nfe.reset()
-        generate(model, sampler, grid, 0, range(2))
-        declared = sampler.expected_nfe(steps, sampler.make_params(), grid.sigma[-1] == 0)
-        assert model.nfe.rows == 2 * declared == 2 * steps
-
-
-def test_sample_i_is_the_same_alone_or_in_a_batch_of_8(plugins):
-    sampler = plugins.samplers.get("dpmpp_2m_sde")
-    model = mixture_64d(make_sde("vp"))
-    grid = make_grid(model.sde, "karras", 8)
-    batch = generate(model, sampler, grid, 3, range(8))
-    alone = torch.cat([generate(model, sampler, grid, 3, [i]) for i in range(8)])
-    torch.testing.assert_close(alone, batch, rtol=1e-12, atol=1e-12)
 
 
 def test_the_last_step_to_sigma_zero_returns_the_denoised_estimate(plugins):

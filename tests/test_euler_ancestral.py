@@ -10,7 +10,7 @@ import torch
 
 from harness import generate, make_grid
 from harness.core.sde import make_sde
-from harness.models.oracle import mixture_64d, ring_2d
+from harness.models.oracle import mixture_64d
 
 from .reference_support import (PROCESSES, Replay, kdiffusion_run, kdiffusion_sampling,
                                 relative_difference, run_recorded, start)
@@ -46,24 +46,3 @@ def test_is_ddim_with_the_same_eta(plugins, eta):
     a = generate(model, ancestral, grid, 0, range(8), ancestral.make_params({"eta": eta}))
     b = generate(model, ddim, grid, 0, range(8), ddim.make_params({"eta": eta}))
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("process", ["edm", "ve"])
-def test_one_evaluation_per_step_for_1_to_50_steps(plugins, process):
-    sampler = plugins.samplers.get("euler_ancestral")
-    model = ring_2d(make_sde(process))
-    for steps in range(1, 51):
-        grid = make_grid(model.sde, "karras", steps)
-        model.nfe.reset()
-        generate(model, sampler, grid, 0, range(2))
-        declared = sampler.expected_nfe(steps, sampler.make_params(), grid.sigma[-1] == 0)
-        assert model.nfe.rows == 2 * declared == 2 * steps
-
-
-def test_sample_i_is_the_same_alone_or_in_a_batch_of_8(plugins):
-    sampler = plugins.samplers.get("euler_ancestral")
-    model = mixture_64d(make_sde("vp"))
-    grid = make_grid(model.sde, "karras", 8)
-    batch = generate(model, sampler, grid, 3, range(8))
-    alone = torch.cat([generate(model, sampler, grid, 3, [i]) for i in range(8)])
-    torch.testing.assert_close(alone, batch, rtol=1e-12, atol=1e-12)

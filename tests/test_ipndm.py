@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import TimeGrid, generate, make_grid
+from harness import TimeGrid
 from harness.core.sde import make_sde
 
 from . import gaussian_closed_form as cf
@@ -106,28 +106,3 @@ def test_higher_orders_are_more_accurate_on_a_grid_uniform_in_sigma(plugins):
               for k in (1, 2, 3, 4)]
     assert errors == sorted(errors, reverse=True)
     assert errors[3] < errors[0] / 300, errors
-
-
-def test_counted_nfe_is_the_declared_one_for_1_to_50_steps(plugins):
-    sampler = plugins.samplers.get("ipndm")
-    params = sampler.make_params()
-    # Every count on grids ending at sigma = 0, a few on VE's, which ends above it.
-    for process, counts in (("edm", range(1, 51)), ("ve", (1, 2, 5, 50))):
-        model = cf.gaussian_data(make_sde(process))
-        for steps in counts:
-            grid = make_grid(model.sde, "karras", steps)
-            model.nfe.reset()
-            generate(model, sampler, grid, 0, range(2))
-            assert model.nfe.calls == steps == sampler.expected_nfe(
-                steps, params, grid.sigma[-1] == 0)
-
-
-def test_sample_i_does_not_depend_on_its_batch(plugins):
-    from harness.models.oracle import mixture_64d
-
-    sampler = plugins.samplers.get("ipndm")
-    model = mixture_64d(make_sde("vp"))
-    grid = make_grid(model.sde, "karras", 6)
-    whole = generate(model, sampler, grid, 4, range(8))
-    alone = generate(model, sampler, grid, 4, [5])
-    torch.testing.assert_close(alone[0], whole[5], rtol=1e-12, atol=1e-12)

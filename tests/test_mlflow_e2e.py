@@ -79,7 +79,7 @@ def test_embedded_sqlite_store(bench, tmp_path, capsys):
     suite = write_suite(tmp_path / "tiny.toml", TINY_SUITE)
     assert harness("run", suite, "--quiet") == 0
     out = capsys.readouterr().out
-    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
+    assert "dashboard: harness dashboard --tracking-uri sqlite:///mlflow.db" in out
     assert (tmp_path / "mlflow.db").is_file()
     assert (tmp_path / "runs/tiny/samples/heun-11nfe-seed0.png").is_file()
     check_runs("sqlite:///mlflow.db")

@@ -19,9 +19,8 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
-from harness import ParameterError, generate, make_grid
+from harness import ParameterError, make_grid
 from harness.core.sde import make_sde
-from harness.models.oracle import mixture_64d
 
 from . import gaussian_closed_form as cf
 from .gaussian_flow_support import fitted_order, noise_level
@@ -183,33 +182,6 @@ def test_at_fixed_restart_steps_the_error_stops_at_the_restart_odes_own(plugins)
     errors = [_variance_error(plugins, "edm", n, sampler.make_params()) for n in (64, 128)]
     refined = _variance_error(plugins, "edm", 128, sampler.make_params({"restart_steps": 32}))
     assert errors[1] > 0.7 * errors[0] and refined < errors[1] / 5, (errors, refined)
-
-
-def test_counted_nfe_is_the_declared_one_for_1_to_50_steps(plugins):
-    sampler = plugins.samplers.get("restart")
-    for options in ({}, {"restarts": 3, "restart_steps": 4}):
-        params = sampler.make_params(options)
-        extra = 2 * params.restarts * params.restart_steps
-        # Every count on grids ending at sigma = 0, a few on VE's, which ends above it.
-        for process, counts in (("edm", range(1, 51)), ("ve", (1, 2, 5, 50))):
-            model = cf.gaussian_data(make_sde(process))
-            for steps in counts:
-                grid = make_grid(model.sde, "karras", steps)
-                model.nfe.reset()
-                generate(model, sampler, grid, 0, range(2), params)
-                by_hand = (2 * steps - 1 + (extra if steps > 1 else 0) if process == "edm"
-                           else 2 * steps + extra)
-                assert model.nfe.calls == by_hand == sampler.expected_nfe(
-                    steps, params, grid.sigma[-1] == 0)
-
-
-def test_sample_i_does_not_depend_on_its_batch(plugins):
-    sampler = plugins.samplers.get("restart")
-    model = mixture_64d(make_sde("vp"))
-    grid = make_grid(model.sde, "karras", 6)
-    whole = generate(model, sampler, grid, 4, range(8))
-    alone = generate(model, sampler, grid, 4, [5])
-    torch.testing.assert_close(alone[0], whole[5], rtol=1e-12, atol=1e-12)
 
 
 def test_bad_intervals_are_refused_naming_what_was_given(plugins):

@@ -53,7 +53,7 @@ def test_packaged_suites_parse_and_validate(plugins):
     default = load_suite("default", plugins)
     names = {s.name for s in default.samplers}
     assert names == {"euler", "heun", "euler_maruyama", "predictor_corrector", "langevin",
-                     "lambda_sde"}
+                     "lambda_sde", "dpmpp_2m", "unipc"}
 
 
 def test_grid_expands_to_cartesian_product_with_readable_names(plugins):
@@ -114,7 +114,7 @@ def test_the_recorded_reference_results_keep_their_config_hashes(plugins):
     suite = load_suite("default", plugins)
     model = plugins.models.get(suite.model).build("cpu", **suite.model_options)
     trials = resolve_trials(suite, plugins, model_identity(suite, model))
-    assert len(recorded) == len(trials) == 48
+    assert len(recorded) == len(trials) == 64
     assert all(t.config["code"]["harness"] for t in trials)
     assert {t.name: t.config_hash for t in trials} == recorded
 

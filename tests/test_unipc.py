@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import TimeGrid, generate, make_grid
+from harness import TimeGrid, make_grid
 from harness.core.sde import make_sde
 from harness.models.oracle import mixture_64d
 
@@ -119,26 +119,3 @@ def test_order_on_the_exact_gaussian_flow(plugins, options, expected):
     assert abs(fitted_order(ORDER_STEPS, errors) - expected) <= 0.4, errors
     if not options:
         assert expected == sampler.capabilities.order
-
-
-def test_counted_nfe_is_the_declared_one_for_1_to_50_steps(plugins):
-    sampler = plugins.samplers.get("unipc")
-    params = sampler.make_params()
-    # Every count on grids ending at sigma = 0, a few on VE's, which ends above it.
-    for process, counts in (("edm", range(1, 51)), ("ve", (1, 2, 5, 50))):
-        model = cf.gaussian_data(make_sde(process))
-        for steps in counts:
-            grid = make_grid(model.sde, "karras", steps)
-            model.nfe.reset()
-            generate(model, sampler, grid, 0, range(2))
-            assert model.nfe.calls == steps == sampler.expected_nfe(
-                steps, params, grid.sigma[-1] == 0)
-
-
-def test_sample_i_does_not_depend_on_its_batch(plugins):
-    sampler = plugins.samplers.get("unipc")
-    model = mixture_64d(make_sde("vp"))
-    grid = make_grid(model.sde, "karras", 6)
-    whole = generate(model, sampler, grid, 4, range(8))
-    alone = generate(model, sampler, grid, 4, [5])
-    torch.testing.assert_close(alone[0], whole[5], rtol=1e-12, atol=1e-12)

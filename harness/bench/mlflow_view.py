@@ -1,11 +1,11 @@
 """What the MLflow UI shows of a suite: the experiment's kind, note and saved view, and the
 leaderboard as a run description and a table.
 
-MLflow 3 chooses between its GenAI view and its model-training view per experiment
-(the tag `mlflow.experimentKind`; from 3.17 on, a switch in the UI's sidebar that the
-link `?workflowType=machine_learning` sets). Its runs table lists nested runs folded
-under their parent with none of their metrics as columns. So the harness gives its
-experiment:
+MLflow 3 shows an experiment in its GenAI view or its model-training view: releases
+that decide per experiment read the tag `mlflow.experimentKind`; 3.17 follows a switch in
+its sidebar, which each browser keeps for itself and a link's `?workflowType=
+machine_learning` sets for that page. Its runs table lists nested runs folded under their
+parent, with none of their metrics as columns. So the harness gives its experiment:
 
 - the model-training kind, and a note (the experiment's description) saying what the
   runs are, where the comparison is and what the columns mean;
@@ -33,8 +33,9 @@ EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_deve
 NOTE_TAG = "mlflow.note.content"
 #: How the harness's note begins (the UI shows only this line until it is unfolded); a
 #: note that does not is the user's own and is never overwritten.
-NOTE_TITLE = ("**Sampler benchmark** (diffusion-sampler-harness). The comparison: "
-              "*Views* > *Trials by FID*, and the newest suite run's *Artifacts*.")
+NOTE_TITLE = ("**Sampler benchmark** (diffusion-sampler-harness). The comparison: set the "
+              "sidebar to *Model training*, then *Views* > *Trials by FID*; the "
+              "leaderboard is in the newest suite run's *Artifacts*.")
 TRIALS_VIEW_ID = "harness-trials-by-fid"
 TRIALS_VIEW_TAG = f"mlflow.sharedViewState.{TRIALS_VIEW_ID}"
 TRIALS_VIEW_NAME = "Trials by FID"

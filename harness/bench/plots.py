@@ -2,8 +2,9 @@
 
 matplotlib with the Agg backend (no display needed); every public function writes one
 PNG and returns its path, except `draw_metric_by_sampler`, which returns the figure so
-that what it shows can be checked on the figure's objects. Figures are closed after
-saving so long suites do not accumulate them.
+that what it shows can be checked on the figure's objects, and `report_plots`, which
+writes a report's set. Figures are closed after saving so long suites do not accumulate
+them.
 """
 
 from __future__ import annotations
@@ -295,6 +296,48 @@ def metric_vs_guidance(board: pd.DataFrame, y: str, path: Path, *, y_label: str,
         readable_log_ticks(axes[0][0].yaxis)
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)
+
+
+def report_plots(board: pd.DataFrame, out_dir: Path, *, title_suffix: str = "",
+                 file_tag: str = "", budget_tolerance: float = 0.10) -> dict[str, Path]:
+    """A report's plots of one leaderboard (`harness.bench.report`): each metric against
+    NFE, FID against wall-clock and, under guidance, against class accuracy and w; each
+    drawn when the board has its values. Files `<name><file_tag>.png` (`fid_vs_nfe.png`,
+    with a tag `fid_vs_nfe_karras.png`), titles ending in `title_suffix`; returns file
+    name -> path of those written."""
+    out_dir = Path(out_dir)
+
+    def path(name: str) -> Path:
+        return out_dir / f"{name}{file_tag}.png"
+
+    suffix, nfe = title_suffix, "NFE per sample"
+    drawn = [
+        metric_by_sampler(board, "nfe", "fid", path("fid_vs_nfe"), x_label=nfe,
+                          y_label="FID", title=f"FID vs NFE{suffix}", log_x=True,
+                          dodge=True),
+        metric_by_sampler(board, "nfe", "kid", path("kid_vs_nfe"), x_label=nfe,
+                          y_label="KID", title=f"KID vs NFE{suffix}", log_x=True,
+                          dodge=True),
+        metric_by_sampler(board, "nfe", "ode_error", path("ode_error_vs_nfe"), x_label=nfe,
+                          y_label="RMS distance per dimension to the exact ODE",
+                          title=f"ODE discretisation error vs NFE (deterministic "
+                                f"samplers){suffix}", log_x=True, dodge=True, log_y=True),
+        metric_by_sampler(board, "nfe", "discrete_kl", path("discrete_kl_vs_nfe"),
+                          x_label=nfe, y_label="KL(q_N || p) (bits/dim)",
+                          title=f"Exact KL of the sampler's distribution vs NFE{suffix}",
+                          log_x=True, dodge=True, log_y=True),
+        metric_by_sampler(board, "wall_clock_s", "fid", path("fid_vs_wallclock"),
+                          x_label="wall-clock per trial (s)", y_label="FID",
+                          title=f"FID vs wall-clock{suffix}", log_x=True),
+        guidance_tradeoff(board, "class_accuracy", "fid", path("fid_vs_accuracy"),
+                          x_label="class accuracy (shipped classifier)", y_label="FID",
+                          title=f"Guidance trade-off: FID vs class accuracy as w "
+                                f"grows{suffix}"),
+        metric_vs_guidance(board, "fid", path("fid_vs_guidance"), y_label="FID",
+                           title=f"FID vs guidance scale, per NFE budget{suffix}",
+                           budget_tolerance=budget_tolerance),
+    ]
+    return {written.name: written for written in drawn if written is not None}
 
 
 def _save(figure: Any, path: Path) -> Path:

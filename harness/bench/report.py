@@ -5,12 +5,14 @@ then one table with a row per finished trial, then a leaderboard: per sampler (a
 variant) and step budget, the mean and standard deviation over seeds of every metric.
 `write_report` writes `leaderboard.csv`, `leaderboard.md`, `trials.csv` and the plots
 FID vs NFE, the deterministic samplers' ODE error and exact KL vs NFE (log-log) and FID
-vs wall-clock.
+vs wall-clock; when the rows hold several time schedules, one set of plots per schedule
+(`fid_vs_nfe_karras.png`, `fid_vs_nfe_log_snr.png`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -177,9 +179,7 @@ def trials_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in finished:
         schedule = schedule_of(r)
-        shown = [r["variant"]] if r.get("variant") else []
-        shown += [short_label(schedule)] if several and schedule else []
-        label = r["sampler"] + (f" ({', '.join(shown)})" if shown else "")
+        label = row_label(r["sampler"], r.get("variant", ""), schedule if several else "")
         rows.append({"label": label, "sampler": r["sampler"], "variant": r.get("variant", ""),
                      "steps": r["steps"], "seed": r["seed"], "name": r.get("name"),
                      "config_hash": r.get("config_hash"), "ended": r.get("ended", 0.0),
@@ -192,6 +192,14 @@ def trials_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     keys = ["sampler", "variant", "schedule", "steps", "seed"]
     table = table.drop_duplicates(subset=keys, keep="last")
     return table.sort_values(keys).reset_index(drop=True)
+
+
+def row_label(sampler: str, variant: str = "", schedule: str = "") -> str:
+    """A row's name in tables and legends: `heun`, `langevin (S_churn=10)`, and with a
+    schedule `heun (log_snr)` (its short label)."""
+    shown = [variant] if variant else []
+    shown += [short_label(schedule)] if schedule else []
+    return sampler + (f" ({', '.join(shown)})" if shown else "")
 
 
 def schedule_of(record: dict[str, Any]) -> str:
@@ -465,39 +473,49 @@ def write_report(results: Results, out_dir: Path, title: str = "") -> WrittenRep
     board.to_csv(files["leaderboard.csv"], index=False)
     files["leaderboard.md"] = out_dir / "leaderboard.md"
     files["leaderboard.md"].write_text(_markdown_page(board, results, reference, title))
-    suffix = f" ({title})" if title else ""
-    drawn = {
-        "fid_vs_nfe.png": plots.metric_by_sampler(
-            board, "nfe", "fid", out_dir / "fid_vs_nfe.png", x_label="NFE per sample",
-            y_label="FID", title=f"FID vs NFE{suffix}", log_x=True, dodge=True),
-        "kid_vs_nfe.png": plots.metric_by_sampler(
-            board, "nfe", "kid", out_dir / "kid_vs_nfe.png", x_label="NFE per sample",
-            y_label="KID", title=f"KID vs NFE{suffix}", log_x=True, dodge=True),
-        "ode_error_vs_nfe.png": plots.metric_by_sampler(
-            board, "nfe", "ode_error", out_dir / "ode_error_vs_nfe.png",
-            x_label="NFE per sample", y_label="RMS distance per dimension to the exact ODE",
-            title=f"ODE discretisation error vs NFE (deterministic samplers){suffix}",
-            log_x=True, dodge=True, log_y=True),
-        "discrete_kl_vs_nfe.png": plots.metric_by_sampler(
-            board, "nfe", "discrete_kl", out_dir / "discrete_kl_vs_nfe.png",
-            x_label="NFE per sample", y_label="KL(q_N || p) (bits/dim)",
-            title=f"Exact KL of the sampler's distribution vs NFE{suffix}",
-            log_x=True, dodge=True, log_y=True),
-        "fid_vs_wallclock.png": plots.metric_by_sampler(
-            board, "wall_clock_s", "fid", out_dir / "fid_vs_wallclock.png",
-            x_label="wall-clock per trial (s)", y_label="FID",
-            title=f"FID vs wall-clock{suffix}", log_x=True),
-        "fid_vs_accuracy.png": plots.guidance_tradeoff(
-            board, "class_accuracy", "fid", out_dir / "fid_vs_accuracy.png",
-            x_label="class accuracy (shipped classifier)", y_label="FID",
-            title=f"Guidance trade-off: FID vs class accuracy as w grows{suffix}"),
-        "fid_vs_guidance.png": plots.metric_vs_guidance(
-            board, "fid", out_dir / "fid_vs_guidance.png", y_label="FID",
-            title=f"FID vs guidance scale, per NFE budget{suffix}",
-            budget_tolerance=BUDGET_TOLERANCE),
-    }
-    files.update({name: path for name, path in drawn.items() if path is not None})
+    parts = schedule_boards(board)
+    tags = schedule_file_tags([schedule for schedule in parts if schedule])
+    for schedule, part in parts.items():
+        # One schedule keeps the plain names (`fid_vs_nfe.png`), several get theirs
+        # (`fid_vs_nfe_karras.png`): each plot compares the samplers under one grid.
+        shown = ", ".join(p for p in (title, schedule and f"schedule {schedule}") if p)
+        files.update(plots.report_plots(
+            part, out_dir, title_suffix=f" ({shown})" if shown else "",
+            file_tag=tags.get(schedule, ""), budget_tolerance=BUDGET_TOLERANCE))
     return WrittenReport(files, nfe_series(board))
+
+
+def schedule_boards(board: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The board per time schedule when its sampler rows hold several, each with the
+    real-data floor and rows named without their (then common) schedule, in the order
+    of the schedules' labels; else `{"": board}`."""
+    if "schedule" not in board:
+        return {"": board}
+    floor = board["sampler"] == FLOOR_NAME
+    schedules = sorted(set(board.loc[~floor, "schedule"].dropna()) - {""})
+    if len(schedules) < 2:
+        return {"": board}
+    parts = {}
+    for schedule in schedules:
+        part = board[floor | (board["schedule"] == schedule)].copy()
+        part["label"] = [label if on_floor else row_label(sampler, variant)
+                         for label, on_floor, sampler, variant in zip(
+                             part["label"], part["sampler"] == FLOOR_NAME,
+                             part["sampler"], part["variant"].fillna(""))]
+        parts[schedule] = part
+    return parts
+
+
+def schedule_file_tags(schedules: list[str]) -> dict[str, str]:
+    """Schedule label -> the suffix of its plots' file names (`_karras`,
+    `_karras_rho=5.0`): the short label with what a file name should not hold replaced;
+    two labels that would share one are told apart by their order."""
+    tags: dict[str, str] = {}
+    for schedule in schedules:
+        tag = "_" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", short_label(schedule)).strip("_")
+        taken = set(tags.values())
+        tags[schedule] = tag if tag not in taken else f"{tag}_{len(tags)}"
+    return tags
 
 
 def nfe_series(board: pd.DataFrame) -> list[tuple[str, float, int]]:

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from typing import Any, Callable, Optional, Sequence
 
@@ -61,8 +60,8 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
-        print(f"{uri} is a tracking server: its dashboard is that address; open it in a "
-              f"browser", file=sys.stderr)
+        print(f"error: {uri} is a tracking server: its dashboard is that address; open it "
+              f"in a browser", file=sys.stderr)
         return 2
     path = sqlite_path(uri)
     if path is not None and not os.path.isfile(path):
@@ -109,8 +108,8 @@ def print_links(base: str) -> None:
     ours = [e for e in experiments
             if any(t.get("key") == TRIALS_VIEW_TAG for t in e.get("tags", []))]
     if not ours:
-        print(f"dashboard: {base}/#/experiments?workflowType=machine_learning "
-              f"(no experiment recorded by the harness yet)")
+        print(f"dashboard: {base}/#/experiments?workflowType=machine_learning (no "
+              f"experiment has the view Trials by FID yet: `harness run` adds it)")
     for experiment in ours:
         print(f"dashboard of {experiment['name']!r}: "
               f"{base}/{experiment_link(experiment['experiment_id'])}")

@@ -59,8 +59,8 @@ def add_parser(subparsers: Any) -> None:
         description="Run every trial (sampler x hyperparameters x steps x seed) of a suite, "
                     "log it to MLflow (one parent run, one nested run per trial) and to "
                     "OUT/<experiment>/ (default: runs/), then print the leaderboard.")
-    add_suite_argument(parser, "a packaged suite name (default, guided, smoke) or a TOML "
-                               "file")
+    add_suite_argument(parser, "a packaged suite name (default, guided, fast, fast_oracle, "
+                               "smoke) or a TOML file")
     over = parser.add_argument_group("overrides of suite fields")
     over.add_argument("--samplers", help="comma-separated samplers to run (others dropped)")
     over.add_argument("--steps", help="comma-separated step counts for every sampler")
@@ -237,8 +237,8 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
               f"in {' and '.join(kept) or 'no record: rerun the suite'}", file=sys.stderr)
     print(f"results: {out_dir}/ (leaderboard.md, plots, samples/, trials.jsonl)")
     if uri.startswith("sqlite:"):
-        print(f"dashboard: tox -e dashboard (in the repository), or "
-              f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+        print(f"dashboard: harness dashboard --tracking-uri {uri} (or tox -e dashboard in "
+              f"the repository)")
     else:
         print(f"dashboard: {uri}")
     return exit_codes.suite_exit_code(
