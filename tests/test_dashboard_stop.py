@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -105,12 +106,18 @@ def test_sigterm_to_the_dashboard_stops_the_mlflow_server(processes, tmp_path):
     dashboard = start(processes, [sys.executable, "-m", "harness.cli", "dashboard",
                                   "--tracking-uri", uri, "--port", str(port)],
                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    wait_until(lambda: answers(f"http://127.0.0.1:{port}/health"), SERVER_START_LIMIT_S)
+    printed: list[str] = []
+    threading.Thread(target=lambda: [printed.append(line) for line in dashboard.stdout],
+                     daemon=True).start()
+    link = f"http://127.0.0.1:{port}/#/experiments"
+    # The link is printed once the dashboard itself has seen the server answer, which can
+    # be a poll later than this test sees it: the signal waits for the link.
+    wait_until(lambda: any(link in line for line in list(printed)), SERVER_START_LIMIT_S)
+    assert answers(f"http://127.0.0.1:{port}/health")
     dashboard.send_signal(signal.SIGTERM)
     took = wait_until(lambda: not accepts(port), CLOSED_WITHIN_S)
     assert dashboard.wait(timeout=30) == 0, "a requested stop is not a failure"
     print(f"port closed {took:.1f} s after SIGTERM")
-    assert f"http://127.0.0.1:{port}/#/experiments" in dashboard.stdout.read()
 
 
 def test_killing_the_process_that_started_the_dashboard_stops_the_server(processes):
