@@ -13,6 +13,8 @@ from harness.core.sampling import generate
 from harness.core.schedules import TimeGrid, make_grid
 from harness.core.sde import EDMSDE, VPSDE
 
+from .conftest import all_sampler_names
+
 
 class CountingNetwork(nn.Module):
     """An eps-prediction network that counts its own forward calls and rows.
@@ -44,7 +46,7 @@ def _model(sde, dim=3):
 
 
 def _sampler_names():
-    return get_plugins().samplers.names()
+    return all_sampler_names()
 
 
 #: Step counts on grids ending at sigma = 0 (every one from 1 to 50: multistep solvers

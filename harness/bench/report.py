@@ -26,6 +26,7 @@ from . import plots
 from .comparison import BEST, BUDGET_TOLERANCE, FLOOR_WIDTH, TIED, conclude
 from .comparison import replicated_metrics
 from .floor import FLOOR_NAME
+from .implementations import side_by_side
 from .sinks import FINISHED, read_lines
 
 #: Leaderboard columns first in this order when present; other main values follow.
@@ -541,6 +542,7 @@ def _markdown_page(board: pd.DataFrame, results: Results, reference: dict[str, f
                    title: str) -> str:
     """The leaderboard, the reference NLL, failures, and the machine it was made on."""
     parts = [f"# {title}\n\n" if title else "", markdown(board)]
+    parts.append(side_by_side(board))
     if reference.get("nll") is not None:
         parts.append(f"\nReference NLL of the model (adaptive PF-ODE solve, independent of "
                      f"the sampler): {reference['nll']:.4f} bits/dim\n")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import Any
+import sys
+from typing import Any, Optional
 
 from ..plugin.manager import LoadedPlugins, get_plugins
 
@@ -48,12 +49,30 @@ def describe(loaded: LoadedPlugins) -> dict[str, Any]:
                         "description": getattr(metric, "description", "") or "",
                         "origin": entry.origin.to_dict()})
     return {
-        "samplers": samplers, "schedules": schedules, "models": models, "metrics": metrics,
+        "samplers": samplers, "not_adapted": not_adapted(loaded),
+        "schedules": schedules, "models": models, "metrics": metrics,
         "plugins": [o.to_dict() for o in loaded.plugins],
         "disabled": loaded.disabled,
         "failures": [{"plugin": f.plugin, "stage": f.stage, "message": f.message}
                      for f in loaded.failures],
     }
+
+
+def library_of(name: str) -> Optional[str]:
+    """The library an adapted sampler (`diffusers:DDIMScheduler`) runs, else None."""
+    return name.split(":", 1)[0] if ":" in name else None
+
+
+def not_adapted(loaded: LoadedPlugins) -> dict[str, dict[str, str]]:
+    """Library -> {what it ships that its adapter could not run: why}, from each adapter
+    module's `NOT_ADAPTED`."""
+    out: dict[str, dict[str, str]] = {}
+    for name, entry in loaded.samplers.entries():
+        library = library_of(name)
+        module = sys.modules.get(entry.origin.module)
+        if library and library not in out and module is not None:
+            out[library] = dict(sorted(getattr(module, "NOT_ADAPTED", {}).items()))
+    return out
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +91,26 @@ def _origin(o: dict[str, Any]) -> str:
 
 
 def format_text(info: dict[str, Any]) -> str:
-    lines = [f"Samplers ({len(info['samplers'])}):"]
-    for s in info["samplers"]:
+    native = [s for s in info["samplers"] if not library_of(s["name"])]
+    lines = [f"Samplers ({len(native)}):"]
+    lines += _sampler_lines(native)
+    for library, reasons in info["not_adapted"].items():
+        adapted = [s for s in info["samplers"] if library_of(s["name"]) == library]
+        origin = _origin(adapted[0]["origin"])
+        lines.append(f"Adapted from {library} ({len(adapted)}; run as the library runs "
+                     f"them, their params its keyword arguments: see --json; from "
+                     f"{origin}):")
+        lines += _sampler_lines(adapted, params=False)
+        if reasons:
+            lines.append(f"  not adapted ({len(reasons)}):")
+            lines += [f"  {'':<22} {what}: {why}" for what, why in reasons.items()]
+    lines += _other_lines(info)
+    return "\n".join(lines)
+
+
+def _sampler_lines(samplers: list[dict[str, Any]], params: bool = True) -> list[str]:
+    lines = []
+    for s in samplers:
         caps = s["capabilities"]
         kind = "stochastic" if caps["stochastic"] else "deterministic"
         nfe = f"{caps['nfe_per_step']} NFE/step"
@@ -86,11 +123,17 @@ def format_text(info: dict[str, Any]) -> str:
         lines.append(f"  {s['name']:<22} {kind}, {order}, {nfe}{flags}")
         if s["summary"]:  # the first line of the sampler function's docstring
             lines.append(f"  {'':<22} {s['summary']}")
+        if not params:
+            continue
         lines.append(f"  {'':<22} from {_origin(s['origin'])}")
-        params = ", ".join(f"{p['name']}={p['default']}" for p in s["params"])
-        if params:
-            lines.append(f"  {'':<22} params: {params}")
-    lines.append(f"Schedules ({len(info['schedules'])}):")
+        shown = ", ".join(f"{p['name']}={p['default']}" for p in s["params"])
+        if shown:
+            lines.append(f"  {'':<22} params: {shown}")
+    return lines
+
+
+def _other_lines(info: dict[str, Any]) -> list[str]:
+    lines = [f"Schedules ({len(info['schedules'])}):"]
     for s in info["schedules"]:
         params = ", ".join(f"{p['name']}={p['default']}" for p in s["params"])
         lines.append(f"  {s['name']:<22} {s['summary']}" + (f" ({params})" if params else ""))
@@ -115,7 +158,7 @@ def format_text(info: dict[str, Any]) -> str:
         lines.append(f"Failed plugins ({len(info['failures'])}):")
         for f in info["failures"]:
             lines.append(f"  {f['plugin']} ({f['stage']}): {f['message']}")
-    return "\n".join(lines)
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:

@@ -247,6 +247,12 @@ class Capabilities:
                 "pf_ode": self.pf_ode}
 
 
+def _valid_name(name: str) -> bool:
+    parts = name.split(":")
+    return 1 <= len(parts) <= 2 and all(
+        part and part.replace("_", "").replace("-", "").isalnum() for part in parts)
+
+
 def _resolve(value: NFEPerStep, params: Params) -> int:
     return int(value(params) if callable(value) else value)
 
@@ -267,9 +273,10 @@ class Sampler:
     citation: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
-            raise ParameterError(f"sampler name must be alphanumeric with _ or -, "
-                                 f"got {self.name!r}")
+        if not _valid_name(self.name):
+            raise ParameterError(f"sampler name must be alphanumeric with _ or -, with at "
+                                 f"most one 'library:' prefix (an adapted sampler, "
+                                 f"'diffusers:DDIMScheduler'), got {self.name!r}")
         if not (isinstance(self.params, type) and issubclass(self.params, Params)):
             raise ParameterError(f"sampler {self.name!r}: params must be a Params subclass")
         if not callable(self.fn):
