@@ -17,6 +17,7 @@ import torch
 
 from harness.bench import exit_codes
 from harness.bench.guards import MemoryGuardError, plan_memory
+from harness.bench.report_folder import LOCK_NAME
 from harness.metrics import fid
 from harness.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from harness.models.oracle import ring_2d
@@ -99,7 +100,7 @@ def test_a_disk_that_fills_mid_suite_loses_no_measured_trial(tmp_path):
     folder = tmp_path / "runs" / "full-disk"
     lines = records(folder / "trials.jsonl")  # each line parses
     assert all(r["status"] == "FINISHED" for r in lines if r["kind"] == "trial")
-    left = [p for p in folder.rglob("*") if p.is_file()]
+    left = [p for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME]
     assert all(p.stat().st_size > 0 and not p.name.startswith(".") for p in left), left
     # The tracking server has every trial, FINISHED, once, with the warning.
     runs = trial_runs(server.uri, "full-disk")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench.atomic import check_writable
+from ..bench.report_folder import report_folder
 from ..bench.suite_files import recorded_in
 from ..bench.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 from .options import add_out_option, add_suite_argument
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     experiment, suite_uri = recorded_in(args.suite)
     uri = resolve_tracking_uri(args.tracking_uri, suite_uri)
     experiment = args.experiment or experiment
-    check_writable(Path(args.out) / experiment)  # before reading every run back
+    check_writable(report_folder(Path(args.out), experiment))  # before reading runs back
     report = report_from_mlflow(uri, experiment, args.out)
     print(report.files["leaderboard.md"].read_text())
     print(f"written: {', '.join(str(p) for p in report.files.values())}")

@@ -11,6 +11,7 @@ MLflow, writes the report and prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -29,6 +30,7 @@ from ..bench.guards import plan_memory
 from ..models.precision import STATE_DTYPES
 from ..bench.environment import environment
 from ..bench.floor import floor_trials
+from ..bench.report_folder import held, report_folder
 from ..bench.runner import SuiteRunner, load_model, summary
 from ..bench.sinks import LocalSink, Sinks, SuiteInfo, finished_hashes, strict_json
 from ..bench.suite import (
@@ -144,6 +146,7 @@ def _run(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite) -> int:
     if args.json and not args.dry_run:
         raise SuiteError("--json goes with --dry-run (a run's records are JSON already: "
                          "trials.jsonl)")
+    out_dir = report_folder(Path(args.out), suite.experiment)  # a name leaving --out
     if args.dry_run:
         model = load_model(suite, plugins, distributed.resolve_device("cpu"))
         trials = resolve_trials(suite, plugins, model_identity(suite, model),
@@ -155,20 +158,20 @@ def _run(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite) -> int:
     device = distributed.resolve_device(suite.device)
     created = distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
     try:
-        return _run_suite(args, plugins, suite, device)
+        with contextlib.ExitStack() as holding:  # the report folder, once taken
+            return _run_suite(args, plugins, suite, device, out_dir, holding)
     finally:
         if created:
             distributed.shutdown()
 
 
 def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
-               device: torch.device) -> int:
+               device: torch.device, out_dir: Path, holding: contextlib.ExitStack) -> int:
     lead = distributed.rank() == 0
     if suite.num_samples < distributed.world_size():
         raise SuiteError(f"num_samples = {suite.num_samples} cannot be shared by "
                          f"{distributed.world_size()} processes")
     uri = resolve_tracking_uri(args.tracking_uri, suite.tracking_uri)
-    out_dir = Path(args.out) / suite.experiment
     distributed.on_rank0(lambda: check_writable(out_dir))  # before any compute
     client = None
 
@@ -191,6 +194,9 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
     identity = model_identity(suite, model)
     trials = resolve_trials(suite, plugins, identity, lands_on_zero(model), model.sde)
     trials = floor_trials(suite, plugins, model, identity) + trials
+    # Taken once nothing can refuse the run any more (a refused run leaves no folder),
+    # before the first record is read or written: a second run into it is refused.
+    distributed.on_rank0(lambda: holding.enter_context(held(out_dir)))
     skipped = []
     if args.resume:
         # MLflow's record and the local one: a trial finished while the tracking server
