@@ -28,13 +28,8 @@ machine are no test: nothing here asserts a speed.
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.metadata
-import importlib.util
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -49,6 +44,7 @@ from harness.core.schedules import make_grid
 from harness.core.sde import make_sde
 from harness.models.oracle import GaussianMixture, mixture_64d
 from harness.plugin.manager import get_plugins
+from harness_plugins import kdiffusion_loading
 
 from machine_load import load_average, load_line  # benchmarks/ is on sys.path under pytest
 
@@ -183,50 +179,20 @@ def test_noise_draw_against_network_call(benchmark, table, batch):
 KD_BATCH = 4096
 
 
-@functools.lru_cache(maxsize=1)
 def k_diffusion_sampling() -> tuple[ModuleType, str]:
     """k-diffusion's `sampling` module and how it was loaded; skips when not installed.
 
-    `import k_diffusion` imports the whole package, and its `utils` imports torchvision,
-    which cannot be imported beside a CPU-only torch when the installed torchvision is a
-    CUDA build (its C extension does not load, and its import stops at "operator
-    torchvision::nms does not exist"): the case of `tox -e microbench` on this machine,
-    whose torchvision 0.28.0 wheel from the package index is built against CUDA torch. The loops timed here need none of that: `sampling.py` takes only
-    `append_dims` from `utils`. So when the import fails, k-diffusion's own
-    `sampling.py` is loaded from its installed file, with a stand-in `utils` that holds
-    a copy of `append_dims`; the loops that run are k-diffusion's code either way.
+    Loaded as the harness's adapter loads it (`harness_plugins.kdiffusion_loading`):
+    `import k_diffusion` imports the whole package, whose training stack may not import
+    here (a torchvision wheel built against CUDA torch stops at "operator
+    torchvision::nms does not exist" beside a CPU-only torch); the loops timed here need
+    none of it, so `sampling.py` is then loaded on its own. The loops that run are
+    k-diffusion's code either way.
     """
-    if importlib.util.find_spec("k_diffusion") is None:
+    loaded = kdiffusion_loading.load()
+    if loaded is None:
         pytest.skip("k-diffusion is installed by tox -e microbench")
-    version = importlib.metadata.version("k-diffusion")
-    try:
-        return (importlib.import_module("k_diffusion.sampling"),
-                f"k-diffusion {version}, imported")
-    except (ImportError, RuntimeError, OSError) as err:
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    package = importlib.util.find_spec("k_diffusion")
-    folder = Path(next(iter(package.submodule_search_locations)))
-    name = "_k_diffusion_sampling_only"
-    shell = ModuleType(name)
-    shell.__path__ = [str(folder)]  # type: ignore[attr-defined]
-    utils = ModuleType(f"{name}.utils")
-
-    def append_dims(x: torch.Tensor, target_dims: int) -> torch.Tensor:  # k_diffusion.utils
-        dims_to_append = target_dims - x.ndim
-        if dims_to_append < 0:
-            raise ValueError(f"input has {x.ndim} dims but target_dims is {target_dims}, "
-                             f"which is less")
-        return x[(...,) + (None,) * dims_to_append]
-
-    utils.append_dims = append_dims  # type: ignore[attr-defined]
-    shell.utils = utils  # type: ignore[attr-defined]
-    sys.modules[name], sys.modules[f"{name}.utils"] = shell, utils
-    spec = importlib.util.spec_from_file_location(f"{name}.sampling", folder / "sampling.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module, (f"k-diffusion {version}, its sampling.py loaded alone (the package "
-                    f"import failed in torchvision: {reason})")
+    return loaded.module, f"k-diffusion {loaded.version}, {loaded.how}"
 
 
 @pytest.mark.parametrize("ours, theirs", [("heun", "sample_heun"),

@@ -13,21 +13,16 @@ the same order (`Replay`), so that both see the same z at the same step.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
-import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
+from harness_plugins import kdiffusion_loading
 
 from harness.core.noise import SampleNoise
 from harness.plugin.manager import get_sampler
 
-#: Where k-diffusion's samplers module lands when its package cannot be imported.
-_STANDALONE = "_kdiffusion_samplers"
 #: The processes every built-in sampler must work under.
 PROCESSES = ("vp", "subvp", "ve", "edm")
 
@@ -35,33 +30,14 @@ PROCESSES = ("vp", "subvp", "ve", "edm")
 def kdiffusion_sampling() -> types.ModuleType:
     """`k_diffusion.sampling`, or skip the test when k-diffusion is not installed.
 
-    The package's `__init__` imports its training stack (torchvision, scikit-image,
-    kornia, ...), none of which the samplers use: installed without those (`pip install
-    --no-deps k-diffusion`), its `sampling.py` is loaded on its own, given the one helper
-    it takes from `k_diffusion.utils` (`append_dims`, which broadcasts sigma over a batch).
+    Loaded as the adapter loads it (`harness_plugins.kdiffusion_loading`): its package
+    imports its training stack, which the samplers do not use; without it, `sampling.py`
+    loads on its own.
     """
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None:
+    loaded = kdiffusion_loading.load()
+    if loaded is None:
         pytest.skip("k-diffusion (the reference implementation) is not installed")
-    try:
-        return importlib.import_module("k_diffusion.sampling")
-    except ImportError:
-        pass
-    if _STANDALONE + ".sampling" in sys.modules:
-        return sys.modules[_STANDALONE + ".sampling"]
-    source = Path(spec.submodule_search_locations[0])
-    package = types.ModuleType(_STANDALONE)
-    package.__path__ = [str(source)]
-    utils = types.ModuleType(_STANDALONE + ".utils")
-    utils.append_dims = lambda x, ndim: x[(...,) + (None,) * (ndim - x.ndim)]
-    package.utils = utils
-    sys.modules.update({_STANDALONE: package, utils.__name__: utils})
-    found = importlib.util.spec_from_file_location(_STANDALONE + ".sampling",
-                                                   source / "sampling.py")
-    module = importlib.util.module_from_spec(found)
-    sys.modules[found.name] = module
-    found.loader.exec_module(module)
-    return module
+    return loaded.module
 
 
 class Recording:

@@ -116,7 +116,8 @@ def test_disable_by_environment_variable(clean_env, monkeypatch):
     monkeypatch.setenv(DISABLE_ENV, "euler, heun")
     loaded = load_plugins()
     assert loaded.disabled == ["euler", "heun"]
-    assert set(loaded.samplers.names()) == BUILTIN_SAMPLERS - {"euler", "heun"}
+    written_here = {name for name in loaded.samplers.names() if ":" not in name}
+    assert written_here == BUILTIN_SAMPLERS - {"euler", "heun"}  # adapted ones aside
 
 
 def test_disabling_a_broken_plugin_silences_it(clean_env):

@@ -2,13 +2,16 @@
 
 Part of every trial's configuration hash (`harness.bench.suite.resolve_trials`), so that
 `--resume` never reuses a result made by other code: upgrading the harness or the
-distribution that provides the trial's sampler, model or a metric changes the hash, and
-the trial runs again. A plugin that is not an installed distribution (a module passed
+distribution that provides the trial's sampler, model or a metric (and, for an adapted
+sampler, the library it runs: diffusers, k-diffusion) changes the hash, and the trial
+runs again. A plugin that is not an installed distribution (a module passed
 in by a test or a script) has no version to go by; it is named as "unversioned".
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import sys
 from typing import Any, Iterable, Optional
 
 from .environment import DISTRIBUTION, version
@@ -36,4 +39,19 @@ def code_versions(plugins: Any, sampler: Optional[str], model: str, metrics: Ite
             providers[origin.distribution] = origin.version or UNVERSIONED
         else:
             providers[f"module {origin.module}"] = UNVERSIONED
+    if sampler is not None:
+        providers.update(_adapted_library(plugins.samplers.origin(sampler)))
     return {"harness": version(DISTRIBUTION), "plugins": dict(sorted(providers.items()))}
+
+
+def _adapted_library(origin: Any) -> dict[str, str]:
+    """{distribution: version} of the library an adapter runs (its module's
+    `DISTRIBUTION`: `diffusers`, `k-diffusion`), whose code makes the samples as much as
+    the adapter's; {} for any other sampler."""
+    library = getattr(sys.modules.get(origin.module), "DISTRIBUTION", None)
+    if not isinstance(library, str):
+        return {}
+    try:
+        return {library: importlib.metadata.version(library)}
+    except importlib.metadata.PackageNotFoundError:
+        return {library: UNVERSIONED}

@@ -418,7 +418,11 @@ def _sampler_entry(refuse: Any, plugins: LoadedPlugins, name: str, entry: Sample
     # Each value on its own first, so that the error points at it (`S_churn[1]`) ...
     for key, values in grid.items():
         if key not in validator.model_fields:
-            raise refuse(field, _unknown_parameter(key, validator.model_fields))
+            # An adapted sampler's Params know why a library argument cannot be set.
+            why = {**getattr(sampler.params, "taken", {}),
+                   **getattr(sampler.params, "unsupported", {})}.get(key)
+            raise refuse(field, _unknown_parameter(key, validator.model_fields)
+                         if why is None else _not_settable(sampler, key))
         for index, value in enumerate(values):
             at = f"{field}.{key}" + (f"[{index}]" if isinstance(entry.params[key], list)
                                      else "")
@@ -534,6 +538,16 @@ def _unknown_parameter(key: str, known: Mapping[str, Any],
     if not known:
         return f"unknown parameter {key!r}: {none}"
     return unknown_name("parameter", key, known)
+
+
+def _not_settable(sampler: Any, key: str) -> str:
+    """The Params' own reason why `key` cannot be set (set by the harness, or a type a
+    suite file cannot write)."""
+    try:
+        sampler.params.from_mapping({key: None})
+    except ParameterError as err:
+        return str(err)
+    return f"parameter {key!r} cannot be set"
 
 
 class _Refusal:

@@ -1,0 +1,55 @@
+"""Adapted samplers in suites: what a suite may set, and which code a result depends on."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+from harness.bench import code_identity
+from harness.bench.suite import SuiteError, build_suite, model_identity, resolve_trials
+
+ADAPTED = [("kdiffusion:euler", "k-diffusion", "s_churn"),
+           ("diffusers:DDIMScheduler", "diffusers", "trained_betas")]
+
+
+def adapted(plugins, name):
+    if name not in plugins.samplers:
+        pytest.skip(f"{name}: its library is not installed")
+
+
+def hashes(plugins, sampler):
+    suite = build_suite({"model": "gmm-ring-2d", "samplers": {sampler: {}, "euler": {}},
+                         "steps": [4], "num_samples": 8, "seeds": [0]}, plugins)
+    model = plugins.models.get(suite.model).build("cpu")
+    trials = resolve_trials(suite, plugins, model_identity(suite, model), True, model.sde)
+    return {t.sampler: t.config_hash for t in trials}
+
+
+@pytest.mark.parametrize("sampler, library, _", ADAPTED)
+def test_upgrading_the_adapted_library_runs_its_trials_again_on_resume(
+        plugins, monkeypatch, sampler, library, _):
+    adapted(plugins, sampler)
+    before = hashes(plugins, sampler)
+    installed = importlib.metadata.version
+
+    def upgraded(distribution):
+        version = installed(distribution)
+        return version + ".post99" if distribution == library else version
+
+    monkeypatch.setattr(code_identity.importlib.metadata, "version", upgraded)
+    after = hashes(plugins, sampler)
+    assert after[sampler] != before[sampler]
+    assert after["euler"] == before["euler"]  # a built-in does not run the library
+
+
+@pytest.mark.parametrize("sampler, _, set_by_harness", ADAPTED)
+def test_a_suite_setting_what_the_harness_sets_is_told_why(plugins, sampler, _,
+                                                           set_by_harness):
+    adapted(plugins, sampler)
+    with pytest.raises(SuiteError) as err:
+        build_suite({"model": "gmm-ring-2d", "steps": [4], "num_samples": 8,
+                     "samplers": {sampler: {"params": {set_by_harness: 1.0}}}}, plugins)
+    message = str(err.value)
+    assert f"samplers.{sampler}.params: parameter {set_by_harness!r}" in message
+    assert "unknown" not in message
