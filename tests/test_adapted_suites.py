@@ -6,7 +6,6 @@ import importlib.metadata
 
 import pytest
 
-from harness.bench import code_identity
 from harness.bench.suite import SuiteError, build_suite, model_identity, resolve_trials
 
 ADAPTED = [("kdiffusion:euler", "k-diffusion", "s_churn"),
@@ -37,7 +36,7 @@ def test_upgrading_the_adapted_library_runs_its_trials_again_on_resume(
         version = installed(distribution)
         return version + ".post99" if distribution == library else version
 
-    monkeypatch.setattr(code_identity.importlib.metadata, "version", upgraded)
+    monkeypatch.setattr(importlib.metadata, "version", upgraded)
     after = hashes(plugins, sampler)
     assert after[sampler] != before[sampler]
     assert after["euler"] == before["euler"]  # a built-in does not run the library
@@ -53,3 +52,17 @@ def test_a_suite_setting_what_the_harness_sets_is_told_why(plugins, sampler, _,
     message = str(err.value)
     assert f"samplers.{sampler}.params: parameter {set_by_harness!r}" in message
     assert "unknown" not in message
+
+
+@pytest.mark.parametrize("sampler, why", [
+    ("diffusers:FlowMatchEulerDiscreteScheduler", "a flow-matching"),
+    ("kdiffusion:dpm_adaptive", "adaptive step size")])
+def test_a_suite_asking_for_what_was_not_adapted_is_told_why(plugins, sampler, why):
+    library = sampler.split(":")[0]
+    if not any(name.startswith(f"{library}:") for name in plugins.samplers.names()):
+        pytest.skip(f"{library} is not installed")
+    with pytest.raises(SuiteError) as err:
+        build_suite({"model": "gmm-ring-2d", "steps": [4], "num_samples": 8,
+                     "samplers": {sampler: {}}}, plugins)
+    name = sampler.split(":")[1]
+    assert f"{library}'s {name} is not adapted: {why}" in str(err.value)

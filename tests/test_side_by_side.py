@@ -33,8 +33,8 @@ def test_each_method_of_two_libraries_gets_its_rows_ordered_by_counted_nfe():
             line.startswith("| 10")]
     assert rows == [
         "| 6 | `dpmpp_2m` | 6 | 17.3 [14, 20.6] ★ |",
-        "| 6 | `diffusers:DPMSolverMultistepScheduler` | 6 | 25 [21, 29] |",
         "| 6 | `kdiffusion:dpmpp_2m` | 6 | 17.31 [14, 20.6] |",
+        "| 6 | `diffusers:DPMSolverMultistepScheduler` | 6 | 25 [21, 29] |",
         "| 10 | `dpmpp_2m` | 10 | 10.1 [7, 13.2] ≈ |",
     ]
     method = next(m for m in METHODS if m.name == "DPM-Solver++(2M)")

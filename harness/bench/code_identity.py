@@ -10,10 +10,10 @@ in by a test or a script) has no version to go by; it is named as "unversioned".
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from typing import Any, Iterable, Optional
 
+from ..plugin.adapted import installed
 from .environment import DISTRIBUTION, version
 
 UNVERSIONED = "unversioned"
@@ -40,18 +40,8 @@ def code_versions(plugins: Any, sampler: Optional[str], model: str, metrics: Ite
         else:
             providers[f"module {origin.module}"] = UNVERSIONED
     if sampler is not None:
-        providers.update(_adapted_library(plugins.samplers.origin(sampler)))
+        library = getattr(sys.modules.get(plugins.samplers.origin(sampler).module),
+                          "DISTRIBUTION", None)
+        if isinstance(library, str):  # an adapted sampler: the library makes its samples
+            providers[library] = installed(library) or UNVERSIONED
     return {"harness": version(DISTRIBUTION), "plugins": dict(sorted(providers.items()))}
-
-
-def _adapted_library(origin: Any) -> dict[str, str]:
-    """{distribution: version} of the library an adapter runs (its module's
-    `DISTRIBUTION`: `diffusers`, `k-diffusion`), whose code makes the samples as much as
-    the adapter's; {} for any other sampler."""
-    library = getattr(sys.modules.get(origin.module), "DISTRIBUTION", None)
-    if not isinstance(library, str):
-        return {}
-    try:
-        return {library: importlib.metadata.version(library)}
-    except importlib.metadata.PackageNotFoundError:
-        return {library: UNVERSIONED}

@@ -30,28 +30,36 @@ class Method:
 
 METHODS: tuple[Method, ...] = (
     Method("Euler / DDIM (first order)",
-           ("euler", "ddim", "diffusers:EulerDiscreteScheduler", "diffusers:DDIMScheduler",
-            "kdiffusion:euler"),
+           ("euler", "ddim", "kdiffusion:euler", "diffusers:EulerDiscreteScheduler",
+            "diffusers:DDIMScheduler"),
            "Under the EDM variable DDIM is Euler's method. The built-ins and k-diffusion "
            "step on the suite's grid; diffusers' schedulers choose their own timesteps "
-           "(`timestep_spacing`) from a 1000-step training table."),
+           "(`timestep_spacing`) from a 1000-level training table."),
     Method("Heun (2nd order, last step Euler)",
-           ("heun", "diffusers:HeunDiscreteScheduler", "kdiffusion:heun"),
+           ("heun", "kdiffusion:heun", "diffusers:HeunDiscreteScheduler"),
            "All spend 2N - 1 evaluations for N steps to sigma = 0."),
+    Method("DPM2 (2nd order, midpoint in log sigma)",
+           ("kdiffusion:dpm_2", "diffusers:KDPM2DiscreteScheduler"),
+           "Both spend 2N - 1 evaluations for N steps to sigma = 0."),
+    Method("Linear multistep (LMS, order 4)",
+           ("kdiffusion:lms", "diffusers:LMSDiscreteScheduler"),
+           "Both integrate the multistep coefficients numerically over sigma."),
     Method("DPM-Solver++(2M)",
-           ("dpmpp_2m", "diffusers:DPMSolverMultistepScheduler", "kdiffusion:dpmpp_2m"),
-           "diffusers' scheduler uses its own timesteps and, below 15 steps, drops to "
-           "first order on the last step (`lower_order_final`)."),
+           ("dpmpp_2m", "kdiffusion:dpmpp_2m", "diffusers:DPMSolverMultistepScheduler"),
+           "diffusers' scheduler steps on its own timesteps (with `use_karras_sigmas`, a "
+           "Karras grid of its own) and drops to first order on the last step below 15 "
+           "steps (`lower_order_final`)."),
     Method("DPM-Solver++(2M) SDE",
-           ("dpmpp_2m_sde", "kdiffusion:dpmpp_2m_sde"),
-           "Both inject the harness's per-sample noise; k-diffusion's default Brownian "
-           "tree is replaced by it."),
+           ("dpmpp_2m_sde", "kdiffusion:dpmpp_2m_sde",
+            "diffusers:DPMSolverMultistepScheduler_sde"),
+           "All inject the harness's per-sample noise; k-diffusion's Brownian tree is "
+           "replaced by it."),
     Method("UniPC", ("unipc", "diffusers:UniPCMultistepScheduler"),
            "The built-in is checked against diffusers' scheduler on the harness's grid; "
            "here diffusers runs on its own timesteps."),
     Method("Euler ancestral",
-           ("euler_ancestral", "diffusers:EulerAncestralDiscreteScheduler",
-            "kdiffusion:euler_ancestral"),
+           ("euler_ancestral", "kdiffusion:euler_ancestral",
+            "diffusers:EulerAncestralDiscreteScheduler"),
            "Each draws fresh noise per step from the harness's per-sample streams."),
 )
 

@@ -34,6 +34,7 @@ from ..core.time_grid import ChosenSchedule
 from ..core.validation import STRICT, dotted, join, one_line
 from ..errors import HarnessError, ParameterError, UnknownNameError, unknown_name
 from ..models.precision import NETWORK_DTYPES as PRECISIONS, STATE_DTYPES
+from ..plugin.adapted import why_not_adapted
 from ..plugin.manager import LoadedPlugins
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -411,7 +412,7 @@ def _sampler_entry(refuse: Any, plugins: LoadedPlugins, name: str, entry: Sample
                    file: SuiteFile) -> SamplerEntry:
     """One sampler's entry, every point of its grid checked by the sampler's `Params`,
     and its costliest run's NFE per sample checked against the cap."""
-    sampler = _lookup(refuse, "samplers", plugins.samplers, name)
+    sampler = _lookup(refuse, "samplers", plugins.samplers, name, plugins)
     field = f"samplers.{name}.params"
     validator = sampler.params.validator()
     grid = {key: list(_listed(values)) for key, values in entry.params.items()}
@@ -560,8 +561,10 @@ class _Refusal:
         return SuiteError(f"{self.where}: {join(field, str(message))}")
 
 
-def _lookup(refuse: Any, field: str, registry: Any, name: str) -> Any:
+def _lookup(refuse: Any, field: str, registry: Any, name: str,
+            plugins: Optional[LoadedPlugins] = None) -> Any:
     try:
         return registry.get(name)
     except UnknownNameError as err:
-        raise refuse(field, err) from None
+        why = why_not_adapted(plugins, name) if plugins is not None else None
+        raise refuse(field, why or err) from None

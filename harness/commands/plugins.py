@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-from typing import Any, Optional
+from typing import Any
 
+from ..plugin.adapted import adapted_libraries, library_of
 from ..plugin.manager import LoadedPlugins, get_plugins
 
 
@@ -30,6 +30,9 @@ def describe(loaded: LoadedPlugins) -> dict[str, Any]:
         samplers.append({
             "name": name, "summary": sampler.summary, "citation": sampler.citation,
             "origin": entry.origin.to_dict(),
+            # Steps on timesteps of its own (`levels`), not on the grid: the kit's order
+            # problems, whose grids stop short of 0, do not measure its order.
+            "own_timesteps": callable(getattr(sampler.fn, "levels", None)),
             "capabilities": sampler.capabilities.to_dict(defaults),
             "params": [_jsonable(row) for row in sampler.params.describe()],
         })
@@ -49,30 +52,13 @@ def describe(loaded: LoadedPlugins) -> dict[str, Any]:
                         "description": getattr(metric, "description", "") or "",
                         "origin": entry.origin.to_dict()})
     return {
-        "samplers": samplers, "not_adapted": not_adapted(loaded),
+        "samplers": samplers, "adapted_libraries": adapted_libraries(loaded),
         "schedules": schedules, "models": models, "metrics": metrics,
         "plugins": [o.to_dict() for o in loaded.plugins],
         "disabled": loaded.disabled,
         "failures": [{"plugin": f.plugin, "stage": f.stage, "message": f.message}
                      for f in loaded.failures],
     }
-
-
-def library_of(name: str) -> Optional[str]:
-    """The library an adapted sampler (`diffusers:DDIMScheduler`) runs, else None."""
-    return name.split(":", 1)[0] if ":" in name else None
-
-
-def not_adapted(loaded: LoadedPlugins) -> dict[str, dict[str, str]]:
-    """Library -> {what it ships that its adapter could not run: why}, from each adapter
-    module's `NOT_ADAPTED`."""
-    out: dict[str, dict[str, str]] = {}
-    for name, entry in loaded.samplers.entries():
-        library = library_of(name)
-        module = sys.modules.get(entry.origin.module)
-        if library and library not in out and module is not None:
-            out[library] = dict(sorted(getattr(module, "NOT_ADAPTED", {}).items()))
-    return out
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -94,16 +80,17 @@ def format_text(info: dict[str, Any]) -> str:
     native = [s for s in info["samplers"] if not library_of(s["name"])]
     lines = [f"Samplers ({len(native)}):"]
     lines += _sampler_lines(native)
-    for library, reasons in info["not_adapted"].items():
+    for library, about in info["adapted_libraries"].items():
         adapted = [s for s in info["samplers"] if library_of(s["name"]) == library]
-        origin = _origin(adapted[0]["origin"])
-        lines.append(f"Adapted from {library} ({len(adapted)}; run as the library runs "
-                     f"them, their params its keyword arguments: see --json; from "
-                     f"{origin}):")
+        shipped = " ".join(str(v) for v in (about["distribution"], about["version"]) if v)
+        lines.append(f"Adapted from {shipped or library} ({len(adapted)}, by "
+                     f"{_origin(adapted[0]['origin'])}): run as the library runs them; "
+                     f"their params are its keyword arguments (--json lists them)")
         lines += _sampler_lines(adapted, params=False)
+        reasons = about["not_adapted"]
         if reasons:
             lines.append(f"  not adapted ({len(reasons)}):")
-            lines += [f"  {'':<22} {what}: {why}" for what, why in reasons.items()]
+            lines += [f"    {what}: {why}" for what, why in reasons.items()]
     lines += _other_lines(info)
     return "\n".join(lines)
 
@@ -119,7 +106,9 @@ def _sampler_lines(samplers: list[dict[str, Any]], params: bool = True) -> list[
         if caps["extra_nfe"]:
             nfe += f" + {caps['extra_nfe']} per run"
         flags = ", PF-ODE" if caps["pf_ode"] else ""
-        order = f"order {caps['order']:g}" + ("" if caps["order"] else " (fixed bias)")
+        order = ("order not measured (own timesteps)" if s.get("own_timesteps")
+                 else f"order {caps['order']:g}" + ("" if caps["order"] else
+                                                      " (fixed bias)"))
         lines.append(f"  {s['name']:<22} {kind}, {order}, {nfe}{flags}")
         if s["summary"]:  # the first line of the sampler function's docstring
             lines.append(f"  {'':<22} {s['summary']}")

@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -153,7 +153,7 @@ def _run(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite) -> int:
                                 lands_on_zero(model), model.sde)
         sigma_max = float(model.sde.sigma(model.sde.T))
         print(json.dumps(plan_json(suite, trials, sigma_max), indent=1) if args.json
-              else format_plan(suite, trials, sigma_max))
+              else format_plan(suite, trials, sigma_max, own_levels(plugins, model.sde)))
         return 0
     device = distributed.resolve_device(suite.device)
     created = distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
@@ -303,10 +303,28 @@ def reaches(grid: Any, sigma_max: float) -> bool:
     return grid.sigma[0] >= sigma_max * (1 - 1e-9)
 
 
-def _grid_line(t: Trial, sigma_max: Optional[float]) -> str:
+def own_levels(plugins: LoadedPlugins, sde: Any) -> Callable[[Trial], Optional[list]]:
+    """For a trial: the noise levels its sampler calls the network at when the sampler
+    chooses its own (its function's `levels(params, sde, steps)`, as an adapted
+    diffusers scheduler has), else None."""
+    def levels(t: Trial) -> Optional[list]:
+        sampler = plugins.samplers.get(t.sampler)
+        if not callable(getattr(sampler.fn, "levels", None)):
+            return None
+        return sampler.fn.levels(sampler.make_params(t.params), sde, t.steps)
+    return levels
+
+
+def _grid_line(t: Trial, sigma_max: Optional[float],
+               levels: Optional[Callable[[Trial], Optional[list]]] = None) -> str:
     """`karras: sigma 80 .. 0.002 -> 0 [sigma_max]`: the first and last noise level the
-    sampler steps from, the final one, and whether the grid starts at sigma_max."""
+    sampler steps from, the final one, and whether the grid starts at sigma_max; for a
+    sampler on timesteps of its own, the levels it calls the network at."""
     name = t.schedule.short_label if t.schedule is not None else ""
+    own = levels(t) if levels is not None else None
+    if own:
+        return (f"own timesteps (not {name}): network at sigma {own[0]:.4g} .. "
+                f"{own[-1]:.4g}, {len(own)} calls")
     if t.grid is None or sigma_max is None:
         return name
     s = t.grid.sigma
@@ -315,7 +333,8 @@ def _grid_line(t: Trial, sigma_max: Optional[float]) -> str:
     return f"{name}: sigma {s[0]:.4g} .. {s[-2]:.4g} -> {s[-1]:.4g} {start}"
 
 
-def format_plan(suite: Suite, trials: list[Trial], sigma_max: Optional[float] = None) -> str:
+def format_plan(suite: Suite, trials: list[Trial], sigma_max: Optional[float] = None,
+                levels: Optional[Callable[[Trial], Optional[list]]] = None) -> str:
     """The resolved configuration and trial list, as `--dry-run` prints it: one line per
     trial, with the NFE budget and the steps it resolved to, the NFE the sampler
     declares, and the sigma grid it will see."""
@@ -334,7 +353,8 @@ def format_plan(suite: Suite, trials: list[Trial], sigma_max: Optional[float] = 
         asked = (f"budget={budget:<{budget_width}} -> " if budget
                  else " " * (budget_width + 11) if budget_width else "")
         lines.append(f"  {t.name:<{width}}  {asked}steps={t.steps:<4} nfe={t.nfe:<4} "
-                     f"{t.config_hash[:12]}  {_grid_line(t, sigma_max)}  {params}".rstrip())
+                     f"{t.config_hash[:12]}  {_grid_line(t, sigma_max, levels)}  "
+                     f"{params}".rstrip())
     lines.append(f"sampling work: {_sampling_work(suite, trials):,} network evaluations "
                  f"(sample rows), not counting metrics")
     return "\n".join(lines)

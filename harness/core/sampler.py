@@ -13,6 +13,11 @@ A sampler is a function
 * `params`: an instance of the sampler's `Params` subclass, already validated.
 
 It returns the final state. Samplers contain no timing, logging, I/O or device logic.
+
+A sampler that does not step on the grid (an adapted library's scheduler choosing its
+own timesteps) may give its function a method `levels(params, sde, steps)` returning
+the noise levels of its network calls in a run of `steps` steps: `harness run
+--dry-run` shows them in place of the grid, which would not be what the sampler sees.
 """
 
 from __future__ import annotations
