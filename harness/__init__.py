@@ -44,6 +44,7 @@ from .plugin.registry import ModelSpec, Origin
 # The metric contract, its sharding helpers and the bootstrap of set metrics.
 from .metrics.bootstrap import Bootstrap
 from .metrics.feature_replicates import fid_replicates, kid_replicates
+from .metrics.fid_infinity import FIDInfinity, fid_infinity
 from .metrics.metric import (
     Metric,
     SuiteContext,
@@ -107,7 +108,7 @@ __all__ = [
     "Metric", "SuiteContext", "TrialContext", "nfe_untouched", "world_size", "local_rows",
     "all_reduce_sum", "gather_concat", "shared_failure", "Bootstrap",
     # measurement back-ends
-    "FID", "KID", "fid_replicates", "kid_replicates", "Float64Features", "IdentityFeatures", "NLLResult", "extract",
+    "FID", "KID", "fid_replicates", "kid_replicates", "FIDInfinity", "fid_infinity", "Float64Features", "IdentityFeatures", "NLLResult", "extract",
     "gaussian_mmd2", "inception_extractor", "median_bandwidth",
     "ode_nll", "reference_stats", "sharded_fid", "sharded_nll", "sliced_wasserstein",
     # the feature space shared by a suite's set metrics

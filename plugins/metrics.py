@@ -1,4 +1,4 @@
-"""Built-in metrics: FID, KID, the model's NLL and oracle distances.
+"""Built-in metrics: FID, FID_inf, KID, the model's NLL and oracle distances.
 
 Each is a `harness.Metric` registered through `harness_register_metrics`, the same door
 a third-party metric uses, and written against the public API (`from harness import
@@ -30,6 +30,7 @@ from harness import (
     TrialContext,
     extract,
     feature_space,
+    fid_infinity,
     fid_replicates,
     gaussian_mmd2,
     hookimpl,
@@ -65,10 +66,17 @@ class _Configured(Metric):
 # --- FID and KID -----------------------------------------------------------------------------
 
 class _FeatureMetric(_Configured):
+    """A distance between the features of the trial's samples and of the reference set.
+
+    Its bootstrap replicates resample both sets (the reference by index sets shared by
+    every trial, `Bootstrap.reference_sets`), each with its linear part, and it returns
+    the first-order standard errors that come from each set (`<name>_se_samples`,
+    `<name>_se_reference`): `harness.metrics.bootstrap` makes the intervals of them.
+    """
+
     on_real_data = True
     DEFAULTS = {"extractor": "auto", "inception_weights": None, "split": "test",
                 "num_reference": None, "seed": 0, "postprocess": "clamp", "cache_dir": None}
-    keep_features = False
 
     def applies_to(self, suite: SuiteContext) -> bool:
         return bool(suite.model.reference_splits)
@@ -78,7 +86,7 @@ class _FeatureMetric(_Configured):
         kind, extractor = feature_space(suite, opts)
         ref = suite.model.reference_data(opts["split"], opts["num_reference"], opts["seed"])
         stats = reference_stats(ref.data_id, lambda: ref.data, extractor,
-                                keep_features=self.keep_features, cache_dir=opts["cache_dir"])
+                                keep_features=True, cache_dir=opts["cache_dir"])
         suite.cache[f"metrics.{self.name}"] = (extractor, stats, opts)
         self.info = {f"{self.name}_extractor": kind,
                      f"{self.name}_extractor_sha256": stats.extractor_sha256,
@@ -93,6 +101,19 @@ class _FeatureMetric(_Configured):
             self.prepare(trial.suite)
         return trial.suite.cache[key]
 
+    def _record(self, trial: TrialContext, replicates, shift: float = 0.0
+                ) -> dict[str, float]:
+        """Record `replicates` (moved by `shift`) as this metric's; its se parts."""
+        trial.bootstrap.record(self.name, (replicates.values + shift).tolist(), minimum=0.0,
+                               linear=replicates.linear.tolist())
+        return {f"{self.name}_se_samples": replicates.se_samples,
+                f"{self.name}_se_reference": replicates.se_reference}
+
+    def _replicates(self, trial: TrialContext, features: Tensor, stats, statistic):
+        bootstrap = trial.bootstrap
+        return statistic(features, stats.features, bootstrap.index_sets,
+                         bootstrap.reference_sets(stats.n))
+
 
 class FIDMetric(_FeatureMetric):
     """FID (Heusel et al. 2017) of the trial's samples against the reference split.
@@ -100,7 +121,8 @@ class FIDMetric(_FeatureMetric):
     Under torchrun each process extracts the features of its own share of the samples and
     the float64 moments are summed over processes (`harness.sharded_fid`); a
     single process goes through torchmetrics. Both give the same value (to 1e-9 relative
-    or better, tested).
+    or better, tested). With its replicates comes `fid_bias`, its small-N bias at this N
+    and reference size (the slope of the FID_inf fit, `harness.metrics.fid_infinity`).
     """
 
     name = "fid"
@@ -117,10 +139,53 @@ class FIDMetric(_FeatureMetric):
             value, n = sharded_fid(local, stats)
         else:
             value, n = FID(extractor, stats)(samples)
+        out = {"fid": value, "fid_num_samples": float(n), "fid_num_reference": float(stats.n)}
         if trial.bootstrap is not None:
-            trial.bootstrap.record("fid", fid_replicates(
-                extract(extractor, samples), stats, trial.bootstrap.index_sets), minimum=0.0)
-        return {"fid": value, "fid_num_samples": float(n), "fid_num_reference": float(stats.n)}
+            features = extract(extractor, samples)
+            out.update(self._record(trial, self._replicates(trial, features, stats,
+                                                            fid_replicates)))
+            # FID at a distance of 0, its small-N bias: where its interval's variance
+            # is the second-order part alone (`harness.metrics.bootstrap`).
+            out["fid_bias"] = fid_infinity(features, stats.features).slope
+        return out
+
+
+class FIDInfinityMetric(_FeatureMetric):
+    """FID_inf (Chong & Forsyth 2020): FID extrapolated to infinitely many samples of
+    both sets, from FIDs of subsets of several sizes (`harness.metrics.fid_infinity`).
+
+    Opt-in (`[metrics.fid_inf]`): unlike FID it can be compared across sample sizes and
+    reference sizes. Its replicates are FID's moved to FID_inf (the extrapolation
+    removes a bias that varies far less than FID does), made into a distance's interval
+    with its zero at 0 (`tests/test_fid_infinity.py` measures its coverage of the
+    population FID).
+    """
+
+    name = "fid_inf"
+    unit = "FID"
+    higher_is_better = False
+    description = ("FID extrapolated to infinitely many samples, linear in 1/N "
+                   "(Chong & Forsyth 2020; lower is better)")
+    #: `fractions` (subset sizes over both sets' sizes) and `draws` (subsets per size):
+    #: None takes `fid_infinity`'s.
+    DEFAULTS = {**_FeatureMetric.DEFAULTS, "fractions": None, "draws": None}
+
+    def compute(self, trial: TrialContext) -> dict[str, float]:
+        extractor, stats, opts = self._state(trial)
+        samples = postprocess(trial.samples, trial.suite.model, opts["postprocess"])
+        features = extract(extractor, samples)
+        chosen = {k: opts[k] for k in ("fractions", "draws") if opts[k] is not None}
+        result = fid_infinity(features, stats.features, **chosen)
+        self.info = {**self.info, "fid_inf_fractions": str(list(result.fractions)),
+                     "fid_inf_draws": result.draws,
+                     "fid_inf_fit": "least squares FID(f) = FID_inf + slope / f over "
+                                    "subsets of both sets of fraction f"}
+        out = {"fid_inf": result.value, "fid_inf_slope": result.slope,
+               "fid_inf_num_samples": float(features.shape[0])}
+        if trial.bootstrap is not None:
+            replicates = self._replicates(trial, features, stats, fid_replicates)
+            out.update(self._record(trial, replicates, result.value - replicates.estimate))
+        return out
 
 
 class KIDMetric(_FeatureMetric):
@@ -131,7 +196,6 @@ class KIDMetric(_FeatureMetric):
     higher_is_better = False
     description = "kernel distance of features to the reference data (lower is better)"
     DEFAULTS = {**_FeatureMetric.DEFAULTS, "subset_size": 1000, "subsets": 100}
-    keep_features = True
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
         extractor, stats, opts = self._state(trial)
@@ -139,10 +203,12 @@ class KIDMetric(_FeatureMetric):
         kid = KID(extractor, stats, subset_size=opts["subset_size"], subsets=opts["subsets"],
                   seed=opts["seed"])
         mean, std, n = kid(samples)
+        out = {"kid": mean, "kid_std": std, "kid_num_samples": float(n)}
         if trial.bootstrap is not None:
-            trial.bootstrap.record("kid", kid_replicates(
-                extract(extractor, samples), stats, trial.bootstrap.index_sets))
-        return {"kid": mean, "kid_std": std, "kid_num_samples": float(n)}
+            features = extract(extractor, samples)
+            out.update(self._record(trial, self._replicates(trial, features, stats,
+                                                            kid_replicates)))
+        return out
 
 
 # --- likelihood ------------------------------------------------------------------------------
@@ -274,7 +340,8 @@ class MMDOracleMetric(_OracleMetric):
         return {self.name: result.mmd2, f"{self.name}_bandwidth": result.bandwidth}
 
 
-METRICS = (FIDMetric, KIDMetric, NLLMetric, SlicedWassersteinMetric, MMDOracleMetric)
+METRICS = (FIDMetric, FIDInfinityMetric, KIDMetric, NLLMetric, SlicedWassersteinMetric,
+           MMDOracleMetric)
 
 
 @hookimpl

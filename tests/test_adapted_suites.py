@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
+from pathlib import Path
 
 import pytest
 
+from harness.bench.runner import portable_file_name
 from harness.bench.suite import SuiteError, build_suite, model_identity, resolve_trials
 
 ADAPTED = [("kdiffusion:euler", "k-diffusion", "s_churn"),
@@ -66,3 +68,16 @@ def test_a_suite_asking_for_what_was_not_adapted_is_told_why(plugins, sampler, w
                      "samplers": {sampler: {}}}, plugins)
     name = sampler.split(":")[1]
     assert f"{library}'s {name} is not adapted: {why}" in str(err.value)
+
+
+def test_every_adapted_trials_sample_grid_has_a_file_name_windows_accepts(plugins):
+    # An adapted sampler's trial is named `library:name-...`; a file of that name cannot
+    # be checked out on Windows (results/ecosystem/samples/ holds them).
+    forbidden = set('<>:"/\\|?*')
+    names = [f"{sampler}-6nfe-seed0" for sampler in plugins.samplers.names()]
+    for name in names:
+        assert not forbidden & set(portable_file_name(name)), name
+    assert portable_file_name("kdiffusion:euler-S_churn=10-6nfe-seed0") == \
+        "kdiffusion_euler-S_churn=10-6nfe-seed0"
+    committed = Path(__file__).parents[1] / "results"
+    assert not [p for p in committed.rglob("*") if forbidden & set(p.name)]

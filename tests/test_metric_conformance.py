@@ -24,6 +24,7 @@ from tests.plugins import broken_metrics
 #: Small options, so that each built-in metric's kit run takes seconds.
 OPTIONS = {
     "fid": {"num_reference": 500},
+    "fid_inf": {"num_reference": 500},
     "kid": {"num_reference": 500, "subset_size": 100, "subsets": 5},
     "nll": {"num_points": 8, "num_probes": 1, "rtol": 1e-3, "atol": 1e-3},
     "ode_error": {"num_samples": 4},
@@ -37,7 +38,7 @@ OPTIONS = {
                          ids=lambda c: c.name)
 def test_every_builtin_metric_passes_the_kit(cls, tmp_path):
     options = dict(OPTIONS[cls.name])
-    if cls.name in ("fid", "kid"):
+    if cls.name in ("fid", "kid", "fid_inf"):
         options["cache_dir"] = str(tmp_path)  # no statistics from another run
     report = check_metric(cls, options=options)
     assert report.passed and [r.name for r in report.results] == list(METRIC_CHECKS)

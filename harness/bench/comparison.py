@@ -5,8 +5,16 @@ Built from recorded trials (their values and bootstrap replicates, see
 report made later from `trials.jsonl` concludes the same.
 
 * Intervals. A row's set metric (one with replicates: FID, KID, two-sample distances)
-  gets its mean over seeds +- z se, the se from its replicates averaged over the seeds
-  (`harness.metrics.bootstrap.normal_interval`).
+  gets an interval around its mean over seeds from its replicates and their linear
+  parts averaged over the seeds (`harness.metrics.bootstrap`: both the generated
+  samples and the shared reference set are resampled; a distance's interval follows its
+  variance from the second-order part at a distance of 0 to the delta method's at the
+  estimate, its zero being FID's small-N bias, `fid_bias`, averaged over the seeds).
+  Where a metric's quantity cannot be below a least value (0 for FID and KID), the
+  interval is cut there and is never wholly below it. Each row also gets the share of
+  its first-order variance that comes from the reference set (the rest from its
+  samples, over its seeds): where the reference's share dominates, more samples would
+  narrow the intervals little.
 * Budgets. Samplers are given the step count whose NFE is closest to each budget, so
   rows of one budget differ by an evaluation or two (Heun 2N - 1 = 9, Euler N = 10); a
   row joins the budget of the smallest counted NFE below it when it is within
@@ -19,33 +27,37 @@ report made later from `trials.jsonl` concludes the same.
   bootstrap over the seeds both have (sample i has the same initial noise in both), and
   is tied with the best when the 95 % interval of the difference contains 0 (two-sided,
   no correction for the several rows compared; the best row is chosen from the same data,
-  which favours finding a difference). Rows without common seeds are not compared.
+  which favours finding a difference). Rows without common seeds are not compared. The
+  difference's interval is the plain one (its replicates' standard deviation): a
+  difference is no distance, and the plain interval was measured calibrated.
 * Floor. The "data" rows (`harness.bench.floor`) are real held-out data at the same N:
   their band is mean +- 2 standard deviations over draws; a sampler row whose mean is no
   worse than the band's worse edge (at or below its top for a distance, at or above its
   bottom for a metric where higher is better) is not worse than real data by this metric
   at this N. One-sided on purpose: a row better than real data (a precision above the
   band, bought with recall) is flagged too, and the metric's own column shows by how much.
-* KID is ranked by its value like any distance, negative values included. The reference
-  set is fixed, so its own sampling error shifts every row's KID alike (real data score
-  below 0 against it at small N); a row's interval containing 0 says nothing about
-  reaching real data, but the paired difference of two rows cancels the reference's own
-  term exactly, which is what ★ and ≈ are decided by.
+* KID is ranked by its value like any distance, negative values included (its unbiased
+  estimator scatters around the true value, which is >= 0). The reference set is fixed,
+  so its own sampling error shifts every row's KID alike; the paired difference of two
+  rows resamples that shared reference the same way for both, which is what ★ and ≈
+  are decided by.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import pandas as pd
 
 from ..metrics.bootstrap import (
     DEFAULT_LEVEL,
+    LINEAR_SUFFIX,
+    interval,
     mean_over_seeds,
-    normal_interval,
     paired_comparison,
+    split_recorded,
 )
 from .floor import FLOOR_NAME
 
@@ -67,21 +79,30 @@ class Conclusions:
     within_floor: dict[tuple[int, str], bool]
     floor_band: dict[str, tuple[float, float]]
     budgets: dict[int, int]
+    #: The reference set's share of a row's first-order variance, where it was logged.
+    reference_share: dict[tuple[int, str], float] = field(default_factory=dict)
 
 
 def replicated_metrics(replicates: dict[str, dict[str, list]]) -> list[str]:
+    """The metrics with replicates (not their stored linear parts)."""
     names: set[str] = set()
-    for values in replicates.values():
-        names.update(values)
+    for stored in replicates.values():
+        names.update(split_recorded(stored)[0])
     return sorted(names)
 
 
-def _row_replicates(hashes: list[str], replicates: dict[str, dict[str, list]], metric: str
-                    ) -> Optional[list[float]]:
-    per_seed = [replicates.get(h, {}).get(metric) for h in hashes]
-    if not per_seed or any(r is None or any(v is None for v in r) for r in per_seed):
-        return None
-    return mean_over_seeds(per_seed)
+def _seed_replicates(hashes: list[str], replicates: dict[str, dict[str, list]],
+                     metric: str) -> tuple[Optional[list[float]], Optional[list[float]]]:
+    """The replicates of `metric` and their linear parts, each averaged over the trials
+    `hashes` (seeds); linear parts None unless every trial has them."""
+    def mean(key: str) -> Optional[list[float]]:
+        per_seed = [replicates.get(h, {}).get(key) for h in hashes]
+        if not per_seed or any(r is None or any(v is None for v in r) for r in per_seed):
+            return None
+        return mean_over_seeds(per_seed)
+
+    values = mean(metric)
+    return values, (mean(metric + LINEAR_SUFFIX) if values is not None else None)
 
 
 def budgets(board: pd.DataFrame, rank_across_schedules: bool = False) -> dict[int, int]:
@@ -132,14 +153,46 @@ def conclude(board: pd.DataFrame, table: pd.DataFrame,
     out = Conclusions({}, {}, {}, {}, budgets(board, rank_across_schedules))
     for metric in metrics:
         for index, seeds in hashes_of.items():
-            reps = _row_replicates(list(seeds.values()), replicates, metric)
+            reps, linear = _seed_replicates(list(seeds.values()), replicates, metric)
             mean = board.at[index, f"{metric}_mean"] if f"{metric}_mean" in board else None
             if reps is not None and mean is not None and not pd.isna(mean):
-                out.intervals[(index, metric)] = normal_interval(
-                    float(mean), reps, level, minimum=minimums.get(metric))
+                least = minimums.get(metric)
+                out.intervals[(index, metric)] = interval(
+                    float(mean), reps, linear, level, least,
+                    _zero(table, list(seeds.values()), metric, least))
+            share = _reference_share(table, list(seeds.values()), metric)
+            if share is not None:
+                out.reference_share[(index, metric)] = share
         _floor(board, metric, out, higher.get(metric, False))
         _ties(board, metric, hashes_of, replicates, level, out, higher.get(metric, False))
     return out
+
+
+def _zero(table: pd.DataFrame, hashes: list[str], metric: str, least: Optional[float]
+          ) -> float:
+    """A distance's value at a distance of 0 over a row's seeds: its least value plus
+    the mean of its logged small-N bias (`<metric>_bias`, FID's), if any."""
+    column = f"{metric}_bias"
+    bias = (table.loc[table["config_hash"].isin(hashes), column].dropna()
+            if column in table else pd.Series(dtype=float))
+    return (least or 0.0) + (float(bias.mean()) if not bias.empty else 0.0)
+
+
+def _reference_share(table: pd.DataFrame, hashes: list[str], metric: str
+                     ) -> Optional[float]:
+    """se_ref^2 / (se_ref^2 + se_samples^2 / S) over a row's S seeds: the reference
+    set's share of the first-order variance of the row's mean (the reference is the same
+    for every seed, so its share does not shrink with more seeds)."""
+    columns = [f"{metric}_se_samples", f"{metric}_se_reference"]
+    if any(c not in table for c in columns):
+        return None
+    rows = table[table["config_hash"].isin(hashes)][columns].dropna()
+    if rows.empty:
+        return None
+    samples = float((rows[columns[0]] ** 2).mean()) / len(rows)
+    reference = float((rows[columns[1]] ** 2).mean())
+    total = samples + reference
+    return reference / total if total > 0 else None
 
 
 def _floor(board: pd.DataFrame, metric: str, out: Conclusions, higher: bool) -> None:
@@ -179,13 +232,12 @@ def _ties(board: pd.DataFrame, metric: str, hashes_of: dict[int, dict[int, str]]
             common = sorted(set(hashes_of[best]) & set(hashes_of[other]))
             if not common:
                 continue
-            a = [replicates.get(hashes_of[other][s], {}).get(metric) for s in common]
-            b = [replicates.get(hashes_of[best][s], {}).get(metric) for s in common]
-            if any(r is None for r in a + b):
+            a = _seed_replicates([hashes_of[other][s] for s in common], replicates, metric)
+            b = _seed_replicates([hashes_of[best][s] for s in common], replicates, metric)
+            if a[0] is None or b[0] is None:
                 continue
             observed = (float(board.at[other, mean_col]) - float(board.at[best, mean_col]))
-            comparison = paired_comparison(observed, 0.0, mean_over_seeds(a),
-                                           mean_over_seeds(b), level)
+            comparison = paired_comparison(observed, 0.0, a[0], b[0], level)
             if comparison.tied:
                 out.marks[(other, metric)] = TIED
 

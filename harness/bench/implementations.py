@@ -78,7 +78,7 @@ def side_by_side(board: pd.DataFrame, metric: str = "fid",
             continue
         nfe = rows["nfe_mean"] if "nfe_mean" in rows else rows["steps"]
         rows = rows.assign(_nfe=nfe, _order=rows["sampler"].map(method.samplers.index))
-        lines = [f"### {method.name}\n", "",
+        lines = [f"### {method.name}", "",
                  f"| NFE | implementation | steps | {metric} [95 % interval] |",
                  "|---|---|---|---|"]
         for _, row in rows.sort_values(["_nfe", "_order", "label"]).iterrows():

@@ -30,21 +30,22 @@ from .implementations import side_by_side
 from .sinks import FINISHED, read_lines
 
 #: Leaderboard columns first in this order when present; other main values follow.
-PRIMARY_METRICS = ("fid", "kid", "ode_error", "discrete_kl", "nll", "nfe", "network_evals",
-                   "wall_clock_s", "overhead_ratio")
+PRIMARY_METRICS = ("fid", "fid_inf", "kid", "ode_error", "discrete_kl", "nll", "nfe",
+                   "network_evals", "wall_clock_s", "overhead_ratio")
 #: Per-trial values kept in trials.csv but left out of the Markdown leaderboard.
 DETAIL_METRICS = {"nfe_expected", "samples_per_s", "s_per_nfe", "network_s",
                   "peak_memory_mb", "metrics_s", "network_calls"}
 KEY_COLUMNS = ["label", "sampler", "variant", "steps"]
 
 
-def main_metrics(names: Iterable[str]) -> list[str]:
+def main_metrics(names: Iterable[str], metrics: Iterable[str] = ()) -> list[str]:
     """The headline values among metric names, primary ones first: not runner details,
-    and not an extra of another value present (`fid_num_samples` of `fid`, `kid_std`)."""
+    and not an extra of another value present (`fid_num_samples` of `fid`, `kid_std`)
+    unless named in `metrics`, values of their own (`fid_inf`, not an extra of `fid`)."""
     names = list(dict.fromkeys(names))
-    present = set(names)
-    main = [n for n in names if n not in DETAIL_METRICS
-            and not any(n.startswith(f"{other}_") for other in present if other != n)]
+    present, own = set(names), set(metrics)
+    main = [n for n in names if n not in DETAIL_METRICS and (n in own or not any(
+        n.startswith(f"{other}_") for other in present if other != n))]
     ordered = [m for m in PRIMARY_METRICS if m in main]
     return ordered + sorted(m for m in main if m not in ordered)
 
@@ -296,11 +297,13 @@ def annotate(board: pd.DataFrame, table: pd.DataFrame,
              minimums: Optional[dict[str, float]] = None,
              higher_is_better: Optional[dict[str, bool]] = None,
              rank_across_schedules: bool = False) -> pd.DataFrame:
-    """The leaderboard with, per set metric m, `m_ci_low`/`m_ci_high` (over samples and
-    seeds), `m_mark` (best / tied with the best at its budget), `m_within_floor` and, on
-    the floor row, `m_band_low`/`m_band_high` (the band the floor flag is judged against,
-    clipped at the least value m can take); and `nfe_mismatch` where the counted NFE is
-    not what the sampler declared. Rows of different schedules share no budget unless
+    """The leaderboard with, per set metric m, `m_ci_low`/`m_ci_high` (over samples, the
+    reference set and seeds), `m_mark` (best / tied with the best at its budget),
+    `m_within_floor`, `m_higher_is_better`, `m_reference_share` (the reference set's
+    share of the interval's first-order variance) and, on the floor row,
+    `m_band_low`/`m_band_high` (the band the floor flag is judged against, clipped at the
+    least value m can take); and `nfe_mismatch` where the counted NFE is not what the
+    sampler declared. Rows of different schedules share no budget unless
     `rank_across_schedules`."""
     board = board.copy()
     found = conclude(board, table, replicates, minimums=minimums,
@@ -314,6 +317,10 @@ def annotate(board: pd.DataFrame, table: pd.DataFrame,
         board[f"{metric}_mark"] = [found.marks.get((i, metric), "") for i in board.index]
         board[f"{metric}_within_floor"] = [found.within_floor.get((i, metric), False)
                                            for i in board.index]
+        # Which edge of the floor band the ◦ marks are judged against.
+        board[f"{metric}_higher_is_better"] = bool((higher_is_better or {}).get(metric))
+        board[f"{metric}_reference_share"] = [
+            found.reference_share.get((i, metric), math.nan) for i in board.index]
         if metric in found.floor_band:
             low, high = found.floor_band[metric]
             least = (minimums or {}).get(metric)
@@ -341,26 +348,55 @@ def _cell(mean: Any, std: Any) -> str:
     return text
 
 
+#: A Monte-Carlo value within this many of its standard errors of 0 is marked.
+NOISE_SE = 2.0
+
+
+def _estimate_cell(row: Any, metric: str) -> str:
+    """A value with its own Monte-Carlo standard error (`<metric>_stderr`: exact KL,
+    NLL, ODE error): `value (se s)` for a single seed, `mean ± std` over several; then
+    † when the mean is within `NOISE_SE` standard errors of 0 (the se of a mean over S
+    seeds is the seeds' mean se / sqrt(S))."""
+    mean, se = row[f"{metric}_mean"], row.get(f"{metric}_stderr_mean")
+    if _missing(mean) or _missing(se):
+        return _cell(mean, row.get(f"{metric}_std"))
+    seeds = int(row["seeds"])
+    text = f"{mean:.4g} (se {se:.2g})" if seeds == 1 else _cell(mean, row[f"{metric}_std"])
+    if abs(mean) < NOISE_SE * se / math.sqrt(seeds):
+        text += " †"
+    return text
+
+
 def _set_cell(row: Any, metric: str) -> str:
-    """`mean [low, high]` (the bootstrap interval; the band on the floor row), then the
-    row's marks."""
-    bounds = ("band_low", "band_high") if row["sampler"] == FLOOR_NAME else ("ci_low",
-                                                                            "ci_high")
+    """`mean [low, high]` (the bootstrap interval), then the row's marks; on the floor
+    row, then the worse edge of its band, which the ◦ marks are judged against."""
     mean = row[f"{metric}_mean"]
-    low, high = (row.get(f"{metric}_{bound}", math.nan) for bound in bounds)
+    low, high = (row.get(f"{metric}_{bound}", math.nan) for bound in ("ci_low", "ci_high"))
     if _missing(mean):
         return ""
     text = f"{mean:.4g}" if _missing(low) else f"{mean:.4g} [{low:.3g}, {high:.3g}]"
+    if row["sampler"] == FLOOR_NAME:
+        higher = bool(row.get(f"{metric}_higher_is_better", False))
+        edge = row.get(f"{metric}_band_{'low' if higher else 'high'}", math.nan)
+        if not _missing(edge):
+            text += f", band {'≥' if higher else '≤'} {edge:.3g}"
     text += {BEST: " ★", TIED: " ≈"}.get(row.get(f"{metric}_mark", ""), "")
     if row.get(f"{metric}_within_floor", False):
         text += " ◦"
     return text
 
 
+def _set_metrics(board: pd.DataFrame) -> list[str]:
+    """The metrics with intervals (bootstrap replicates) on this board."""
+    return [c[:-len("_ci_low")] for c in board.columns if c.endswith("_ci_low")]
+
+
 def markdown(board: pd.DataFrame) -> str:
     """The leaderboard as Markdown: set metrics as `mean [interval]` with marks, other
-    values as `mean ± std` over seeds (main metrics only), then what the marks mean."""
-    metrics = main_metrics(c[:-len("_mean")] for c in board.columns if c.endswith("_mean"))
+    values as `mean ± std` over seeds (main metrics only; with their own standard error
+    where they have one), then what the marks mean."""
+    names = (c[:-len("_mean")] for c in board.columns if c.endswith("_mean"))
+    metrics = main_metrics(names, _set_metrics(board))
     header = ["sampler", "steps", "seeds"] + metrics
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in board.iterrows():
@@ -373,7 +409,7 @@ def markdown(board: pd.DataFrame) -> str:
                 cells.append(_cell(row["nfe_mean"], row.get("nfe_std"))
                              + f" (declared {row['nfe_expected_mean']:g}) !")
             else:
-                cells.append(_cell(row[f"{m}_mean"], row.get(f"{m}_std")))
+                cells.append(_estimate_cell(row, m))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + _legend(board)
 
@@ -393,34 +429,50 @@ def footnote(board: pd.DataFrame, level: float = DEFAULT_LEVEL) -> list[str]:
     level_text, z = _percent(level), NormalDist().inv_cdf((1 + level) / 2)
     if any(c.endswith("_ci_low") for c in board.columns):
         notes.append(
-            f"`a [lo, hi]`: the mean over seeds and its {level_text} interval, a ± {z:.2f} "
-            f"se, the standard error from bootstrap resamples of the samples (each "
-            f"replicate averaged over the seeds); on the `{FLOOR_NAME}` row, its band "
-            f"instead. ★ the best row at its NFE budget and guidance scale: the lowest "
-            f"value, or the highest for a metric where higher is better (precision, "
-            f"class accuracy); one budget holds the rows whose counted NFE is within "
-            f"{_percent(BUDGET_TOLERANCE)} plus one evaluation of the smallest. ≈ tied "
-            f"with the best: the {level_text} interval of the paired-bootstrap difference "
-            f"(the same initial noise per sample index, over the seeds both have) "
-            f"contains 0.")
+            f"`a [lo, hi]`: the mean over seeds and its {level_text} interval from "
+            f"bootstrap resamples of the samples and of the reference set (each "
+            f"replicate averaged over the seeds). A distance's (FID, FID_inf, KID) "
+            f"reaches a + {z:.2f} se above and less far below, where the variance falls "
+            f"towards its value at a distance of 0. For FID it covers the expected FID "
+            f"at this N against this reference, for FID_inf and KID the distance itself, "
+            f"and it never lies below 0 (a negative estimate reads as 0). Other set "
+            f"metrics: a ± {z:.2f} se. ★ the best row at its NFE budget and guidance "
+            f"scale: the lowest value, or the highest for a metric where higher is better "
+            f"(precision, class accuracy); one budget holds the rows whose counted NFE is "
+            f"within {_percent(BUDGET_TOLERANCE)} plus one evaluation of the smallest. ≈ "
+            f"tied with the best: the {level_text} interval of the paired-bootstrap "
+            f"difference, ± {z:.2f} se (the same initial noise per sample index and the "
+            f"same reference resamples, over the seeds both have), contains 0.")
     if "kid_ci_low" in board:
         notes.append(
             "KID is ranked by its value like the other distances, negative values "
-            "included. Every row is measured against the same reference set, whose own "
-            "sampling error shifts every row's KID alike and can put real data itself "
-            f"below 0 (the `{FLOOR_NAME}` row): a negative KID is not better than 0, and "
-            "a row whose interval contains 0 is not thereby as good as real data; the "
-            "paired differences behind ★ and ≈ are free of that shared shift.")
+            "included. Its estimator is unbiased: at small N it scatters around the true "
+            "squared distance, which is >= 0, so a negative KID is not better than 0, and "
+            "its interval, which holds the reference set's sampling error too, never lies "
+            "wholly below 0.")
     notes.append(f"`a ± s`: the mean and standard deviation over seeds (over draws on the "
                  f"`{FLOOR_NAME}` row); a single seed shows its value alone.")
+    if _estimated(board):
+        notes.append(
+            f"`a (se s)`: a single seed's Monte-Carlo estimate (exact KL, NLL, ODE error) "
+            f"with its own standard error over the points it averages. † the value is "
+            f"within {NOISE_SE:g} standard errors of 0 (of the mean over seeds): inside "
+            f"its own noise, neither its size nor its sign is measured.")
+    shares = _reference_shares(board)
+    if shares:
+        notes.append(
+            "Which sampling error the intervals reflect: the reference set's share of "
+            "their first-order variance (the rest is the samples', over the seeds) is "
+            + "; ".join(shares) + ". Where the reference dominates, more samples narrow "
+            "an interval little; a larger reference set would.")
     if (board["sampler"] == FLOOR_NAME).any():
         notes.append(
             f"`{FLOOR_NAME}`: the same metrics on held-out real data of the same size, "
-            f"over several draws; its `[lo, hi]` is the band mean ± {FLOOR_WIDTH:g} sd "
-            f"over the draws, not an interval of the mean. ◦ a sampler row whose mean is "
-            f"no worse than the band's worse edge (at or below its top for a distance, at "
-            f"or above its bottom where higher is better): at this N and by this metric "
-            f"it is not worse than real data.")
+            f"over several draws, with their interval as on any row; its band, the "
+            f"mean ± {FLOOR_WIDTH:g} sd of the draws' values, is shown by its worse "
+            f"edge. ◦ a sampler row whose mean is no worse than the band's worse edge (at "
+            f"or below its top for a distance, at or above its bottom where higher is "
+            f"better): at this N and by this metric it is not worse than real data.")
     schedules = _schedules_ranked(board)
     if schedules is not None:
         apart, together = ("together", "rows of every schedule") if schedules else (
@@ -431,6 +483,31 @@ def footnote(board: pd.DataFrame, level: float = DEFAULT_LEVEL) -> list[str]:
         notes.append("`!`: the counted NFE per sample differs from what the sampler "
                      "declares; its budget and name came from the declaration.")
     return notes
+
+
+def _estimated(board: pd.DataFrame) -> bool:
+    """Whether a shown value carries its own standard error (`_estimate_cell`)."""
+    return any(f"{m}_stderr_mean" in board and f"{m}_ci_low" not in board
+               for m in main_metrics(c[:-len("_mean")] for c in board.columns
+                                     if c.endswith("_mean")))
+
+
+def _reference_shares(board: pd.DataFrame) -> list[str]:
+    """`fid 55-70 % (the reference dominates)` per set metric with shares, over the
+    sampler rows."""
+    out = []
+    rows = board[board["sampler"] != FLOOR_NAME]
+    for metric in _set_metrics(board):
+        column = f"{metric}_reference_share"
+        shares = rows[column].dropna() if column in rows else pd.Series(dtype=float)
+        if shares.empty:
+            continue
+        low, high = 100 * shares.min(), 100 * shares.max()
+        span = f"{low:.0f} %" if round(low) == round(high) else f"{low:.0f}-{high:.0f} %"
+        verdict = ("the reference dominates" if low > 50 else "the samples dominate"
+                   if high < 50 else "either, by row")
+        out.append(f"{metric} {span} ({verdict})")
+    return out
 
 
 def _schedules_ranked(board: pd.DataFrame) -> Optional[bool]:
@@ -544,8 +621,10 @@ def _markdown_page(board: pd.DataFrame, results: Results, reference: dict[str, f
     parts = [f"# {title}\n\n" if title else "", markdown(board)]
     parts.append(side_by_side(board))
     if reference.get("nll") is not None:
+        se = reference.get("nll_stderr")
         parts.append(f"\nReference NLL of the model (adaptive PF-ODE solve, independent of "
-                     f"the sampler): {reference['nll']:.4f} bits/dim\n")
+                     f"the sampler): {reference['nll']:.4f} bits/dim"
+                     + (f" (se {se:.2g})" if se is not None else "") + "\n")
     missing = unreported(results.records)
     if missing:
         parts.append(f"\nValues not reported ({len(missing)}):\n\n")

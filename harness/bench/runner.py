@@ -26,6 +26,7 @@ What is measured lives here; how it is recorded lives in the sinks (`harness.ben
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 import traceback
@@ -79,10 +80,12 @@ def load_model(suite: Suite, plugins: LoadedPlugins, device: torch.device) -> Sc
 
 def bootstrap_conventions(bootstrap: Bootstrap) -> dict[str, Any]:
     """How the `*_ci_low`/`*_ci_high` values were made, logged beside them."""
-    return {"bootstrap": f"normal interval, estimate +- z se, se from {bootstrap.replicates} "
-                         f"resamples of the trial's samples (with replacement; index sets "
-                         f"shared by every trial with N = {bootstrap.n}: paired between "
-                         f"samplers)",
+    return {"bootstrap": f"{bootstrap.replicates} resamples of the trial's samples and of "
+                         f"the reference set (with replacement; index sets shared by every "
+                         f"trial with N = {bootstrap.n}: paired between samplers); a "
+                         f"distance's interval follows its variance down to the second-"
+                         f"order part at a distance of 0, others are estimate +- z se "
+                         f"(harness.metrics.bootstrap)",
             "bootstrap_level": bootstrap.level}
 
 
@@ -341,7 +344,7 @@ class SuiteRunner:
             result.params.update(metric.params())
         if bootstrap.values:
             result.metrics.update(bootstrap.intervals(result.metrics))
-            result.replicates = dict(bootstrap.values)
+            result.replicates = bootstrap.recorded()  # with the linear parts
             result.minimums = {k: v for k, v in bootstrap.minimum.items() if v is not None}
             # Which way is better, for the report's best/tied marks (replicates are keyed
             # by metric name; another key of a metric follows the metric's direction).
@@ -357,7 +360,7 @@ class SuiteRunner:
         written atomically, so no empty or torn picture is left behind."""
         if self.artifacts_dir is None:  # rank 0 alone draws it; nothing collective here
             return
-        path = self.artifacts_dir / f"{trial.name}.png"
+        path = self.artifacts_dir / f"{portable_file_name(trial.name)}.png"
         where = "" if trial.schedule is None else f", {trial.schedule.short_label}"
         try:
             from . import plots  # matplotlib: only when a trial is drawn
@@ -469,6 +472,13 @@ class SuiteRunner:
             raise TrialFailure(f"sampler returned samples on {x.device}, the run is on "
                                f"{want}; keep the state on x's device")
 
+
+
+def portable_file_name(name: str) -> str:
+    """A trial's name as a file name every file system takes: the `:` of an adapted
+    sampler (`kdiffusion:euler-6nfe-seed0`) and anything else Windows refuses become
+    `_`."""
+    return re.sub(r'[<>:"/\\|?*\x00-\x1f]', "_", name)
 
 
 def guidance_conventions(trial: Trial) -> dict[str, Any]:
