@@ -137,8 +137,15 @@ def _number(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+#: How far two computations of one value on the same samples may differ: a
+#: multi-threaded BLAS (MKL) may sum in another order from one call to the next, which
+#: moves float64 results by ~1e-15 relative; an unseeded generator moves them by far more.
+REPEAT_TOLERANCE = 1e-9
+
+
 def _same(a: Any, b: Any) -> bool:
-    """Equal value dicts (NaN equal to NaN, so that only `values` reports NaN)."""
+    """Equal value dicts, up to `REPEAT_TOLERANCE` relative (NaN equal to NaN, so that
+    only `values` reports NaN)."""
     if not isinstance(a, Mapping) or not isinstance(b, Mapping) or set(a) != set(b):
         return a == b
     for key in a:
@@ -146,7 +153,8 @@ def _same(a: Any, b: Any) -> bool:
         if x is None or y is None:
             if a[key] is not b[key] and a[key] != b[key]:
                 return False
-        elif not (x == y or (math.isnan(x) and math.isnan(y))):
+        elif not (math.isclose(x, y, rel_tol=REPEAT_TOLERANCE, abs_tol=1e-300)
+                  or (math.isnan(x) and math.isnan(y))):
             return False
     return True
 
@@ -242,7 +250,7 @@ def check_repeatable(s: _Setup) -> str:
                         f"{_show(other)}: draw random numbers from a generator seeded by "
                         f"the options (or the global one, which the runner seeds per "
                         f"trial), and keep no state between calls")
-    return "identical values for identical samples"
+    return "identical values for identical samples (to 1e-9 relative)"
 
 
 def check_scope(s: _Setup) -> str:
