@@ -68,7 +68,8 @@ from .metrics.fid import (
     inception_extractor,
     reference_stats,
 )
-from .metrics.feature_space import feature_space, postprocess
+from .metrics.feature_space import feature_space
+from .metrics.trial_features import postprocess
 from .metrics.class_accuracy import (
     accuracy_replicates,
     class_accuracy,

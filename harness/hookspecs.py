@@ -146,3 +146,29 @@ def harness_register_metrics(register: Callable[["Metric"], None]) -> None:
         leave the model's NFE counter as it found it (``harness.nfe_untouched``).
         ``harness.testing.check_metric`` checks all of this.
     """
+
+
+@hookspec
+def harness_register_sinks(register: Callable[..., None]) -> None:
+    """Register sinks, which record results: call ``register(name, make)`` once per sink.
+
+    Called once per loading of the plugins (once per process; on every process under
+    torchrun), for each plugin that implements it. Every implementation is called and
+    its return value ignored: no first result wins. A sink's ``make`` is called once
+    per ``harness run``, on rank 0 only under torchrun (the other processes record
+    nothing), when the trials are planned and before the first starts. The sink it
+    returns is then called as ``harness.bench.sinks`` lists: ``trial_ended`` receives
+    each trial's ``TrialRecord`` (``harness.bench.record``), the same record that
+    ``trials.jsonl`` and MLflow hold. The built-in sinks (``trials.jsonl``, MLflow) are
+    registered the same way.
+
+    :param register: Takes ``(name, make, description="")``: a ``name`` unique across
+        all plugins, a factory ``make(context)`` receiving a
+        ``harness.bench.sinks.SinkContext`` (the report folder, the suite, the
+        experiment, the MLflow tracking URI and client) and returning an object with
+        the sink methods it needs (the others are not called), or None to stay out of
+        this run, and a one-line ``description`` for ``harness plugins``. A factory
+        that raises, or a sink method that raises, is reported and that sink left out
+        for the rest of the run, which goes on and exits with status 3 (not everything
+        was recorded).
+    """

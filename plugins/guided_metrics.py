@@ -17,7 +17,8 @@ trials that carry labels (guided trials, and the real-data floor when the refere
 are labelled); a trial without labels gets no value, and the reason is logged as the
 parameter ``<name>_status``. The feature space is the one FID uses (`harness.feature_space`
 with the same options: the model's extractor, InceptionV3 or the flattened samples), and
-the reference features come from FID's on-disk cache. The measurement code is in
+the reference features come from FID's on-disk cache; the samples' features are the
+trial's, extracted once for FID and these alike (`trial.features`). The measurement code is in
 `harness.metrics` (`class_accuracy`, `class_fid`, `precision_recall`); this module only
 reads options, prepares the references once per suite and logs conventions. Written
 against the public API (`from harness import ...`) alone.
@@ -39,7 +40,6 @@ from harness import (
     class_hits,
     class_statistics,
     classify,
-    extract,
     feature_space,
     hookimpl,
     improved_precision,
@@ -220,8 +220,7 @@ class ClassFIDMetric(_Configured):
         if trial.labels is None:
             self.info = {**info, "class_fid_status": NO_LABELS}
             return {}
-        samples = postprocess(trial.samples, trial.suite.model, opts["postprocess"])
-        features = extract(extractor, samples)
+        features = trial.features(extractor, opts["postprocess"]).matrix
         result = class_fid(features, trial.labels, reference)
         info = {**info, "class_fid_class_counts": _counts(result.generated_counts)}
         if result.mean is None:
@@ -287,8 +286,7 @@ class _ManifoldMetric(_Configured):
         self.info = dict(info)
 
     def _features(self, trial: TrialContext, extractor, opts: dict[str, Any]):
-        return extract(extractor, postprocess(trial.samples, trial.suite.model,
-                                              opts["postprocess"]))
+        return trial.features(extractor, opts["postprocess"]).matrix
 
 
 class PrecisionMetric(_ManifoldMetric):

@@ -23,28 +23,21 @@ from typing import Any
 from torch import Tensor
 
 from harness import (
-    FID,
     KID,
     Metric,
     SuiteContext,
     TrialContext,
-    extract,
     feature_space,
     fid_infinity,
     fid_replicates,
     gaussian_mmd2,
     hookimpl,
     kid_replicates,
-    local_rows,
     median_bandwidth,
     nfe_untouched,
-    postprocess,
     reference_stats,
-    shared_failure,
-    sharded_fid,
     sharded_nll,
     sliced_wasserstein,
-    world_size,
 )
 
 harness_api_version = 1
@@ -67,6 +60,9 @@ class _Configured(Metric):
 
 class _FeatureMetric(_Configured):
     """A distance between the features of the trial's samples and of the reference set.
+
+    The samples' features come from the trial (`trial.features`): extracted once per
+    trial, whichever of these metrics asks first, and shared by the rest.
 
     Its bootstrap replicates resample both sets (the reference by index sets shared by
     every trial, `Bootstrap.reference_sets`), each with its linear part, and it returns
@@ -109,6 +105,11 @@ class _FeatureMetric(_Configured):
         return {f"{self.name}_se_samples": replicates.se_samples,
                 f"{self.name}_se_reference": replicates.se_reference}
 
+    def _features(self, trial: TrialContext):
+        """(the samples' features, the reference statistics, the options)."""
+        extractor, stats, opts = self._state(trial)
+        return trial.features(extractor, opts["postprocess"]), stats, opts
+
     def _replicates(self, trial: TrialContext, features: Tensor, stats, statistic):
         bootstrap = trial.bootstrap
         return statistic(features, stats.features, bootstrap.index_sets,
@@ -118,11 +119,10 @@ class _FeatureMetric(_Configured):
 class FIDMetric(_FeatureMetric):
     """FID (Heusel et al. 2017) of the trial's samples against the reference split.
 
-    Under torchrun each process extracts the features of its own share of the samples and
-    the float64 moments are summed over processes (`harness.sharded_fid`); a
-    single process goes through torchmetrics. Both give the same value (to 1e-9 relative
-    or better, tested). With its replicates comes `fid_bias`, its small-N bias at this N
-    and reference size (the slope of the FID_inf fit, `harness.metrics.fid_infinity`).
+    The samples' float64 moments (summed over processes under torchrun) against the
+    reference's, by the one Fréchet formula (`harness.metrics.fid`). With its replicates
+    comes `fid_bias`, its small-N bias at this N and reference size (the slope of the
+    FID_inf fit, `harness.metrics.fid_infinity`).
     """
 
     name = "fid"
@@ -131,22 +131,16 @@ class FIDMetric(_FeatureMetric):
     description = "Frechet distance of feature Gaussians to the reference data (lower is better)"
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        extractor, stats, opts = self._state(trial)
-        samples = postprocess(trial.samples, trial.suite.model, opts["postprocess"])
-        if world_size() > 1:
-            with shared_failure():  # before the collective, on every rank
-                local = extract(extractor, local_rows(samples))
-            value, n = sharded_fid(local, stats)
-        else:
-            value, n = FID(extractor, stats)(samples)
-        out = {"fid": value, "fid_num_samples": float(n), "fid_num_reference": float(stats.n)}
+        features, stats, _ = self._features(trial)
+        out = {"fid": features.stats.fid_against(stats),
+               "fid_num_samples": float(features.stats.n),
+               "fid_num_reference": float(stats.n)}
         if trial.bootstrap is not None:
-            features = extract(extractor, samples)
-            out.update(self._record(trial, self._replicates(trial, features, stats,
+            out.update(self._record(trial, self._replicates(trial, features.matrix, stats,
                                                             fid_replicates)))
             # FID at a distance of 0, its small-N bias: where its interval's variance
             # is the second-order part alone (`harness.metrics.bootstrap`).
-            out["fid_bias"] = fid_infinity(features, stats.features).slope
+            out["fid_bias"] = fid_infinity(features.matrix, stats.features).slope
         return out
 
 
@@ -171,9 +165,8 @@ class FIDInfinityMetric(_FeatureMetric):
     DEFAULTS = {**_FeatureMetric.DEFAULTS, "fractions": None, "draws": None}
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
-        extractor, stats, opts = self._state(trial)
-        samples = postprocess(trial.samples, trial.suite.model, opts["postprocess"])
-        features = extract(extractor, samples)
+        sample_features, stats, opts = self._features(trial)
+        features = sample_features.matrix
         chosen = {k: opts[k] for k in ("fractions", "draws") if opts[k] is not None}
         result = fid_infinity(features, stats.features, **chosen)
         self.info = {**self.info, "fid_inf_fractions": str(list(result.fractions)),
@@ -199,13 +192,12 @@ class KIDMetric(_FeatureMetric):
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
         extractor, stats, opts = self._state(trial)
-        samples = postprocess(trial.samples, trial.suite.model, opts["postprocess"])
+        features = trial.features(extractor, opts["postprocess"]).matrix
         kid = KID(extractor, stats, subset_size=opts["subset_size"], subsets=opts["subsets"],
                   seed=opts["seed"])
-        mean, std, n = kid(samples)
+        mean, std, n = kid.of_features(features)
         out = {"kid": mean, "kid_std": std, "kid_num_samples": float(n)}
         if trial.bootstrap is not None:
-            features = extract(extractor, samples)
             out.update(self._record(trial, self._replicates(trial, features, stats,
                                                             kid_replicates)))
         return out

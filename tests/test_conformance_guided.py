@@ -1,7 +1,6 @@
 """The conformance kit with guidance on: every built-in sampler passes on a guided model,
 and a sampler that does not evaluate the whole batch in its row order fails."""
 
-import torch
 
 from harness import Capabilities, Sampler
 from harness.testing import check_sampler, conformance_test

@@ -70,3 +70,15 @@ def test_labels_and_description():
 def test_unknown_split_is_refused():
     with pytest.raises(ParameterError, match="train, test, all"):
         digits.load_split("validation")  # type: ignore[arg-type]
+
+
+def test_the_data_are_scikit_learns_load_digits():
+    # The harness reads load_digits' file itself (no scikit-learn import at start-up):
+    # the images and labels must be exactly what load_digits gives.
+    from sklearn.datasets import load_digits
+
+    images, labels = digits._raw()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images)
+    assert np.array_equal(labels, reference.target)
+    assert images.dtype == np.uint8 and labels.dtype == np.int64

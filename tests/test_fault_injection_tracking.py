@@ -53,7 +53,8 @@ def test_a_server_killed_mid_suite_exits_3_and_resume_reads_the_local_record(tmp
         fault_plugins(tmp_path / "site")
         suite = tmp_path / "dies.toml"
         suite.write_text(FAULT_SUITE.format(experiment="dies", sampler="slow_euler"))
-        env = cli_env(tmp_path / "site", HARNESS_TEST_SLEEP="2")
+        # The server is killed for good: a second of retries, not the default minute.
+        env = cli_env(tmp_path / "site", HARNESS_TEST_SLEEP="2", HARNESS_TRACKING_RETRY_S="1")
         process = start_cli(["run", str(suite), "--quiet", "--tracking-uri", server.uri],
                             tmp_path, env)
 

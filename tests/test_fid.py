@@ -1,4 +1,5 @@
-"""FID and KID through torchmetrics against independent computations and closed forms."""
+"""FID and KID against independent computations: scipy's matrix square root,
+torchmetrics' FrechetInceptionDistance on the same features, and closed forms."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ from scipy import linalg
 from torch import nn
 
 from harness.metrics import fid
-from harness.metrics.fid import FID, KID, IdentityFeatures, frechet_distance, reference_stats
+from harness.metrics.fid import (
+    FID,
+    KID,
+    IdentityFeatures,
+    frechet_distance,
+    frechet_distances,
+    reference_stats,
+)
 
 
 def _gaussian(n, mean, cov_root, seed):
@@ -57,8 +65,7 @@ def test_fid_equals_scipy_sqrtm_on_the_same_features(extractor, tmp_path):
         expected = _scipy_fid(extractor(real).numpy(), extractor(fake).numpy())
     assert n == 500 and stats.n == 700
     assert value == pytest.approx(expected, rel=1e-6)
-    assert stats.features_sum.dtype == torch.float64
-    assert FID(extractor, stats).metric.real_features_cov_sum.dtype == torch.float64
+    assert stats.features_sum.dtype == stats.features_cov_sum.dtype == torch.float64
 
 
 def test_fid_of_a_set_with_itself_is_zero(tmp_path):
@@ -81,6 +88,55 @@ def test_frechet_formula_matches_the_closed_form_for_known_moments():
     b = torch.tensor([[1.0, -0.3], [-0.3, 0.5]], dtype=torch.float64)
     expected = float(np.trace(a.numpy() + b.numpy() - 2 * linalg.sqrtm(a.numpy() @ b.numpy())))
     assert frechet_distance(torch.zeros(2), a, torch.zeros(2), b) == pytest.approx(expected)
+
+
+def _random_spd(dim: int, gen: torch.Generator, rank: int | None = None) -> torch.Tensor:
+    """A random covariance matrix of the given rank (full rank when None)."""
+    factor = torch.randn(dim, rank or dim + 3, generator=gen, dtype=torch.float64)
+    return factor @ factor.T / factor.shape[1]
+
+
+@pytest.mark.parametrize("dim", [2, 7, 32])
+def test_the_frechet_formula_equals_scipy_sqrtm_on_random_covariances(dim):
+    gen = torch.Generator().manual_seed(dim)
+    for _ in range(5):
+        mu1, mu2 = (torch.randn(dim, generator=gen, dtype=torch.float64) for _ in "ab")
+        a, b = _random_spd(dim, gen), _random_spd(dim, gen)
+        root = linalg.sqrtm(a.numpy() @ b.numpy()).real
+        expected = float((mu1 - mu2).square().sum()) + float(np.trace(a.numpy() + b.numpy()
+                                                                      - 2 * root))
+        assert frechet_distance(mu1, a, mu2, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_batch_of_frechet_distances_is_each_pair_alone():
+    gen = torch.Generator().manual_seed(11)
+    means = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    covs = torch.stack([_random_spd(5, gen) for _ in range(4)])
+    one_mean, one_cov = torch.zeros(5, dtype=torch.float64), _random_spd(5, gen)
+    batch = frechet_distances(one_mean, one_cov, means, covs)
+    alone = [frechet_distance(one_mean, one_cov, m, c) for m, c in zip(means, covs)]
+    assert batch.shape == (4,)
+    assert batch.tolist() == pytest.approx(alone, rel=1e-12)
+
+
+@pytest.mark.parametrize("n_fake", [300, 20], ids=["n>F", "n<F singular"])
+def test_fid_equals_torchmetrics_on_the_same_features(n_fake, tmp_path):
+    """torchmetrics' FrechetInceptionDistance, given the same extractor, is the
+    independent reference: to 1e-9, also where the samples' covariance is singular
+    (n <= F) and the value rests on how rounding-level eigenvalues are taken."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    extractor = TanhFeatures(40, 32, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    real = torch.randn(400, 40, generator=gen, dtype=torch.float64)
+    fake = 0.3 + 1.2 * torch.randn(n_fake, 40, generator=gen, dtype=torch.float64)
+    stats = reference_stats("test:tm", lambda: real, extractor, cache_dir=tmp_path)
+    value, n = FID(extractor, stats)(fake)
+    reference = FrechetInceptionDistance(feature=extractor)
+    reference.update(real, real=True)
+    reference.update(fake, real=False)
+    assert n == n_fake
+    assert value == pytest.approx(float(reference.compute()), rel=1e-9)
 
 
 def test_fid_of_samples_from_two_gaussians_approaches_the_closed_form(tmp_path):

@@ -16,9 +16,10 @@ import torch
 from torchdiffeq import odeint
 
 import harness_plugins.sampler_error_metrics as plugin
-from harness.bench.runner import SuiteRunner, load_model
-from harness.bench.sinks import FINISHED, Sinks, SuiteInfo
-from harness.bench.suite import build_suite, model_identity, resolve_trials
+from harness.bench.plan import resolve_plan
+from harness.bench.runner import load_model, run_plan
+from harness.bench.sinks import FINISHED, Sinks
+from harness.bench.suite import build_suite
 from harness.core.distributed import resolve_device
 from harness.core.guidance import GuidedModel
 from harness.core.labels import sample_labels
@@ -204,13 +205,8 @@ def test_a_guided_suite_on_the_conditional_preset_measures_against_its_own_flow(
            "metrics": {"ode_error": {}, "discrete_kl": {}}}
     suite = build_suite(raw, plugins)
     device = resolve_device("cpu")
-    model = load_model(suite, plugins, device)
-    identity = model_identity(suite, model)
-    trials = resolve_trials(suite, plugins, identity)
-    runner = SuiteRunner(suite, plugins, model, device, Sinks([]), quiet=True)
-    runner.prepare()
-    results = runner.run(SuiteInfo(suite=suite, trials=trials, skipped=[],
-                                   model_identity=identity, environment={}))
+    plan = resolve_plan(suite, plugins, load_model(suite, plugins, device), device)
+    results = run_plan(plan, Sinks([]), quiet=True)
     assert [r.status for r in results] == [FINISHED, FINISHED], [r.error for r in results]
     here = _suite(overlapping_2d(make_sde("edm")))
     measured = {}

@@ -11,10 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.bench.runner import SuiteRunner, load_model
-from harness.bench.sinks import FINISHED, Sinks, SuiteInfo
+from harness.bench.plan import resolve_plan
+from harness.bench.runner import load_model, run_plan
+from harness.bench.sinks import FINISHED, Sinks
 from harness.bench.suite import (SuiteError, build_suite, check_conditional,
-                                 model_identity, resolve_trials)
+                                 resolve_trials)
 from harness.core.distributed import resolve_device
 from harness.core.labels import sample_labels
 from harness.plugin.manager import get_plugins
@@ -30,8 +31,6 @@ def _run(raw):
     suite = build_suite(raw, plugins)
     device = resolve_device("cpu")
     model = load_model(suite, plugins, device)
-    identity = model_identity(suite, model)
-    trials = resolve_trials(suite, plugins, identity)
     raw_rows = []
     inner = model._denoise_labelled
 
@@ -40,11 +39,9 @@ def _run(raw):
         return inner(x, sigma, labels)
 
     model._denoise_labelled = counting
-    runner = SuiteRunner(suite, plugins, model, device, Sinks([]), quiet=True)
-    runner.prepare()
-    results = runner.run(SuiteInfo(suite=suite, trials=trials, skipped=[],
-                                   model_identity=identity, environment={}))
-    return trials, results, raw_rows
+    plan = resolve_plan(suite, plugins, model, device)
+    results = run_plan(plan, Sinks([]), quiet=True)
+    return plan.trials, results, raw_rows
 
 
 def test_guided_trials_count_guided_evaluations_and_network_rows_apart():

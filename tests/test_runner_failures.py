@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.bench.runner import SuiteRunner, load_model
+from harness.bench.plan import resolve_plan
+from harness.bench.runner import SuiteRunner, load_model, run_plan
 from harness.core.distributed import resolve_device
-from harness.bench.sinks import FAILED, FINISHED, LocalSink, Sinks, SuiteInfo
-from harness.bench.suite import build_suite, model_identity, resolve_trials
+from harness.bench.sinks import FAILED, FINISHED, LocalSink, Sinks
+from harness.bench.suite import build_suite
 from tests.bench_support import bench_environment, harness, trial_runs, write_suite
 from tests.plugins import bench_plugins
 
@@ -77,15 +78,9 @@ def test_a_failing_metric_fails_its_trial_only(bench, tmp_path):
            "num_samples": 8, "device": "cpu", "metrics": {"msn": {}, "failing_metric": {}}}
     suite = build_suite(raw, bench)
     device = resolve_device("cpu")
-    model = load_model(suite, bench, device)
-    identity = model_identity(suite, model)
-    trials = resolve_trials(suite, bench, identity)
+    plan = resolve_plan(suite, bench, load_model(suite, bench, device), device)
     local = LocalSink(tmp_path / "local")
-    runner = SuiteRunner(suite, bench, model, device, Sinks([local]), quiet=True)
-    runner.prepare()
-    info = SuiteInfo(suite=suite, trials=trials, skipped=[], model_identity=identity,
-                     environment={})
-    results = runner.run(info)
+    results = run_plan(plan, Sinks([local]), quiet=True)
     assert [r.status for r in results] == [FAILED, FAILED]
     assert all("deliberate failure inside the metric" in r.error for r in results)
     # What was measured before the metric failed is kept.
@@ -103,11 +98,11 @@ def test_batches_do_not_change_samples(bench, tmp_path):
     for batch_size in (12, 5):
         suite = build_suite(dict(raw, batch_size=batch_size), bench)
         device = resolve_device("cpu")
-        model = load_model(suite, bench, device)
-        runner = SuiteRunner(suite, bench, model, device, Sinks([]), quiet=True)
-        trial = resolve_trials(suite, bench, model_identity(suite, model))[0]
+        plan = resolve_plan(suite, bench, load_model(suite, bench, device), device)
+        runner = SuiteRunner(plan, Sinks([]), quiet=True)
+        trial = plan.trials[0]
         samples = runner._sample(trial, lambda idx: _draw(runner, trial, idx),
-                                    list(range(12)))
+                                 plan.batches())
         grabbed.append(samples)
     assert torch.equal(grabbed[0], grabbed[1])
 

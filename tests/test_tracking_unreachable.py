@@ -23,6 +23,8 @@ SUITE = tripwire_suite("flaky")
 
 @pytest.fixture
 def bench(monkeypatch, tmp_path):
+    # A server that is gone stays gone here: a second of retries, not the default minute.
+    monkeypatch.setenv("HARNESS_TRACKING_RETRY_S", "1")
     yield from bench_environment(monkeypatch, tmp_path, store=False)
 
 

@@ -1,8 +1,10 @@
 """Results tables and plots, from MLflow runs or from the local JSONL copy.
 
-Both sources become the same list of trial records (`sinks.TrialResult.record` shape),
-then one table with a row per finished trial, then a leaderboard: per sampler (and grid
-variant) and step budget, the mean and standard deviation over seeds of every metric.
+Both sources become the same list of trial records, each read by the one parser of its
+source (`TrialRecord.from_json`, `TrialRecord.from_mlflow_run`) and held as its
+`TrialRecord.to_json` dict; then one table with a row per finished trial, then a
+leaderboard: per sampler (and grid variant) and step budget, the mean and standard
+deviation over seeds of every metric.
 `write_report` writes `leaderboard.csv`, `leaderboard.md`, `trials.csv` and the plots
 FID vs NFE, the deterministic samplers' ODE error and exact KL vs NFE (log-log) and FID
 vs wall-clock; when the rows hold several time schedules, one set of plots per schedule
@@ -27,6 +29,7 @@ from .comparison import BEST, BUDGET_TOLERANCE, FLOOR_WIDTH, TIED, conclude
 from .comparison import replicated_metrics
 from .floor import FLOOR_NAME
 from .implementations import side_by_side
+from .record import TrialRecord
 from .sinks import FINISHED, read_lines
 
 #: Leaderboard columns first in this order when present; other main values follow.
@@ -60,7 +63,8 @@ ENVIRONMENT_KEYS = ("host", "device", "device_name", "cpu_count", "platform", "t
 
 @dataclass
 class Results:
-    """Trial records, once-per-suite values (the reference NLL) and where they were made."""
+    """Trial records (`TrialRecord.to_json` dicts), once-per-suite values (the reference
+    NLL) and where they were made."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     reference: dict[str, float] = field(default_factory=dict)
@@ -77,7 +81,7 @@ def records_from_jsonl(path: Path, hashes: Optional[set[str]] = None) -> Results
     for line in read_lines(Path(path)):
         kind = line.get("kind")
         if kind == "trial" and (hashes is None or line.get("config_hash") in hashes):
-            out.records.append(line)
+            out.records.append(TrialRecord.from_json(line).to_json())
         elif kind == "suite_values":
             out.reference = {k: v for k, v in line.get("values", {}).items() if v is not None}
         elif kind == "suite":
@@ -98,15 +102,15 @@ def _latest_that_ran(invocations: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(chosen)
 
 
-def records_from_runs(runs: pd.DataFrame) -> Results:
-    """Records from `mlflow.search_runs` output (trial runs and suite runs, by tag)."""
+def records_from_runs(runs: pd.DataFrame,
+                      replicates: Optional[dict[str, dict[str, Any]]] = None) -> Results:
+    """Records from `mlflow.search_runs` output (trial runs and suite runs, by tag), with
+    the replicates artefact each trial run logged (run id -> its content), where read."""
     out = Results()
     if runs.empty:
         return out
-    kinds = runs.get("tags.harness.kind", pd.Series(index=runs.index, dtype=object))
+    kinds = _kinds(runs)
     metric_cols = [c for c in runs.columns if c.startswith("metrics.")]
-    # Why a metric has no value for a trial (e.g. "not invertible at N = 4").
-    status_cols = [c for c in runs.columns if c.startswith("params.") and c.endswith("_status")]
     invocations = []
     for _, row in runs[kinds == "suite"].sort_values("start_time").iterrows():
         # Later suite runs override earlier ones: the latest invocation's values win.
@@ -123,28 +127,20 @@ def records_from_runs(runs: pd.DataFrame) -> Results:
         out.rank_across_schedules = row.get("params.suite.rank_across_schedules") == "True"
     out.environment = _latest_that_ran(invocations)
     for _, row in runs[kinds == "trial"].iterrows():
-        metrics = {c[len("metrics."):]: _number(row[c]) for c in metric_cols}
-        out.records.append({
-            "kind": "trial", "name": row.get("tags.mlflow.runName"),
-            "config_hash": row.get("tags.config_hash"), "status": row.get("status"),
-            "sampler": row.get("params.sampler"),
-            "variant": row.get("tags.harness.variant") or "",
-            "guidance": _number(row.get("params.guidance")),
-            "schedule": row.get("params.schedule"),
-            "steps": _integer(row.get("params.steps")),
-            "nfe_expected": _integer(row.get("params.nfe_expected")),
-            "seed": _integer(row.get("params.seed")),
-            "num_samples": _integer(row.get("params.num_samples")),
-            "metrics": {k: v for k, v in metrics.items() if v is not None},
-            "error": row.get("tags.error"),
-            "warnings": [w for w in str(row.get("tags.warnings") or "").split("; ") if w],
-            "floor": row.get("tags.harness.floor") == "true",
-            "run_id": row.get("run_id"),
-            "ended": _timestamp(row.get("end_time")),
-            "measured_params": {c[len("params."):]: row[c] for c in status_cols
-                                if isinstance(row[c], str)},
-        })
+        logged = (replicates or {}).get(row.get("run_id"))
+        out.records.append(TrialRecord.from_mlflow_run(row, logged).to_json())
     return out
+
+
+def finished_trial_runs(runs: pd.DataFrame) -> list[str]:
+    """The run ids of the FINISHED trial runs among `mlflow.search_runs` output."""
+    if runs.empty:
+        return []
+    return list(runs[(_kinds(runs) == "trial") & (runs["status"] == FINISHED)]["run_id"])
+
+
+def _kinds(runs: pd.DataFrame) -> pd.Series:
+    return runs.get("tags.harness.kind", pd.Series(index=runs.index, dtype=object))
 
 
 def _number(value: Any) -> Optional[float]:
@@ -153,18 +149,6 @@ def _number(value: Any) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
-
-
-def _integer(value: Any) -> Optional[int]:
-    number = _number(value)
-    return None if number is None else int(number)
-
-
-def _timestamp(value: Any) -> float:
-    try:
-        return pd.Timestamp(value).timestamp()
-    except (TypeError, ValueError):
-        return 0.0
 
 
 # --- tables --------------------------------------------------------------------------------
@@ -644,12 +628,6 @@ def report_from_mlflow(tracking_uri: str, experiment: str, out_dir: Path) -> Wri
     from .tracking import run_replicates, search_experiment_runs
 
     runs = search_experiment_runs(tracking_uri, experiment)
-    results = records_from_runs(runs)
-    finished = [r for r in results.records if r.get("status") == FINISHED]
-    replicates = run_replicates(tracking_uri, [r["run_id"] for r in finished])
-    for record in finished:
-        logged = replicates.get(record["run_id"], {})
-        record["replicates"] = logged.get("replicates", {})
-        record["replicate_minimums"] = logged.get("minimums", {})
-        record["replicate_higher_is_better"] = logged.get("higher_is_better", {})
+    results = records_from_runs(
+        runs, run_replicates(tracking_uri, finished_trial_runs(runs)))
     return write_report(results, Path(out_dir) / experiment, title=experiment)

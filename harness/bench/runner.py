@@ -53,8 +53,11 @@ from ..core.sampling import generate
 from ..core.schedules import make_grid
 from .floor import held_out
 from .progress import EtaEstimate, progress_line
+from .environment import environment
+from .plan import Entry, FloorDraw, Plan, SamplerRun
 from .sinks import FAILED, FINISHED, KILLED, Sinks, SuiteInfo, TrialResult
 from .suite import Suite, Trial
+from .time_limit import time_limit
 from ..metrics.timing import clock, forward_time, peak_memory, reset_peak_memory
 
 
@@ -110,17 +113,37 @@ def is_per_suite(metric: Metric) -> bool:
     return bool(getattr(metric, "per_suite", False))
 
 
-class SuiteRunner:
-    """Runs the trials of one suite on one loaded model and reports to the sinks."""
+def run_plan(plan: Plan, sinks: Sinks, artifacts_dir: Optional[Path] = None,
+             quiet: bool = False) -> list[TrialResult]:
+    """Run every entry of `plan` (`harness.bench.plan.resolve_plan`), recorded through
+    `sinks`; sample grids go to `artifacts_dir` when given. Returns the trials' results
+    (the sinks have them too). The library call behind `harness run`."""
+    runner = SuiteRunner(plan, sinks, artifacts_dir=artifacts_dir, quiet=quiet)
+    prepared = runner.prepare()
+    for name, reason in prepared.skipped.items():
+        distributed.print0(f"note: metric {name!r} left out: {reason}", file=sys.stderr)
+    suite = plan.suite
+    info = SuiteInfo(suite=suite, trials=plan.trials, skipped=list(plan.skipped),
+                     model_identity=plan.model_identity,
+                     environment=environment(plan.device, suite.dtype, plan.model),
+                     sampler_origins={s.name: plan.plugins.samplers.origin(s.name).to_dict()
+                                      for s in suite.samplers})
+    return runner.run(info)
 
-    def __init__(self, suite: Suite, plugins: LoadedPlugins, model: ScoreModel,
-                 device: torch.device, sinks: Sinks, artifacts_dir: Optional[Path] = None,
+
+class SuiteRunner:
+    """Runs the entries of one plan on its loaded model and reports to the sinks."""
+
+    def __init__(self, plan: Plan, sinks: Sinks, artifacts_dir: Optional[Path] = None,
                  quiet: bool = False):
-        self.suite = suite
-        self.plugins = plugins
-        self.model = model
-        self.device = device
+        self.plan = plan
+        self.suite = suite = plan.suite
+        self.plugins = plan.plugins
+        self.model = model = plan.model
+        self.device = device = plan.device
         self.dtype = STATE_DTYPES[suite.dtype]
+        #: The plan's entries by the config hash of their trial (what the sinks see).
+        self.entries: dict[str, Entry] = {e.trial.config_hash: e for e in plan.entries}
         self.sinks = sinks
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
         self.quiet = quiet or distributed.rank() != 0
@@ -157,11 +180,10 @@ class SuiteRunner:
     def _warm_up(self) -> None:
         """Forward passes at the batch sizes the trials use, untimed, so that lazy
         initialisation and allocator growth are not charged to the first trial."""
-        n, batch = len(distributed.shard(range(self.suite.num_samples))), self.suite.batch_size
-        sizes = sorted({min(batch, n)} | ({n % batch} if n % batch else set()))
+        sizes = sorted({len(batch) for batch in self.plan.batches()})
         for size in sizes:
             forward_time(self.model, size, warmup=1, repeats=1, dtype=self.dtype)
-        if any(entry.guidance for entry in self.suite.samplers):
+        if 2 in self.plan.network_rows:
             for size in sizes:  # a guided evaluation runs the network on a doubled batch
                 x = torch.zeros((2 * size, *self.model.data.shape), device=self.device,
                                 dtype=self.dtype)
@@ -233,8 +255,12 @@ class SuiteRunner:
         """One trial, always ended in the sinks: FINISHED, FAILED or (re-raised) KILLED."""
         self.sinks.trial_started(trial)
         result = TrialResult(trial, FINISHED, started=time.time())
+        limit = self.suite.trial_time_limit
+        if limit is not None:
+            result.params["trial_time_limit_s"] = limit
         try:
-            self._measure(trial, result)
+            with time_limit(limit, "trial", "trial_time_limit"):
+                self._measure(trial, result)
         except KeyboardInterrupt as err:  # Ctrl-C, Terminated: end it, then stop
             reason = str(err) or type(err).__name__
             with shielded():
@@ -250,14 +276,11 @@ class SuiteRunner:
 
     # --- measuring one trial ---------------------------------------------------------------
     def _measure(self, trial: Trial, result: TrialResult) -> None:
-        if trial.kind == "floor":
-            self._measure_floor(trial, result)
+        entry = self.entries[trial.config_hash]
+        if isinstance(entry, FloorDraw):
+            self._measure_floor(entry, result)
             return
-        sampler = self.plugins.samplers.get(trial.sampler)
-        params = sampler.make_params(trial.params)
-        # The grid the dry run showed, or (trials resolved without the process) built now.
-        grid = (trial.grid if trial.grid is not None
-                else trial.schedule.grid(self.model.sde, trial.steps))
+        sampler, params, grid = entry.sampler, entry.params, entry.grid
         torch.manual_seed(_trial_seed(trial))
 
         # What the sampler calls: the model, or under guidance a guided model per batch,
@@ -270,7 +293,7 @@ class SuiteRunner:
             return generate(model, sampler, grid, trial.seed, indices, params,
                             dtype=self.dtype)
 
-        self._warm_sampler(trial, sampler, params)
+        self._warm_sampler(entry)
         samples = self._sample_timed(trial, draw, result, evaluations)
         self._check_nfe(trial, result)
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
@@ -287,22 +310,22 @@ class SuiteRunner:
         self._compute_metrics(self.metrics.per_trial, context, result)
         self._write_sample_grid(trial, samples, result)
 
-    def _warm_sampler(self, trial: Trial, sampler: Any, params: Any) -> None:
+    def _warm_sampler(self, run: SamplerRun) -> None:
         """The first trial of each sampler (guided or not) is preceded by an untimed
         two-step run at the trial's batch size: the sampler's own kernels, its noise and
         a compiled network's shapes are then not charged to that trial's clock (on a GPU
         they made the first trial of a sampler 2-4 times slower than the next)."""
+        trial = run.trial
         key = (trial.sampler, trial.guidance is not None)
         if key in self._warmed:
             return
-        mine = distributed.shard(range(self.suite.num_samples))
-        indices = list(mine[:self.suite.batch_size])
+        batches = self.plan.batches()
         grid = make_grid(self.model.sde, WARM_UP_SCHEDULE, 2)
         with distributed.shared_failure():  # every rank enters: it is a collective
-            if indices:
-                model = guided(self.model, self._labels(trial, indices, self.device),
+            if batches:
+                model = guided(self.model, self._labels(trial, batches[0], self.device),
                                trial.guidance, NFECounter())
-                generate(model, sampler, grid, trial.seed, indices, params,
+                generate(model, run.sampler, grid, trial.seed, batches[0], run.params,
                          dtype=self.dtype)
         self.model.nfe.reset()
         self._warmed.add(key)
@@ -314,9 +337,10 @@ class SuiteRunner:
         return sample_labels(trial.seed, indices, self.model.num_classes, trial.labels,
                              device)
 
-    def _measure_floor(self, trial: Trial, result: TrialResult) -> None:
+    def _measure_floor(self, floor: FloorDraw, result: TrialResult) -> None:
         """The set metrics on held-out real data of the suite's size (no sampler)."""
-        samples, labels = held_out(self.model, self.suite.num_samples, trial.seed)
+        trial = floor.trial
+        samples, labels = held_out(self.model, self.suite.num_samples, floor.draw)
         samples = samples.to(self.dtype)
         context = TrialContext(suite=self.context, sampler=None, params=None, grid=None,
                                seed=trial.seed, samples=samples,
@@ -402,7 +426,7 @@ class SuiteRunner:
         self.model.network_clock = network
         try:
             with distributed.shared_failure():
-                local = self._sample(trial, draw, distributed.shard(range(n)))
+                local = self._sample(trial, draw, self.plan.batches())
                 local_wall = clock(self.device) - start
                 # Before the gather, whose buffers are no part of sampling.
                 memory, memory_kind = peak_memory(self.device)
@@ -434,18 +458,15 @@ class SuiteRunner:
             ", the largest over processes" if distributed.world_size() > 1 else "")
         return samples
 
-    def _sample(self, trial: Trial, draw: Callable[[list[int]], Tensor], mine: list[int]
-                ) -> Tensor:
-        """The samples of indices `mine` in batches, each checked for shape and
-        finiteness."""
+    def _sample(self, trial: Trial, draw: Callable[[list[int]], Tensor],
+                batches: list[list[int]]) -> Tensor:
+        """The samples of this process's `batches` of indices, each batch checked for
+        shape and finiteness."""
         shape = tuple(self.model.data.shape)
-        batch = self.suite.batch_size
         parts = []
-        starts = range(0, len(mine), batch)
-        bar = tqdm(starts, desc=trial.name, unit="batch", file=sys.stderr, leave=False,
-                   disable=not self.progress or len(starts) < 2, dynamic_ncols=True)
-        for first in bar:
-            indices = mine[first:first + batch]
+        bar = tqdm(batches, desc=trial.name, unit="batch", file=sys.stderr, leave=False,
+                   disable=not self.progress or len(batches) < 2, dynamic_ncols=True)
+        for indices in bar:
             x = draw(indices)
             if not isinstance(x, Tensor) or tuple(x.shape) != (len(indices), *shape):
                 got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__

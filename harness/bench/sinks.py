@@ -1,13 +1,14 @@
-"""Where results go: a tiny sink interface, and the local JSONL sink that never loses a trial.
+"""Where results go: a tiny sink interface, the local JSONL sink that never loses a trial,
+and the sinks of a run made from what plugins register.
 
 The runner measures; sinks record. The runner calls, in order,
 
     suite_started(info)                       once, before any trial
     suite_values(values, params)              once-per-suite measurements (reference NLL)
     trial_started(trial)                      before a trial computes anything
-    trial_ended(result)                       FINISHED or FAILED, with metrics or error
+    trial_ended(record)                       FINISHED or FAILED, with metrics or error
     trial_interrupted(trial, reason)          Ctrl-C / SIGTERM inside a trial
-    suite_ended(results, status, wall_s)      FINISHED, FAILED (some trial) or KILLED;
+    suite_ended(records, status, wall_s)      FINISHED, FAILED (some trial) or KILLED;
                                               the suite's wall-clock, as the runner measured it
 
 and the command, once it has written the report (tables, plots) from what was recorded,
@@ -15,9 +16,14 @@ and the command, once it has written the report (tables, plots) from what was re
     report_written(files, series)             the report's files, and each metric's mean
                                               per sampler as (key, value, NFE) points
 
-`Sinks` fans every call out and isolates the sinks from each other: one that raises is
-reported and dropped, so a tracking server going away mid-suite never stops the suite
-nor the other sinks. `LocalSink` appends every trial to `trials.jsonl` as it ends
+A sink implements the methods it needs; the others are not called. `Sinks` fans every
+call out, turning the runner's `TrialResult` into the one `TrialRecord`
+(`harness.bench.record`) that every sink receives, and isolates the sinks from each
+other: one that raises is reported and dropped, so a tracking server going away
+mid-suite never stops the suite nor the other sinks. `make_sinks` makes a run's sinks
+from the factories plugins register (`harness_register_sinks`); the built-in ones,
+`LocalSink` and `harness.bench.tracking.MLflowSink`, are registered by the plugin
+`harness_plugins.sinks`. `LocalSink` appends every trial to `trials.jsonl` as it ends
 (flushed and fsynced per line, and cut back if the disk fills mid-line, so the file never
 ends torn), which is the copy of record when MLflow is unreachable and what `--resume`
 reads besides MLflow (`finished_hashes`).
@@ -26,14 +32,15 @@ reads besides MLflow (`finished_hashes`).
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Iterable, Protocol
 
+from ..plugin.manager import LoadedPlugins
 from .atomic import append_complete
+from .record import TrialRecord, TrialResult, finite_or_none, strict_json
 from .suite import Suite, Trial
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
@@ -53,82 +60,17 @@ class SuiteInfo:
     environment: dict[str, str]
     #: Per sampler: where it comes from (plugin module, distribution, version).
     sampler_origins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: This run of the suite, by the time it started (`20261130T095428`): every record
+    #: of it carries this stamp.
+    invocation: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S"))
 
     @property
     def all_trials(self) -> list[Trial]:
         return self.skipped + self.trials
 
 
-@dataclass
-class TrialResult:
-    """What one trial produced: its metrics, or the error that stopped it."""
-
-    trial: Trial
-    status: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    #: Conventions learnt while measuring (metric estimators, memory kind): MLflow params.
-    params: dict[str, Any] = field(default_factory=dict)
-    error: Optional[str] = None
-    #: The formatted traceback of a failure, for whoever has to fix it.
-    traceback: Optional[str] = None
-    #: What a reader must know about a finished trial, one line each: its numbers (the
-    #: counted NFE differs from what the sampler declares) or what went wrong after the
-    #: measurement (an artefact not written); the trial stays FINISHED.
-    warnings: list[str] = field(default_factory=list)
-    #: Those of the warnings that say something was not recorded (an artefact not
-    #: written): they make the run's exit status 3.
-    unrecorded: list[str] = field(default_factory=list)
-    #: Bootstrap replicates of set metrics, by metric key (`harness.metrics.bootstrap`):
-    #: what the report needs for intervals over seeds and paired comparisons.
-    replicates: dict[str, list[float]] = field(default_factory=dict)
-    #: The least value each replicated metric can take (0 for FID), where there is one.
-    minimums: dict[str, float] = field(default_factory=dict)
-    #: Replicated metrics whose larger values are better (precision, accuracy): True.
-    higher_is_better: dict[str, bool] = field(default_factory=dict)
-    #: Files made from the trial's samples (e.g. "samples.png"), for sinks to keep.
-    artifacts: dict[str, Path] = field(default_factory=dict)
-    started: float = 0.0
-    ended: float = 0.0
-
-    def record(self) -> dict[str, Any]:
-        """One JSON line: enough to rebuild the results table without MLflow."""
-        t = self.trial
-        return {"kind": "trial", "floor": t.kind == "floor",
-                "name": t.name, "config_hash": t.config_hash,
-                "status": self.status, "sampler": t.sampler, "variant": variant(t),
-                "guidance": t.guidance,
-                "params": t.params, "steps": t.steps, "nfe_expected": t.nfe,
-                "seed": t.seed, "num_samples": t.config["num_samples"],
-                "metrics": {k: _finite_or_none(v) for k, v in self.metrics.items()},
-                "measured_params": self.params,
-                "error": self.error, "traceback": self.traceback,
-                "warnings": list(self.warnings),
-                "replicates": {k: [_finite_or_none(v) for v in values]
-                               for k, values in self.replicates.items()},
-                "replicate_minimums": dict(self.minimums),
-                "replicate_higher_is_better": dict(self.higher_is_better),
-                "started": self.started, "ended": self.ended,
-                "artifacts": {k: str(v) for k, v in self.artifacts.items()},
-                "config": t.config}
-
-
-def variant(trial: Trial) -> str:
-    """The grid values that set a trial apart from its siblings, e.g. `S_churn=10`, and
-    its guidance scale (`w=4`)."""
-    values = dict(trial.varied)
-    if trial.guidance is not None:
-        values["w"] = float(trial.guidance)
-    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in values.items())
-
-
-def _finite_or_none(value: float) -> Optional[float]:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 class Sink(Protocol):
-    """How results are recorded. Every method may be a no-op."""
+    """How results are recorded. A sink implements the methods it needs."""
 
     def suite_started(self, info: SuiteInfo) -> None: ...
 
@@ -136,11 +78,11 @@ class Sink(Protocol):
 
     def trial_started(self, trial: Trial) -> None: ...
 
-    def trial_ended(self, result: TrialResult) -> None: ...
+    def trial_ended(self, record: TrialRecord) -> None: ...
 
     def trial_interrupted(self, trial: Trial, reason: str) -> None: ...
 
-    def suite_ended(self, results: list[TrialResult], status: str, wall_s: float
+    def suite_ended(self, records: list[TrialRecord], status: str, wall_s: float
                     ) -> None: ...
 
     def report_written(self, files: dict[str, Path],
@@ -148,16 +90,27 @@ class Sink(Protocol):
 
 
 class Sinks:
-    """Fans calls out to several sinks; a sink that raises is warned about and dropped."""
+    """Fans calls out to several sinks; a sink that raises is warned about and dropped.
 
-    def __init__(self, sinks: list[Any]):
+    `dropped` holds (sink, error) for each sink that stopped recording, and (its
+    `SinkSpec`, error) for each that could not be made (`make_sinks`): either way the
+    run did not record everything.
+    """
+
+    def __init__(self, sinks: Iterable[Any], unmade: Iterable[tuple[Any, str]] = ()):
         self.active = list(sinks)
-        self.dropped: list[tuple[Any, str]] = []
+        self.dropped: list[tuple[Any, str]] = list(unmade)
+        #: The stamp of the invocation running (`SuiteInfo.invocation`): every record
+        #: carries it.
+        self.invocation = ""
 
     def _each(self, method: str, *args: Any) -> None:
         for sink in list(self.active):
+            call = getattr(sink, method, None)
+            if call is None:
+                continue
             try:
-                getattr(sink, method)(*args)
+                call(*args)
             except Exception as err:  # a recorder failing must not stop the measurements
                 message = f"{type(err).__name__}: {err}"
                 print(f"warning: {type(sink).__name__} stopped recording after an error in "
@@ -166,7 +119,11 @@ class Sinks:
                 self.active.remove(sink)
                 self.dropped.append((sink, message))
 
+    def _record(self, result: TrialResult) -> TrialRecord:
+        return TrialRecord.from_result(result, invocation=self.invocation)
+
     def suite_started(self, info: SuiteInfo) -> None:
+        self.invocation = info.invocation
         self._each("suite_started", info)
 
     def suite_values(self, values: dict[str, float], params: dict[str, Any]) -> None:
@@ -176,28 +133,50 @@ class Sinks:
         self._each("trial_started", trial)
 
     def trial_ended(self, result: TrialResult) -> None:
-        self._each("trial_ended", result)
+        self._each("trial_ended", self._record(result))
 
     def trial_interrupted(self, trial: Trial, reason: str) -> None:
         self._each("trial_interrupted", trial, reason)
 
     def suite_ended(self, results: list[TrialResult], status: str, wall_s: float) -> None:
-        self._each("suite_ended", results, status, wall_s)
+        self._each("suite_ended", [self._record(r) for r in results], status, wall_s)
 
     def report_written(self, files: dict[str, Path],
                        series: list[tuple[str, float, int]]) -> None:
         self._each("report_written", files, series)
 
 
-def strict_json(value: Any) -> Any:
-    """Plain JSON: non-finite floats (e.g. S_tmax = inf) become the strings "inf", "nan"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink factory is given, once per run (`harness_register_sinks`)."""
+
+    #: The run's report folder (`--out`/<experiment>): trials.jsonl, tables, plots.
+    out_dir: Path
+    suite: Suite
+    #: The MLflow experiment the run records into.
+    experiment: str
+    tracking_uri: str
+    #: An `MlflowClient` connected to `tracking_uri`, or None where there is none.
+    client: Any = None
+
+
+def make_sinks(plugins: LoadedPlugins, context: SinkContext) -> Sinks:
+    """The run's sinks: every registered sink factory called with `context`, in the
+    order of their names. One that returns None stays out of this run; one that raises
+    is reported and the run goes on without it (and is not complete: `Sinks.dropped`)."""
+    made, unmade = [], []
+    for name, entry in plugins.sinks.entries():
+        try:
+            sink = entry.item.make(context)
+        except Exception as err:  # a recorder failing must not stop the measurements
+            message = f"{type(err).__name__}: {err}"
+            print(f"warning: sink {name!r} of {entry.origin} could not be made: {message}; "
+                  f"results go to the other sinks", file=sys.stderr)
+            unmade.append((entry.item, f"not made: {message}"))
+            continue
+        if sink is not None:
+            made.append(sink)
+    return Sinks(made, unmade)
 
 
 def append_line(path: Path, record: dict[str, Any]) -> None:
@@ -232,7 +211,8 @@ def finished_hashes(path: Path) -> set[str]:
 
 
 class LocalSink:
-    """Appends suite and trial records to `<directory>/trials.jsonl` as they happen."""
+    """Appends suite and trial records to `<directory>/trials.jsonl` as they happen (the
+    report is written into the same folder, by the command)."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
@@ -240,7 +220,7 @@ class LocalSink:
         self.invocation = ""
 
     def suite_started(self, info: SuiteInfo) -> None:
-        self.invocation = time.strftime("%Y%m%dT%H%M%S")
+        self.invocation = info.invocation
         append_line(self.path, {
             "kind": "suite", "invocation": self.invocation, "suite": info.suite.name,
             "experiment": info.suite.experiment, "model": info.model_identity,
@@ -250,24 +230,17 @@ class LocalSink:
     def suite_values(self, values: dict[str, float], params: dict[str, Any]) -> None:
         append_line(self.path, {
             "kind": "suite_values", "invocation": self.invocation,
-            "values": {k: _finite_or_none(v) for k, v in values.items()},
+            "values": {k: finite_or_none(v) for k, v in values.items()},
             "params": params, "time": time.time()})
 
-    def trial_started(self, trial: Trial) -> None:
-        """Nothing: only ended trials are worth a line."""
-
-    def trial_ended(self, result: TrialResult) -> None:
-        append_line(self.path, {**result.record(), "invocation": self.invocation})
+    def trial_ended(self, record: TrialRecord) -> None:
+        append_line(self.path, record.to_json())
 
     def trial_interrupted(self, trial: Trial, reason: str) -> None:
         append_line(self.path, {"kind": "interrupted", "invocation": self.invocation,
                                 "name": trial.name, "config_hash": trial.config_hash,
                                 "reason": reason, "time": time.time()})
 
-    def suite_ended(self, results: list[TrialResult], status: str, wall_s: float) -> None:
+    def suite_ended(self, records: list[TrialRecord], status: str, wall_s: float) -> None:
         append_line(self.path, {"kind": "suite_end", "invocation": self.invocation,
                                 "status": status, "time": time.time(), "wall_s": wall_s})
-
-    def report_written(self, files: dict[str, Path],
-                       series: list[tuple[str, float, int]]) -> None:
-        """Nothing: the report is written into this sink's own folder."""

@@ -56,6 +56,8 @@ MAX_SEED = 2**63 - 1
 MAX_THREADS = 1024
 #: Trials of one suite (grid points x budgets x seeds), counted before the grid is expanded.
 MAX_TRIALS = 100_000
+#: A week: a longer trial limit is no limit but a typo.
+MAX_TRIAL_TIME_LIMIT_S = 7 * 24 * 3600.0
 
 
 class SuiteError(HarnessError):
@@ -269,6 +271,11 @@ class SuiteFile(_Table):
                           "not part of a trial's configuration")
     tracking_uri: str = Field("", description="MLflow tracking URI (default: "
                               "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    trial_time_limit: Optional[Annotated[float, Field(
+        gt=0, le=MAX_TRIAL_TIME_LIMIT_S, allow_inf_nan=False)]] = Field(
+        None, description="seconds a trial's sampling and metrics may take; past them it "
+                          "is FAILED (TrialTimeout) and the suite goes on (default: no "
+                          "limit); not part of a trial's configuration")
 
     @model_validator(mode="after")
     def _budgets(self) -> "SuiteFile":
@@ -337,6 +344,9 @@ class Suite:
     #: torch threads per process: how fast, never what; no part of any config hash.
     threads: int
     tracking_uri: str
+    #: Seconds a trial may take (`harness.bench.time_limit`); like threads, no part of
+    #: any config hash: it decides whether a result comes, not what it is.
+    trial_time_limit: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(dataclasses.replace(self, schedules=()))
@@ -405,7 +415,7 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
         device=file.device, dtype=file.dtype, network_dtype=file.network_dtype,
         compile=file.compile,
         threads=file.threads if file.threads is not None else default_threads(),
-        tracking_uri=file.tracking_uri)
+        tracking_uri=file.tracking_uri, trial_time_limit=file.trial_time_limit)
 
 
 def _sampler_entry(refuse: Any, plugins: LoadedPlugins, name: str, entry: SamplerFile,

@@ -39,15 +39,18 @@ from . import stale_runs
 from .mlflow_view import (EXPERIMENT_KIND_TAG, LEADERBOARD_TABLE, NOTE_TAG, TRAINING_KIND,
                           describe_experiment, hide_empty_default_experiment,
                           leaderboard_frame, run_description)
-from .sinks import FAILED, KILLED, SuiteInfo, Trial, TrialResult, variant
+from .record import TrialRecord
+from .sinks import FAILED, KILLED, SuiteInfo, Trial
 from .suite import flatten
+from .tracking_retry import RetryingClient
 
 if TYPE_CHECKING:  # pandas is imported by mlflow.search_runs, when it is called
     import pandas as pd
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-#: A trial run's bootstrap replicates and their metrics' least values (`TrialResult`), as
-#: a JSON artefact {"replicates": {key: [...]}, "minimums": {key: value}}.
+#: A trial run's bootstrap replicates, their metrics' least values and directions
+#: (`TrialRecord`), as a JSON artefact {"replicates": {key: [...]}, "minimums": {key:
+#: value}, "higher_is_better": {key: bool}}.
 REPLICATES_ARTIFACT = "replicates.json"
 #: During the start-up check: fail fast. During a suite: a few retries, then give up on
 #: MLflow for the rest of the suite (the local JSONL keeps every trial).
@@ -188,7 +191,9 @@ def failure_reason(err: BaseException) -> str:
 
 
 def connect(uri: str) -> Any:
-    """An `MlflowClient` for `uri`, after checking the store answers (no compute yet)."""
+    """An `MlflowClient` for `uri`, after checking the store answers (no compute yet);
+    from then on its calls wait out a server's transient errors
+    (`harness.bench.tracking_retry`)."""
     check_sqlite_store(uri)  # first: MLflow takes seconds to import
     from mlflow.tracking import MlflowClient
 
@@ -208,7 +213,7 @@ def connect(uri: str) -> Any:
             f"({type(err).__name__}: {failure_reason(err)}). Start the server, pass another "
             f"--tracking-uri, or use the embedded store {DEFAULT_TRACKING_URI!r}; "
             f"nothing was computed") from None
-    return client
+    return RetryingClient(client)
 
 
 def experiment_id(client: Any, name: str, create: bool) -> Optional[str]:
@@ -383,23 +388,14 @@ class MLflowSink:
         self._log(self.parent_id, params=params, metrics=values)
 
     def trial_params(self, trial: Trial) -> dict[str, Any]:
-        """Everything that identifies the trial, flat, as MLflow params."""
+        """Everything that identifies the trial, flat, as MLflow params: its record's
+        (`TrialRecord.mlflow_params`), then the suite's batch size, the sampler's origin
+        and the environment."""
         info = self.info
-        suite = info.suite
-        config = trial.config
-        params: dict[str, Any] = {
-            "sampler": trial.sampler, "steps": trial.steps, "nfe_expected": trial.nfe,
-            "schedule": config.get("schedule", ""), "seed": trial.seed,
-            "num_samples": config["num_samples"], "batch_size": suite.batch_size,
-            "dtype": config["dtype"], "config_hash": trial.config_hash,
-        }
-        params.update({f"sampler.{k}": v for k, v in trial.params.items()})
-        if trial.guidance is not None:
-            params["guidance"] = trial.guidance
+        params = TrialRecord.planned(trial).mlflow_params()
+        params["batch_size"] = info.suite.batch_size
         origin = info.sampler_origins.get(trial.sampler, {})
         params.update({f"sampler_origin.{k}": v for k, v in origin.items()})
-        params.update({f"model.{k}": v for k, v in flatten(config["model"]).items()})
-        params.update({f"metric.{k}": v for k, v in flatten(config["metrics"]).items()})
         params.update(info.environment)
         return params
 
@@ -407,31 +403,30 @@ class MLflowSink:
         with http_limits(SUITE_LIMITS, override=False):
             run = self.client.create_run(
                 self.experiment_id, run_name=trial.name,
-                tags={"mlflow.parentRunId": self.parent_id, "harness.kind": "trial",
-                      "harness.suite": self.info.suite.name, "config_hash": trial.config_hash,
-                      "harness.variant": variant(trial), **self.process_tags,
-                      **({"harness.floor": "true"} if trial.kind == "floor" else {})})
+                tags={"mlflow.parentRunId": self.parent_id,
+                      "harness.suite": self.info.suite.name, **self.process_tags,
+                      **TrialRecord.planned(trial).mlflow_tags()})
         self.trial_runs[trial.config_hash] = run.info.run_id
         self.open_runs.add(run.info.run_id)
         self._log(run.info.run_id, params=self.trial_params(trial))
 
-    def trial_ended(self, result: TrialResult) -> None:
-        run_id = self.trial_runs[result.trial.config_hash]
-        tags = {"error": result.error} if result.error else {}
-        if result.warnings:
-            tags["warnings"] = "; ".join(result.warnings)
-        self._log(run_id, params=result.params, metrics=result.metrics, tags=tags)
+    def trial_ended(self, record: TrialRecord) -> None:
+        run_id = self.trial_runs[record.config_hash]
+        # A param keeps its first value: what the trial is went in when it started.
+        self._log(run_id, params=record.measured_params, metrics=record.mlflow_metrics(),
+                  tags=record.mlflow_tags())
         try:
             with http_limits(SUITE_LIMITS, override=False):
-                for path in result.artifacts.values():
-                    self.client.log_artifact(run_id, str(path))
-                if result.replicates:
-                    self.client.log_dict(run_id, {"replicates": result.replicates,
-                                                  "minimums": result.minimums,
-                                                  "higher_is_better": result.higher_is_better},
-                                         REPLICATES_ARTIFACT)
+                for path in record.artifacts.values():
+                    self.client.log_artifact(run_id, path)
+                if record.replicates:
+                    self.client.log_dict(
+                        run_id, {"replicates": record.replicates,
+                                 "minimums": record.replicate_minimums,
+                                 "higher_is_better": record.replicate_higher_is_better},
+                        REPLICATES_ARTIFACT)
         finally:  # the run is ended even if an artefact is refused
-            self._end(run_id, result.status)
+            self._end(run_id, record.status)
 
     def trial_interrupted(self, trial: Trial, reason: str) -> None:
         run_id = self.trial_runs.get(trial.config_hash)
@@ -439,16 +434,16 @@ class MLflowSink:
             self._log(run_id, tags={"error": f"interrupted: {reason}"})
             self._end(run_id, KILLED)
 
-    def suite_ended(self, results_of_run: list[TrialResult], status: str,
+    def suite_ended(self, records_of_run: list[TrialRecord], status: str,
                     wall_s: float) -> None:
         """Counts and wall-clock of this invocation, then end the parent run (and any
         trial run still open: interrupted while it was being recorded)."""
         try:
             for run_id in sorted(self.open_runs):
                 self._end(run_id, KILLED)
-            failed = sum(r.status == FAILED for r in results_of_run)
+            failed = sum(r.status == FAILED for r in records_of_run)
             self._log(self.parent_id, metrics={
-                "trials_failed": failed, "trials_run": len(results_of_run),
+                "trials_failed": failed, "trials_run": len(records_of_run),
                 "suite_wall_s": wall_s})
         finally:
             self._end(self.parent_id, status)

@@ -1,4 +1,5 @@
-"""``harness plugins``: every registered sampler, model and metric, and where it comes from."""
+"""``harness plugins``: every registered sampler, schedule, model, metric and sink, and
+where it comes from."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from ..plugin.manager import LoadedPlugins, get_plugins
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "plugins", help="list registered samplers, models and metrics",
-        description="List every registered sampler, model and metric with its one-line "
-                    "summary, its origin (module, distribution, version) and declared "
-                    "capabilities.")
+        "plugins", help="list registered samplers, models, metrics and sinks",
+        description="List every registered sampler, model, metric and sink with its "
+                    "one-line summary, its origin (module, distribution, version) and "
+                    "declared capabilities.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
 
@@ -51,9 +52,11 @@ def describe(loaded: LoadedPlugins) -> dict[str, Any]:
                         "higher_is_better": getattr(metric, "higher_is_better", None),
                         "description": getattr(metric, "description", "") or "",
                         "origin": entry.origin.to_dict()})
+    sinks = [{"name": name, "description": entry.item.description,
+              "origin": entry.origin.to_dict()} for name, entry in loaded.sinks.entries()]
     return {
         "samplers": samplers, "adapted_libraries": adapted_libraries(loaded),
-        "schedules": schedules, "models": models, "metrics": metrics,
+        "schedules": schedules, "models": models, "metrics": metrics, "sinks": sinks,
         "plugins": [o.to_dict() for o in loaded.plugins],
         "disabled": loaded.disabled,
         "failures": [{"plugin": f.plugin, "stage": f.stage, "message": f.message}
@@ -141,6 +144,10 @@ def _other_lines(info: dict[str, Any]) -> list[str]:
                      f"from {_origin(m['origin'])}")
         if m["description"]:
             lines.append(f"  {'':<22} {m['description']}")
+    lines.append(f"Sinks ({len(info['sinks'])}):")
+    for s in info["sinks"]:
+        lines.append(f"  {s['name']:<22} {s['description']}")
+        lines.append(f"  {'':<22} from {_origin(s['origin'])}")
     if info["disabled"]:
         lines.append(f"Disabled: {', '.join(info['disabled'])}")
     if info["failures"]:

@@ -18,40 +18,26 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
-from ..core import distributed
-from ..plugin.manager import LoadedPlugins, failure_lines, get_plugins
 from ..bench import exit_codes
-from ..bench.atomic import check_writable, publish_folder
-from ..bench.guards import plan_memory
-from ..models.precision import STATE_DTYPES
-from ..bench.environment import environment
-from ..bench.floor import floor_trials
+from ..bench.atomic import check_writable, publish_folder, write_text
+from ..bench.plan import resolve_plan
+from ..bench.plan_text import format_plan
 from ..bench.report_folder import held, report_folder
-from ..bench.runner import SuiteRunner, load_model, summary
-from ..bench.sinks import LocalSink, Sinks, SuiteInfo, finished_hashes, strict_json
-from ..bench.suite import (
-    Suite,
-    SuiteError,
-    Trial,
-    check_conditional,
-    flatten,
-    load_suite,
-    model_identity,
-    parse_list,
-    resolve_trials,
-    short_value,
-)
+from ..bench.runner import load_model, run_plan, summary
+from ..bench.sinks import SinkContext, Sinks, finished_hashes, make_sinks
+from ..bench.suite import Suite, SuiteError, load_suite, parse_list
 from ..bench.tracking import (
     DEFAULT_TRACKING_URI,
-    MLflowSink,
     connect,
     finished_config_hashes,
     resolve_tracking_uri,
 )
+from ..core import distributed
+from ..plugin.manager import LoadedPlugins, failure_lines, get_plugins
 from .options import add_out_option, add_suite_argument
 
 
@@ -87,6 +73,9 @@ def add_parser(subparsers: Any) -> None:
                       help="torch threads per process (default: the suite's, else "
                            "$OMP_NUM_THREADS, else 1, which degrades least when other "
                            "processes compete for the cores); logged, not hashed")
+    over.add_argument("--trial-time-limit", type=float, metavar="SECONDS",
+                      help="a trial taking longer (sampling and metrics) is FAILED and the "
+                           "suite goes on; not hashed")
     over.add_argument("--experiment", help="MLflow experiment name")
     over.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other field, dotted for tables, value as TOML "
@@ -123,7 +112,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model, "schedule": listed("--schedule", args.schedule),
         "device": args.device,
         "dtype": args.dtype, "network_dtype": args.network_dtype, "compile": args.compile,
-        "threads": args.threads, "experiment": args.experiment, "set": args.set,
+        "threads": args.threads, "trial_time_limit": args.trial_time_limit,
+        "experiment": args.experiment, "set": args.set,
     }
 
 
@@ -148,12 +138,13 @@ def _run(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite) -> int:
                          "trials.jsonl)")
     out_dir = report_folder(Path(args.out), suite.experiment)  # a name leaving --out
     if args.dry_run:
-        model = load_model(suite, plugins, distributed.resolve_device("cpu"))
-        trials = resolve_trials(suite, plugins, model_identity(suite, model),
-                                lands_on_zero(model), model.sde)
-        sigma_max = float(model.sde.sigma(model.sde.T))
-        print(json.dumps(plan_json(suite, trials, sigma_max), indent=1) if args.json
-              else format_plan(suite, trials, sigma_max, own_levels(plugins, model.sde)))
+        # The plan on the CPU: the run's own device may be absent here, and the memory
+        # guard's answer depends on it (a run prints the batch size it chose).
+        cpu = distributed.resolve_device("cpu")
+        plan = resolve_plan(suite, plugins, load_model(suite, plugins, cpu), cpu,
+                            finished=lambda: finished_hashes(out_dir / "trials.jsonl")
+                            if args.resume else set(), guard_memory=False)
+        print(json.dumps(plan.to_json(), indent=1) if args.json else format_plan(plan))
         return 0
     device = distributed.resolve_device(suite.device)
     created = distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
@@ -168,9 +159,6 @@ def _run(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite) -> int:
 def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
                device: torch.device, out_dir: Path, holding: contextlib.ExitStack) -> int:
     lead = distributed.rank() == 0
-    if suite.num_samples < distributed.world_size():
-        raise SuiteError(f"num_samples = {suite.num_samples} cannot be shared by "
-                         f"{distributed.world_size()} processes")
     uri = resolve_tracking_uri(args.tracking_uri, suite.tracking_uri)
     distributed.on_rank0(lambda: check_writable(out_dir))  # before any compute
     client = None
@@ -179,63 +167,47 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         nonlocal client
         client = connect(uri)  # fails here, before the model is even loaded
 
-    distributed.on_rank0(connect_tracking)
-    model = load_model(suite, plugins, device)
-    check_conditional(suite, model.num_classes)
-    with distributed.shared_failure():  # before any large allocation, on every process
-        plan = plan_memory(model, STATE_DTYPES[suite.dtype], suite.num_samples,
-                           suite.batch_size, device,
-                           len(range(distributed.rank(), suite.num_samples,
-                                     distributed.world_size())),
-                           guided=any(entry.guidance for entry in suite.samplers))
-    if plan.note:
-        distributed.print0(f"note: {plan.note}", file=sys.stderr)
-        suite = dataclasses.replace(suite, batch_size=plan.batch_size)
-    identity = model_identity(suite, model)
-    trials = resolve_trials(suite, plugins, identity, lands_on_zero(model), model.sde)
-    trials = floor_trials(suite, plugins, model, identity) + trials
-    # Taken once nothing can refuse the run any more (a refused run leaves no folder),
-    # before the first record is read or written: a second run into it is refused.
-    distributed.on_rank0(lambda: holding.enter_context(held(out_dir)))
-    skipped = []
-    if args.resume:
+    def finished() -> set[str]:
         # MLflow's record and the local one: a trial finished while the tracking server
         # was down is only in trials.jsonl, and must not run again.
-        done = distributed.on_rank0(
+        return distributed.on_rank0(
             lambda: finished_config_hashes(client, suite.experiment)
             | finished_hashes(out_dir / "trials.jsonl"))
-        skipped = [t for t in trials if t.config_hash in done]
-        trials = [t for t in trials if t.config_hash not in done]
 
-    sinks = (Sinks([LocalSink(out_dir), MLflowSink(client, uri, suite.experiment)])
+    distributed.on_rank0(connect_tracking)
+    plan = resolve_plan(suite, plugins, load_model(suite, plugins, device), device,
+                        finished=finished if args.resume else set)
+    if plan.memory_note:
+        distributed.print0(f"note: {plan.memory_note}", file=sys.stderr)
+    # Taken once nothing can refuse the run any more (a refused run leaves no folder),
+    # before the first record is written: a second run into it is refused. The plan is
+    # kept beside the records (what ran, as the dry run prints it).
+    distributed.on_rank0(lambda: holding.enter_context(held(out_dir)))
+    distributed.on_rank0(lambda: write_text(out_dir / "plan.json",
+                                            json.dumps(plan.to_json(), indent=1)))
+    suite = plan.suite
+    sinks = (make_sinks(plugins, SinkContext(out_dir=out_dir, suite=suite,
+                                             experiment=suite.experiment,
+                                             tracking_uri=uri, client=client))
              if lead else Sinks([]))
-    runner = SuiteRunner(suite, plugins, model, device, sinks,
-                         artifacts_dir=out_dir / "samples" if lead else None,
-                         quiet=args.quiet)
     processes = (f" x {distributed.world_size()} processes"
                  if distributed.world_size() > 1 else "")
-    distributed.print0(f"suite {suite.name}: {len(trials)} trials on {suite.model} "
-                       f"({device}{processes}), {len(skipped)} skipped; tracking {uri}, "
+    distributed.print0(f"suite {suite.name}: {len(plan.entries)} trials on {suite.model} "
+                       f"({device}{processes}), {len(plan.skipped)} skipped; tracking {uri}, "
                        f"experiment {suite.experiment!r}", file=sys.stderr)
-    prepared = runner.prepare()
-    for name, reason in prepared.skipped.items():
-        distributed.print0(f"note: metric {name!r} left out: {reason}", file=sys.stderr)
-    info = SuiteInfo(suite=suite, trials=trials, skipped=skipped, model_identity=identity,
-                     environment=environment(device, suite.dtype, model),
-                     sampler_origins={s.name: plugins.samplers.origin(s.name).to_dict()
-                                      for s in suite.samplers})
-    results = runner.run(info)
+    results = run_plan(plan, sinks, artifacts_dir=out_dir / "samples" if lead else None,
+                       quiet=args.quiet)
     if not lead:
         # torchrun stops every process as soon as one exits non-zero, which would cut
         # rank 0's report short; rank 0's exit status is the run's.
         return 0
 
-    report = _write_report(out_dir, {t.config_hash for t in info.all_trials},
+    report = _write_report(out_dir, {t.config_hash for t in (*plan.skipped, *plan.trials)},
                            suite.experiment, suite.rank_across_schedules)
     if report is not None:
         sinks.report_written(report.files, report.series)
         print(report.files["leaderboard.md"].read_text())
-    print(summary(results, len(skipped)))
+    print(summary(results, len(plan.skipped)))
     records = {"LocalSink": str(out_dir / "trials.jsonl"), "MLflowSink": f"MLflow ({uri})"}
     for sink, error in sinks.dropped:
         kept = [records.get(type(s).__name__, type(s).__name__) for s in sinks.active]
@@ -278,103 +250,3 @@ def _write_report(out_dir: Path, hashes: set[str], title: str,
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def lands_on_zero(model: Any) -> bool:
-    """Whether a grid's last step reaches sigma = 0 under the model's process (not VE,
-    whose sigma(0) = sigma_min): the NFE a sampler's last step costs depends on it."""
-    return float(model.sde.sigma(0.0)) == 0.0
-
-
-def _toml_like(value: Any) -> str:
-    if isinstance(value, tuple):
-        value = list(value)
-    return json.dumps(value, default=str)
-
-
-def _sampling_work(suite: Suite, trials: list[Trial]) -> int:
-    # A guided evaluation runs the network on a doubled batch unless w is 0 or 1.
-    return sum(t.nfe * (1 if t.guidance in (None, 0.0, 1.0) else 2)
-               for t in trials) * suite.num_samples
-
-
-def reaches(grid: Any, sigma_max: float) -> bool:
-    """Whether a grid starts at the process's largest noise level (up to rounding)."""
-    return grid.sigma[0] >= sigma_max * (1 - 1e-9)
-
-
-def own_levels(plugins: LoadedPlugins, sde: Any) -> Callable[[Trial], Optional[list]]:
-    """For a trial: the noise levels its sampler calls the network at when the sampler
-    chooses its own (its function's `levels(params, sde, steps)`, as an adapted
-    diffusers scheduler has), else None."""
-    def levels(t: Trial) -> Optional[list]:
-        sampler = plugins.samplers.get(t.sampler)
-        if not callable(getattr(sampler.fn, "levels", None)):
-            return None
-        return sampler.fn.levels(sampler.make_params(t.params), sde, t.steps)
-    return levels
-
-
-def _grid_line(t: Trial, sigma_max: Optional[float],
-               levels: Optional[Callable[[Trial], Optional[list]]] = None) -> str:
-    """`karras: sigma 80 .. 0.002 -> 0 [sigma_max]`: the first and last noise level the
-    sampler steps from, the final one, and whether the grid starts at sigma_max; for a
-    sampler on timesteps of its own, the levels it calls the network at."""
-    name = t.schedule.short_label if t.schedule is not None else ""
-    own = levels(t) if levels is not None else None
-    if own:
-        return (f"own timesteps (not {name}): network at sigma {own[0]:.4g} .. "
-                f"{own[-1]:.4g}, {len(own)} calls")
-    if t.grid is None or sigma_max is None:
-        return name
-    s = t.grid.sigma
-    start = ("[starts at sigma_max]" if reaches(t.grid, sigma_max)
-             else f"[starts below sigma_max = {sigma_max:.4g}]")
-    return f"{name}: sigma {s[0]:.4g} .. {s[-2]:.4g} -> {s[-1]:.4g} {start}"
-
-
-def format_plan(suite: Suite, trials: list[Trial], sigma_max: Optional[float] = None,
-                levels: Optional[Callable[[Trial], Optional[list]]] = None) -> str:
-    """The resolved configuration and trial list, as `--dry-run` prints it: one line per
-    trial, with the NFE budget and the steps it resolved to, the NFE the sampler
-    declares, and the sigma grid it will see."""
-    lines = [f"suite {suite.name} ({suite.source})"]
-    lines += [f"  {k} = {_toml_like(v)}" for k, v in flatten(suite.to_dict()).items()]
-    lines.append(f"{len(trials)} trials: name, NFE budget -> steps and the NFE the sampler "
-                 f"declares, config hash, schedule: the grid's first and last sigma before "
-                 f"its final step -> its final sigma [whether it starts at sigma_max], "
-                 f"hyperparameters")
-    width = max((len(t.name) for t in trials), default=0)
-    budgets = [",".join(map(str, t.budgets)) for t in trials]
-    budget_width = max((len(b) for b in budgets), default=0)
-    for t, budget in zip(trials, budgets):
-        params = ", ".join(f"{k}={short_value(v)}" for k, v in t.params.items())
-        # Trials given steps, not budgets, leave the column blank.
-        asked = (f"budget={budget:<{budget_width}} -> " if budget
-                 else " " * (budget_width + 11) if budget_width else "")
-        lines.append(f"  {t.name:<{width}}  {asked}steps={t.steps:<4} nfe={t.nfe:<4} "
-                     f"{t.config_hash[:12]}  {_grid_line(t, sigma_max, levels)}  "
-                     f"{params}".rstrip())
-    lines.append(f"sampling work: {_sampling_work(suite, trials):,} network evaluations "
-                 f"(sample rows), not counting metrics")
-    return "\n".join(lines)
-
-
-def plan_json(suite: Suite, trials: list[Trial], sigma_max: float) -> dict[str, Any]:
-    """`--dry-run --json`: the resolved configuration and every trial with its whole
-    grid (t, sigma, s(t)), as plain JSON."""
-    out = []
-    for t in trials:
-        grid = t.grid
-        out.append({
-            "name": t.name, "sampler": t.sampler, "params": t.params,
-            "schedule": t.schedule.label if t.schedule is not None else None,
-            "budgets": list(t.budgets), "steps": t.steps, "nfe_declared": t.nfe,
-            "seed": t.seed, "guidance": t.guidance, "config_hash": t.config_hash,
-            "grid": None if grid is None else {
-                "t": list(grid.t), "sigma": list(grid.sigma), "scale": list(grid.scale),
-                "first_sigma": grid.sigma[0], "last_sigma": grid.sigma[-2],
-                "final_sigma": grid.sigma[-1], "reaches_sigma_max": reaches(grid, sigma_max)},
-        })
-    return strict_json({"suite": suite.to_dict(), "sigma_max": sigma_max, "trials": out,
-                        "sampling_work": _sampling_work(suite, trials)})

@@ -58,10 +58,9 @@ class GuidedModel(ScoreModel):
                 f"a guided model is bound to its batch of {self.labels.shape[0]} labelled "
                 f"samples; the sampler evaluated {x.shape[0]} rows (evaluate the whole "
                 f"batch, in its row order)")
-        if self.scale == 1.0:
-            return self.base.denoise_labelled(x, sigma, self.labels)
-        if self.scale == 0.0:
-            return self.base.denoise_labelled(x, sigma, self._null)
+        if network_rows(self.scale) == 1:  # w = 1: conditional; w = 0: unconditional
+            return self.base.denoise_labelled(
+                x, sigma, self.labels if self.scale == 1.0 else self._null)
         both = self.base.denoise_labelled(torch.cat([x, x]), _doubled(sigma), self._both)
         conditional, unconditional = both.chunk(2)
         return torch.lerp(unconditional, conditional, self.scale)
@@ -85,6 +84,12 @@ class GuidedModel(ScoreModel):
         return self.base.dtype
 
 
+def network_rows(scale: Optional[float]) -> int:
+    """Network rows one evaluation of one sample costs at guidance scale `scale`: 2 for
+    w not in {0, 1} (one doubled batch), else 1 (None: an unguided model)."""
+    return 1 if scale is None or float(scale) in (0.0, 1.0) else 2
+
+
 def _doubled(sigma: Tensor) -> Tensor:
     """sigma for the doubled batch; one level for the batch stays one stride-0 element
     (`per_sample`), so a model can still take its one-level path."""
@@ -104,4 +109,4 @@ def guided(model: ScoreModel, labels: Optional[Tensor], scale: Optional[float],
     return GuidedModel(model, labels, scale, nfe)
 
 
-__all__ = ["GuidedModel", "guided"]
+__all__ = ["GuidedModel", "guided", "network_rows"]

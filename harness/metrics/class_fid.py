@@ -8,13 +8,15 @@ samples generated for c with those of the reference samples of class c, and aver
     class_fid = (1 / |C|) sum_{c in C} FID(G_c, R_c),
 
 C the classes generated. Each FID is `harness.metrics.fid`'s own: Gaussians with the
-unbiased covariance (`ReferenceStats.mean`, `.cov`) and `frechet_distance`, in float64.
+unbiased covariance, in float64, compared by its one Fréchet formula
+(`ReferenceStats.fid_against`).
 
 Small classes, by fid.py's policy: FID needs at least two samples a side (else there is
 no covariance) and is biased upward at small N, so values are comparable at equal
 per-class counts only; the counts come with the values. A class with n <= F samples (F
 features) has a singular covariance: the distance is still defined (the trace of the
-square root of cov1 cov2 sums the square roots of its eigenvalues, which are >= 0), and
+square root of cov1 cov2 sums the square roots of its eigenvalues, which are >= 0),
+though in float64 only to ~1e-7 relative (`harness.metrics.fid.frechet_distances`), and
 such classes are listed (`rank_deficient`) so that a reader knows the estimate rests on
 fewer samples than dimensions.
 """
@@ -26,7 +28,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from .fid import ReferenceStats, frechet_distance
+from .fid import ReferenceStats
 
 
 def class_statistics(features: Tensor, labels: Tensor, data_id: str = "",
@@ -37,12 +39,9 @@ def class_statistics(features: Tensor, labels: Tensor, data_id: str = "",
     if labels.shape != (features.shape[0],):
         raise ValueError(f"labels have shape {tuple(labels.shape)} for "
                          f"{features.shape[0]} feature vectors")
-    out = {}
-    for c in labels.unique().tolist():
-        x = features[labels == c]
-        out[int(c)] = ReferenceStats(f"{data_id}:class={c}", extractor_sha256, x.shape[0],
-                                     x.sum(0), x.T @ x)
-    return out
+    return {int(c): ReferenceStats.of_features(features[labels == c],
+                                               f"{data_id}:class={c}", extractor_sha256)
+            for c in labels.unique().tolist()}
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def class_fid(features: Tensor, labels: Tensor, reference: dict[int, ReferenceSt
             missing[c] = (f"class {c}: {stats.n} generated and {ref.n} reference "
                           f"samples; FID needs at least two on each side")
         else:
-            per_class[c] = frechet_distance(stats.mean, stats.cov, ref.mean, ref.cov)
+            per_class[c] = stats.fid_against(ref)
     mean = None if missing or not per_class else sum(per_class.values()) / len(per_class)
     return ClassFID(mean, per_class, {c: s.n for c, s in generated.items()},
                     {c: reference[c].n for c in generated if c in reference},

@@ -5,10 +5,11 @@ statistics below take the features of both sets once, and index sets into each: 
 generated samples' (`Bootstrap.index_sets`) and the reference set's
 (`Bootstrap.reference_sets`), so that a replicate is the metric of a fresh draw of both
 sets, as the metric's own value is. A resample is given by its counts c_i (how often
-sample i was drawn, sum N): FID is that of the weighted Gaussians, as torchmetrics
-computes it (unbiased covariance, float64); KID is the unbiased polynomial-kernel
-MMD^2, k(x, y) = (x.y / d + 1)^3, over pairs of distinct samples (a sample paired with
-its own copy would count as a perfect match), whole set against whole set.
+sample i was drawn, sum N): FID is that of the weighted Gaussians (unbiased covariance,
+float64) by FID's one formula (`harness.metrics.fid.frechet_distances`); KID is the
+unbiased polynomial-kernel MMD^2, k(x, y) = (x.y / d + 1)^3, over pairs of distinct
+samples (a sample paired with its own copy would count as a perfect match), whole set
+against whole set.
 
 The first-order part. Beside each replicate T*_b comes its linear part
 
@@ -49,6 +50,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .fid import frechet_distances
 
 #: Elements of the largest temporary array of a chunk of replicates (float64: 128 MiB).
 CHUNK_ELEMENTS = 2**24
@@ -112,26 +115,6 @@ def _psd_sqrt(cov: Tensor) -> Tensor:
     return (vec * eig.clamp(min=0).sqrt()[..., None, :]) @ vec.transpose(-1, -2)
 
 
-def _factor(cov: Tensor) -> Tensor:
-    """R with R R' = cov, batched: the Cholesky factor where cov is positive definite,
-    else (a direction without spread) the symmetric square root."""
-    factor, info = torch.linalg.cholesky_ex(cov)
-    singular = info != 0
-    if bool(singular.any()):
-        factor[singular] = _psd_sqrt(cov[singular])
-    return factor
-
-
-def _frechet(mean_g: Tensor, cov_g: Tensor, mean_r: Tensor, cov_r: Tensor) -> Tensor:
-    """|mu_g - mu_r|^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2)), batched, with the trace of the
-    square root from the symmetric R' S_g R, R R' = S_r (similar to S_g S_r: the same
-    eigenvalues)."""
-    factor = _factor(cov_r)
-    eig = torch.linalg.eigvalsh(factor.transpose(-1, -2) @ cov_g @ factor).clamp(min=0)
-    return ((mean_g - mean_r).square().sum(-1) + cov_g.diagonal(0, -2, -1).sum(-1)
-            + cov_r.diagonal(0, -2, -1).sum(-1) - 2 * eig.sqrt().sum(-1))
-
-
 def _trace_sqrt_quadratic(cov_own: Tensor, cov_other: Tensor) -> Tensor:
     """M = I - R A^(-1/2) R with R = cov_other^(1/2), A = R cov_own R: z' M z is the
     derivative of Tr cov_own + ... - 2 Tr (cov_own cov_other)^(1/2) along z z'. Zero
@@ -167,7 +150,7 @@ def fid_replicates(features: Tensor, reference: Tensor, sample_sets: Tensor,
     g = _fid_derivative(x, mean_g, cov_g, mean_r, cov_r)
     h = _fid_derivative(y, mean_r, cov_r, mean_g, cov_g)
     c, d = counts(sample_sets, x.shape[0]), counts(reference_sets, y.shape[0])
-    estimate = float(_frechet(mean_g, cov_g, mean_r, cov_r))
+    estimate = float(frechet_distances(mean_r, cov_r, mean_g, cov_g))
     return Replicates(estimate, frechet_weighted(x, c, y, d), _linear(c, d, g, h), _se(g),
                       _se(h))
 
@@ -178,8 +161,8 @@ def frechet_weighted(x: Tensor, c: Tensor, y: Tensor, d: Tensor) -> Tensor:
     values = []
     dim = x.shape[1]
     for part in _chunks(c.shape[0], (max(x.shape[0], y.shape[0]) + dim) * dim):
-        values.append(_frechet(*_weighted_moments(x, c[part]),
-                               *_weighted_moments(y, d[part])))
+        values.append(frechet_distances(*_weighted_moments(y, d[part]),
+                                        *_weighted_moments(x, c[part])))
     return torch.cat(values)
 
 

@@ -10,41 +10,28 @@ recall all measure samples in one space, resolved from a metric's options:
 
 The extractor is kept in the suite's cache under keys shared by every metric, so that
 the metrics of a suite use the very same module (and the same on-disk reference cache,
-keyed by its `sha256`). `postprocess` is what is done to samples before their features
-are taken: clamped to the data's value range ("clamp"), also rounded to its quantisation
-levels ("quantize"), or left alone ("none").
+keyed by its `sha256`). `postprocess` (`harness.metrics.trial_features`, where a trial's
+features are taken) is what is done to samples before: clamped to the data's value
+range ("clamp"), also rounded to its quantisation levels ("quantize"), or left alone
+("none").
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from ..core.model import ScoreModel
 from ..errors import ParameterError
 from .fid import Float64Features, IdentityFeatures, inception_extractor
-from .metric import SuiteContext
+
+if TYPE_CHECKING:  # the metric contract reads trials' features through this module
+    from .metric import SuiteContext
 
 #: Values of the `extractor` option.
 EXTRACTORS = ("auto", "identity", "model", "inception")
 #: Values of the `postprocess` option.
 POSTPROCESS = ("none", "clamp", "quantize")
-
-
-def postprocess(samples: Tensor, model: ScoreModel, how: str) -> Tensor:
-    """Samples clamped (and for "quantize", rounded to the levels) as the model's data."""
-    lo, hi = model.data.value_range
-    if how == "none" or not (math.isfinite(lo) and math.isfinite(hi)):
-        return samples
-    samples = samples.clamp(lo, hi)
-    if how == "quantize" and model.data.levels is not None:
-        width = model.data.bin_width
-        samples = lo + ((samples - lo) / width).round() * width
-    elif how not in ("clamp", "quantize"):
-        raise ParameterError(f"postprocess must be none, clamp or quantize, got {how!r}")
-    return samples
 
 
 def feature_space(suite: SuiteContext, opts: dict[str, Any]) -> tuple[str, nn.Module]:

@@ -2,9 +2,13 @@
 
 FID (Heusel et al. 2017) fits Gaussians to the features of real and generated samples,
 d^2 = |mu_1 - mu_2|^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)); KID (Binkowski et al. 2018) is
-the unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets. Both
-are computed by torchmetrics (`FrechetInceptionDistance`, `KernelInceptionDistance`),
-which accept any `nn.Module` as the feature extractor. The extractors here:
+the unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets.
+
+FID is computed here, as EDM's `fid.py` does: each set's features are summed into float64
+moments (n, sum of x, sum of x x^T: `ReferenceStats`, which sum over processes), and one
+formula, `frechet_distances`, turns two sets of moments into the distance: the FID of a
+trial, of each bootstrap replicate, of FID_inf's subsets and of each class. KID's subsets
+are drawn by torchmetrics (`KernelInceptionDistance`, from features). The extractors:
 
 * `IdentityFeatures`: the flattened samples themselves, for low-dimensional oracles;
 * `digits_extractor`: the shipped digits classifier (`harness.models.pretrained`), imported only
@@ -12,9 +16,7 @@ which accept any `nn.Module` as the feature extractor. The extractors here:
 * `inception_extractor`: InceptionV3 from a weights file the user has locally
   (torchmetrics' `feature_extractor_weights_path`); nothing is ever downloaded.
 
-Every extractor here returns float64 features, so torchmetrics' sums (which it keeps in
-float64) start from float64 values and the FID it returns is float64 too (it casts the
-result back to the features' dtype). Each extractor has a `sha256` naming its weights:
+Every extractor here returns float64 features. Each has a `sha256` naming its weights:
 reference statistics are cached on disk per (data identity, extractor hash), so a change
 of either recomputes them (pitfall: "pipeline drift"). FID is biased upward at small N:
 compare at equal N only; N is returned with every value.
@@ -129,10 +131,10 @@ def inception_extractor(weights_path: PathLike, feature: int = 2048) -> Float64F
 
 @dataclass(frozen=True)
 class ReferenceStats:
-    """Feature statistics of a reference set, exactly as torchmetrics accumulates them.
+    """Float64 moments of a set of features: a reference set's, or a trial's samples'.
 
-    `features_sum` and `features_cov_sum` (sum of x and of x x^T, float64) restore the
-    metric's state bit for bit; `mean` and `cov` (unbiased) are for reading and logging.
+    `features_sum` and `features_cov_sum` (sum of x and of x x^T) add up over batches and
+    processes; `mean` and `cov` (unbiased) are the set's Gaussian, what FID compares.
     `features` (float64, N x F) is kept only when asked for (KID needs every feature).
     """
 
@@ -151,6 +153,22 @@ class ReferenceStats:
     def cov(self) -> Tensor:
         mean = self.mean
         return (self.features_cov_sum - self.n * torch.outer(mean, mean)) / (self.n - 1)
+
+    @classmethod
+    def of_features(cls, features: Tensor, data_id: str = "samples",
+                    extractor_sha256: str = "", keep_features: bool = False
+                    ) -> ReferenceStats:
+        """The moments of `features` (N, F), summed in float64."""
+        x = features.detach().flatten(1).double()
+        return cls(data_id, extractor_sha256, x.shape[0], x.sum(0), x.T @ x,
+                   x if keep_features else None)
+
+    def fid_against(self, reference: ReferenceStats) -> float:
+        """FID of this set's Gaussian against `reference`'s (at least two of each)."""
+        if min(self.n, reference.n) < 2:
+            raise ValueError(f"FID needs at least two samples a side, got {self.n} "
+                             f"against {reference.n}")
+        return frechet_distance(reference.mean, reference.cov, self.mean, self.cov)
 
 
 def cache_key(data_id: str, extractor_sha256: str) -> str:
@@ -199,8 +217,7 @@ def reference_stats(data_id: str, images: Callable[[], Tensor], extractor: nn.Mo
     features = extract(extractor, images(), batch_size)
     if features.shape[0] < 2:
         raise ValueError("reference statistics need at least two reference samples")
-    stats = ReferenceStats(data_id, sha, features.shape[0], features.sum(0),
-                           features.T @ features, features if keep_features else None)
+    stats = ReferenceStats.of_features(features, data_id, sha, keep_features)
     if use_cache:
         _write_cache(path, {"data_id": data_id, "extractor_sha256": sha, "n": stats.n,
                             "mean": stats.mean, "cov": stats.cov,
@@ -248,54 +265,58 @@ def _write_cache(path: Path, content: dict[str, Any]) -> None:
 
 # --- FID ------------------------------------------------------------------------------------
 
-def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
-    """|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)) in float64.
+def frechet_distances(mean_1: Tensor, cov_1: Tensor, mean_2: Tensor, cov_2: Tensor
+                      ) -> Tensor:
+    """|mu_1 - mu_2|^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)) in float64, for one pair of
+    Gaussians or a batch of them (leading dimensions broadcast): FID's one formula.
 
-    Tr (cov1 cov2)^(1/2) is the sum of the square roots of the eigenvalues of cov1 cov2
-    (real and >= 0 for covariance matrices; rounding is clipped), as in torchmetrics.
+    Tr (S_1 S_2)^(1/2) is the sum of the square roots of the eigenvalues of S_1 S_2, which
+    are those of the symmetric S_2^(1/2) S_1 S_2^(1/2): real and >= 0 in exact
+    arithmetic. Computed, they carry rounding (tiny negative or complex values); each
+    gets its principal complex square root, whose real part is summed, as torchmetrics
+    does. With fewer samples than features (a singular covariance) the zero eigenvalues
+    come out at rounding level, ~1e-15 of the largest, and their square roots at ~3e-8:
+    there the value is defined only to ~1e-7 relative (this formula, scipy's `sqrtm` and
+    a symmetric eigendecomposition, which agree to 1e-11 otherwise, differ by 3e-8 to
+    1e-7 on 40 digits in 64 features), so compare such FIDs at that precision.
     """
-    mu1, mu2, cov1, cov2 = (t.double() for t in (mu1, mu2, cov1, cov2))
-    eig = torch.linalg.eigvals(cov1 @ cov2).real.clamp(min=0)
-    return float((mu1 - mu2).square().sum() + cov1.trace() + cov2.trace()
-                 - 2 * eig.sqrt().sum())
+    mean_1, cov_1, mean_2, cov_2 = (t.double() for t in (mean_1, cov_1, mean_2, cov_2))
+    trace_sqrt = torch.linalg.eigvals(cov_1 @ cov_2).sqrt().real.sum(-1)
+    traces = cov_1.diagonal(0, -2, -1).sum(-1) + cov_2.diagonal(0, -2, -1).sum(-1)
+    return (mean_1 - mean_2).square().sum(-1) + traces - 2 * trace_sqrt
+
+
+def frechet_distance(mean_1: Tensor, cov_1: Tensor, mean_2: Tensor, cov_2: Tensor
+                     ) -> float:
+    """`frechet_distances` of one pair of Gaussians, as a float."""
+    return float(frechet_distances(mean_1, cov_1, mean_2, cov_2))
 
 
 class FID:
-    """FID of sample sets against fixed reference statistics (torchmetrics underneath).
+    """FID of sample sets against fixed reference statistics.
 
-    `fid(samples)` returns (value, n). The reference state is loaded once and kept
-    across calls (`reset_real_features=False`); each call resets only the samples' state.
+    `fid(samples)` returns (value, n): the samples' features summed into float64 moments
+    and compared with the reference's (`ReferenceStats.fid_against`).
     """
 
     def __init__(self, extractor: nn.Module, reference: ReferenceStats,
                  batch_size: int = 500):
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
         if reference.extractor_sha256 != str(extractor.sha256):
             raise ValueError("reference statistics were computed with another extractor")
-        self.batch_size = batch_size
-        self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
-        self.metric.to(_module_device(extractor))
-        device = self.metric.real_features_sum.device
-        self.metric.real_features_sum = reference.features_sum.to(device)
-        self.metric.real_features_cov_sum = reference.features_cov_sum.to(device)
-        self.metric.real_features_num_samples = torch.tensor(reference.n, device=device)
+        self.extractor, self.reference, self.batch_size = extractor, reference, batch_size
 
-    @torch.no_grad()
     def __call__(self, samples: Tensor) -> tuple[float, int]:
-        self.metric.reset()
-        device = self.metric.real_features_sum.device
-        for i in range(0, len(samples), self.batch_size):
-            self.metric.update(samples[i:i + self.batch_size].to(device), real=False)
-        return float(self.metric.compute()), int(samples.shape[0])
+        stats = ReferenceStats.of_features(extract(self.extractor, samples, self.batch_size))
+        return stats.fid_against(self.reference), stats.n
 
 
 # --- KID ------------------------------------------------------------------------------------
 
 class KID:
     """KID (Binkowski et al. 2018) against reference features; `kid(samples)` ->
-    (mean, std over subsets, n). Subsets are drawn from a generator seeded by `seed`, so
-    the value is reproducible; `subset_size` is capped at the smaller set's size."""
+    (mean, std over subsets, n), `kid.of_features(features)` the same from features.
+    Subsets are drawn from a generator seeded by `seed`, so the value is reproducible;
+    `subset_size` is capped at the smaller set's size."""
 
     def __init__(self, extractor: nn.Module, reference: ReferenceStats,
                  subset_size: int = 1000, subsets: int = 100, seed: int = 0):
@@ -306,16 +327,19 @@ class KID:
         self.extractor, self.reference = extractor, reference
         self.subset_size, self.subsets, self.seed = subset_size, subsets, seed
 
-    @torch.no_grad()
     def __call__(self, samples: Tensor) -> tuple[float, float, int]:
+        return self.of_features(extract(self.extractor, samples))
+
+    @torch.no_grad()
+    def of_features(self, features: Tensor) -> tuple[float, float, int]:
         from torchmetrics.image.kid import KernelInceptionDistance
 
-        features = extract(self.extractor, samples)
         size = min(self.subset_size, features.shape[0], self.reference.n)
         with warnings.catch_warnings():  # its "stores all features" notice: we know
             warnings.simplefilter("ignore", UserWarning)
+            # Not synced over processes: every process passes every feature already.
             metric = KernelInceptionDistance(feature=nn.Identity(), subsets=self.subsets,
-                                             subset_size=size)
+                                             subset_size=size, sync_on_compute=False)
         metric.update(self.reference.features, real=True)
         metric.update(features, real=False)
         # torchmetrics draws its subsets from the global generator: fork and seed it.

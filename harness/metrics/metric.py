@@ -28,7 +28,10 @@ order), and wraps its local work in `shared_failure()` so that a failure on one 
 stops them all rather than leaving the others waiting in a collective. Every process must
 reach every collective, and none may run inside an adaptive solver (processes make
 different numbers of steps). These work unchanged in a single process; they are
-`harness.core.distributed`'s, re-exported as the public surface for metrics.
+`harness.core.distributed`'s, re-exported as the public surface for metrics. A metric
+of the samples' features reads them from `trial.features(extractor, postprocess)`: each
+process extracts its own share once per trial and feature space, whatever the number of
+metrics that read them.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Iterator, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..core.distributed import (
     all_reduce_sum,
@@ -55,6 +58,7 @@ from ..errors import ParameterError
 from ..core.sampler import Params, Sampler
 from ..core.schedules import TimeGrid
 from .bootstrap import Bootstrap
+from .trial_features import SampleFeatures, TrialFeatures
 
 __all__ = ["Metric", "SuiteContext", "TrialContext", "all_reduce_sum", "gather_concat",
            "local_rows", "nfe_untouched", "shared_failure", "world_size"]
@@ -109,6 +113,21 @@ class TrialContext:
     #: The guidance scale w of the trial (1: purely conditional; 0: unconditional);
     #: None for an unguided trial.
     guidance: Optional[float] = None
+    #: The samples' features in each feature space asked for so far (`features`); made
+    #: on first use, never passed in.
+    feature_cache: TrialFeatures | None = field(default=None, init=False, repr=False,
+                                                compare=False)
+
+    def features(self, extractor: nn.Module, postprocess: str = "clamp") -> SampleFeatures:
+        """The samples' features in `extractor`'s space, the samples first clamped or
+        quantised as `postprocess` says (`harness.feature_space.postprocess`): extracted
+        by the first metric of the trial that asks, read by the others
+        (`harness.metrics.trial_features`). Under torchrun each process extracts its
+        own share; `.stats` (float64 moments) and `.matrix` (every sample's features,
+        in index order) are the same on every process."""
+        if self.feature_cache is None:
+            self.feature_cache = TrialFeatures(self.samples, self.suite.model)
+        return self.feature_cache.get(extractor, postprocess)
 
     def guide(self, model: ScoreModel, indices: Sequence[int]) -> ScoreModel:
         """The model the trial's sampler ran on, for samples `indices`: `model` (the

@@ -18,7 +18,9 @@ Scaling: pixel value v in 0..16 becomes x = v / 8 - 1, so the 17 levels are exac
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -49,13 +51,20 @@ SPLITS: tuple[str, ...] = ("train", "test", "all")
 
 @lru_cache(maxsize=1)
 def _raw() -> tuple[np.ndarray, np.ndarray]:
-    """Pixel values (N, 8, 8) as uint8 in 0..16 and labels (N,) as int64; read-only."""
-    from sklearn.datasets import load_digits
+    """Pixel values (N, 8, 8) as uint8 in 0..16 and labels (N,) as int64; read-only.
 
-    bunch = load_digits()
-    images = bunch.images.astype(np.uint8)
-    labels = bunch.target.astype(np.int64)
-    if images.shape != (NUM_IMAGES, 8, 8) or not np.array_equal(images, bunch.images):
+    Read from the file `load_digits` reads (scikit-learn's `datasets/data/digits.csv.gz`:
+    64 pixel values and the label per row), without importing scikit-learn, whose import
+    takes seconds and loads pandas: a dry run resolves the real-data floor from these."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the digits data come with scikit-learn, which is not installed")
+    table = np.loadtxt(Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz",
+                       delimiter=",")
+    images = table[:, :-1].reshape(-1, 8, 8).astype(np.uint8)
+    labels = table[:, -1].astype(np.int64)
+    if (images.shape != (NUM_IMAGES, 8, 8)
+            or not np.array_equal(images, table[:, :-1].reshape(-1, 8, 8))):
         raise RuntimeError("sklearn's digits data are not the expected 1797 integer images")
     images.setflags(write=False)
     labels.setflags(write=False)

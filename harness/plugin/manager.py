@@ -28,12 +28,31 @@ HARNESS_DIST = "diffusion-sampler-harness"
 TRACE_ENV = "HARNESS_TRACE_HOOKS"
 DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
 
-#: hook name -> (registry attribute, expected type or None, name of the item's key)
-REGISTRATION_HOOKS = {
-    "harness_register_samplers": ("samplers", Sampler),
-    "harness_register_schedules": ("schedules", Schedule),
-    "harness_register_models": ("models", ModelSpec),
-    "harness_register_metrics": ("metrics", None),
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """A sink a plugin provides (`harness_register_sinks`): `make(context)` is called
+    once per run with a `harness.bench.sinks.SinkContext` and returns the sink, or None
+    to stay out of that run."""
+
+    name: str
+    make: Callable[[Any], Any]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or not callable(self.make):
+            raise PluginError(f"a sink needs a name and a callable factory, got "
+                              f"{self.name!r} and {self.make!r}")
+
+
+#: hook name -> (registry attribute, expected type or None, and for a hook whose
+#: `register` takes the parts of an item rather than the item, what makes it of them)
+REGISTRATION_HOOKS: dict[str, tuple[str, Optional[type], Optional[Callable[..., Any]]]] = {
+    "harness_register_samplers": ("samplers", Sampler, None),
+    "harness_register_schedules": ("schedules", Schedule, None),
+    "harness_register_models": ("models", ModelSpec, None),
+    "harness_register_metrics": ("metrics", None, None),
+    "harness_register_sinks": ("sinks", SinkSpec, SinkSpec),
 }
 
 
@@ -59,6 +78,7 @@ class LoadedPlugins:
     models: Registry[ModelSpec] = field(default_factory=lambda: Registry("model"))
     schedules: Registry[Schedule] = field(default_factory=lambda: Registry("schedule"))
     metrics: Registry[Any] = field(default_factory=lambda: Registry("metric"))
+    sinks: Registry[SinkSpec] = field(default_factory=lambda: Registry("sink"))
     plugins: list[Origin] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
     failures: list[PluginFailure] = field(default_factory=list)
@@ -125,7 +145,8 @@ def load_plugins(*, entry_points: Optional[Iterable[Any]] = None,
 
     for plugin, origin in registered:
         _collect(pm, plugin, origin, loaded)
-    for registry in (loaded.samplers, loaded.models, loaded.metrics, loaded.schedules):
+    for registry in (loaded.samplers, loaded.models, loaded.metrics, loaded.schedules,
+                     loaded.sinks):
         registry.failures = loaded.failures
     return loaded
 
@@ -173,10 +194,12 @@ def _collect(pm: pluggy.PluginManager, plugin: object, origin: Origin,
     others = [p for p in pm.get_plugins() if p is not plugin]
     pending: list[tuple[Registry, str, Any]] = []
     try:
-        for hook_name, (attr, expected) in REGISTRATION_HOOKS.items():
+        for hook_name, (attr, expected, make) in REGISTRATION_HOOKS.items():
             registry = getattr(loaded, attr)
 
-            def register(item: Any, registry=registry, expected=expected) -> None:
+            def register(*parts: Any, registry=registry, expected=expected, make=make,
+                         **named: Any) -> None:
+                item = make(*parts, **named) if make is not None else parts[0]
                 if expected is not None and not isinstance(item, expected):
                     raise PluginError(f"{hook_name} expects {expected.__name__} objects, "
                                       f"got {type(item).__name__}")
