@@ -32,10 +32,10 @@ from harness import (
     TrialContext,
     generate,
     make_grid,
-    sample_labels,
 )
 from harness.bench.suite_files import read_toml, suite_path
 from harness.core.guidance import guided
+from harness.core.labels import sample_labels
 from harness.plugin.manager import get_plugins
 
 #: The metrics that measure a trial's samples through a feature extractor.

@@ -29,11 +29,14 @@ from __future__ import annotations
 from typing import Any
 
 from harness import (
-    PRECISION_RECALL_K,
     Metric,
     ParameterError,
     SuiteContext,
     TrialContext,
+    hookimpl,
+)
+from harness.metrics import (
+    PRECISION_RECALL_K,
     accuracy_replicates,
     class_fid,
     class_fid_replicates,
@@ -41,15 +44,14 @@ from harness import (
     class_statistics,
     classify,
     feature_space,
-    hookimpl,
     improved_precision,
     improved_recall,
     knn_radii,
     labelled_accuracy,
-    nfe_untouched,
     postprocess,
     reference_stats,
 )
+from harness.metrics.metric import nfe_untouched
 
 harness_api_version = 1
 

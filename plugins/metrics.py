@@ -23,22 +23,24 @@ from typing import Any
 from torch import Tensor
 
 from harness import (
-    KID,
     Metric,
     SuiteContext,
     TrialContext,
+    hookimpl,
+)
+from harness.metrics import (
+    KID,
     feature_space,
     fid_infinity,
     fid_replicates,
     gaussian_mmd2,
-    hookimpl,
     kid_replicates,
     median_bandwidth,
-    nfe_untouched,
     reference_stats,
     sharded_nll,
     sliced_wasserstein,
 )
+from harness.metrics.metric import nfe_untouched
 
 harness_api_version = 1
 

@@ -35,7 +35,6 @@ work).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Any, Optional
 
@@ -43,29 +42,30 @@ import torch
 from torch import Tensor
 
 from harness import (
+    Metric,
+    ParameterError,
+    ScoreModel,
+    SuiteContext,
+    TrialContext,
+    hookimpl,
+)
+from harness.metrics import (
     DISCRETE_KL_MAX_DIM,
     NLL_METHODS,
     REFERENCE_SOLVER,
     REFERENCE_TOLERANCE,
     DiscreteDensity,
-    Metric,
     NotInvertibleError,
-    ParameterError,
     ReferenceStore,
-    ScoreModel,
-    SuiteContext,
-    TrialContext,
     discrete_kl,
     float64_model,
-    hookimpl,
     initial_state,
-    nfe_untouched,
     ode_error,
     ode_nll,
-    print0,
     reference_solve,
     sampler_log_density,
 )
+from harness.metrics.metric import nfe_untouched
 
 harness_api_version = 1
 
@@ -279,8 +279,8 @@ class DiscreteKLMetric(_SamplerErrorMetric):
             density = self._density(trial, model, dtype, indices, at_time, opts)
         except NotInvertibleError as err:
             self.info = {f"{self.name}_status": str(err)}
-            print0(f"{self.name}: {trial.sampler.name} ({trial.grid.steps} "
-                               f"steps): {err}; no value for this trial", file=sys.stderr)
+            trial.suite.announce(f"{self.name}: {trial.sampler.name} ({trial.grid.steps} "
+                                 f"steps): {err}; no value for this trial")
             return {}
         if oracle:
             result = discrete_kl(density, lambda x: model.log_prob(x.flatten(1), 0.0))

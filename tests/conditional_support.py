@@ -15,7 +15,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from harness import GaussianMixture, ReferenceData
+from harness import ReferenceData
+from harness.models.oracle import GaussianMixture
 from harness.models.oracle import ring_2d
 from harness.core.sde import VPSDE
 

@@ -20,7 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness import Bootstrap, IdentityFeatures, SuiteContext, TrialContext
+from harness import Bootstrap, SuiteContext, TrialContext
+from harness.metrics import IdentityFeatures
 from harness.core import distributed
 from harness.plugin.manager import get_plugins
 from tests.conditional_support import labelled_ring
