@@ -9,9 +9,10 @@ from .errors import HarnessError, ParameterError, PluginError, UnknownNameError
 from .hookspecs import HARNESS_API_VERSION, hookimpl
 
 # The maths: processes, grids, the model interface, the sampler contract, noise.
+from .core.counting import CountedModel, NFECounter
 from .core.guidance import GuidedModel
 from .core.labels import sample_labels
-from .core.model import (NULL_LABEL, DataSpec, NetworkScoreModel, NFECounter, ReferenceData,
+from .core.model import (NULL_LABEL, DataSpec, NetworkScoreModel, ReferenceData,
                          ScoreModel)
 from .metrics.discrete_kl import MAX_DIM as DISCRETE_KL_MAX_DIM
 from .metrics.discrete_kl import (
@@ -52,7 +53,6 @@ from .metrics.metric import (
     all_reduce_sum,
     gather_concat,
     local_rows,
-    nfe_untouched,
     shared_failure,
     world_size,
 )
@@ -100,13 +100,13 @@ __all__ = [
     "UnknownNameError", "hookimpl", "ModelSpec", "Origin",
     # the maths and models
     "Capabilities", "ConditionalGaussianMixture", "DataSpec", "EDMSDE", "GaussianMixture",
-    "GuidedModel", "NULL_LABEL", "NFECounter", "sample_labels",
+    "CountedModel", "GuidedModel", "NULL_LABEL", "NFECounter", "sample_labels",
     "NetworkScoreModel", "NoParams", "Params", "ReferenceData", "SCHEDULES", "SDE",
     "SampleNoise", "Sampler", "Schedule", "ChosenSchedule", "sigma_range",
     "times_of_sigmas", "ScoreModel", "SubVPSDE", "TimeGrid", "VESDE", "VPSDE",
     "generate", "make_grid", "make_sde", "param",
     # the metric contract and sharding
-    "Metric", "SuiteContext", "TrialContext", "nfe_untouched", "world_size", "local_rows",
+    "Metric", "SuiteContext", "TrialContext", "world_size", "local_rows",
     "all_reduce_sum", "gather_concat", "shared_failure", "Bootstrap",
     # measurement back-ends
     "FID", "KID", "fid_replicates", "kid_replicates", "FIDInfinity", "fid_infinity", "Float64Features", "IdentityFeatures", "NLLResult", "extract",

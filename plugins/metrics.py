@@ -34,7 +34,6 @@ from harness import (
     hookimpl,
     kid_replicates,
     median_bandwidth,
-    nfe_untouched,
     reference_stats,
     sharded_nll,
     sliced_wasserstein,
@@ -256,13 +255,12 @@ class NLLMetric(_NLLMetric):
         opts = self.options(suite)
         key = ("metrics.nll", tuple(sorted(opts.items(), key=lambda kv: kv[0])))
         if key not in suite.cache:
-            with nfe_untouched(suite.model):
-                suite.cache[key] = sharded_nll(
-                    suite.model, self._points(suite, opts), dtype=suite.dtype,
-                    method=opts["method"],
-                    probe=opts["probe"], num_probes=opts["num_probes"], eps=opts["eps"],
-                    solver=opts["solver"], rtol=opts["rtol"], atol=opts["atol"],
-                    seed=opts["seed"], batch_size=opts["batch_size"])
+            suite.cache[key] = sharded_nll(
+                suite.model, self._points(suite, opts), dtype=suite.dtype,
+                method=opts["method"],
+                probe=opts["probe"], num_probes=opts["num_probes"], eps=opts["eps"],
+                solver=opts["solver"], rtol=opts["rtol"], atol=opts["atol"],
+                seed=opts["seed"], batch_size=opts["batch_size"])
         return self._values(suite.cache[key])
 
 
