@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from harness import generate, make_grid
+from harness import CountedModel, generate, make_grid
 from harness.models import digits
 from harness.models.pretrained import load_digits_model, load_feature_extractor
 from harness.plugin.manager import get_sampler
@@ -91,9 +91,9 @@ def main() -> None:
     }
     first = None
     for seed in seeds:
-        rows = model.nfe.rows
+        counted = CountedModel(model)
         start = time.perf_counter()
-        parts = [generate(model, sampler, grid, seed=seed,
+        parts = [generate(counted, sampler, grid, seed=seed,
                           indices=range(i, min(i + args.batch_size, args.samples)))
                  for i in range(0, args.samples, args.batch_size)]
         seconds = time.perf_counter() - start
@@ -105,7 +105,7 @@ def main() -> None:
         classes = torch.bincount(probs.argmax(dim=1), minlength=10)
         near = nearest(x, train)
         figures["per_seed"][seed] = {
-            "nfe_per_sample": (model.nfe.rows - rows) / args.samples,
+            "nfe_per_sample": counted.nfe.rows / args.samples,
             "sampling_s": seconds,
             "fid_vs_test": frechet(features(x), f_test),
             "fid_vs_test_unquantised_clipped": frechet(features(raw.clamp(-1, 1)), f_test),

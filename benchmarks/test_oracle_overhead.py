@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 import pytest
 import torch
 
+from harness.core.counting import CountedModel
 from harness.core.noise import SampleNoise
 from harness.core.sampling import generate
 from harness.core.schedules import make_grid
@@ -132,11 +133,11 @@ def test_oracle_overhead(benchmark, table, name, batch):
     runs: list[tuple[float, int, float]] = []
 
     def sample():
-        calls = model.nfe.calls
+        counted = CountedModel(model)
         start = CLOCK()
-        generate(model, sampler, grid, seed=0, indices=indices, params=params)
+        generate(counted, sampler, grid, seed=0, indices=indices, params=params)
         wall = CLOCK() - start
-        calls = model.nfe.calls - calls
+        calls = counted.nfe.calls
         times = [grid.t[i * len(grid.t) // calls] for i in range(calls)]
         runs.append((wall, calls, _bare_calls(model, batch, times)))
 

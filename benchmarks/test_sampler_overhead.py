@@ -51,6 +51,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from harness.core.counting import CountedModel
 from harness.core.model import ScoreModel
 from harness.plugin.manager import get_plugins
 from harness.core.sampling import generate
@@ -166,14 +167,15 @@ class OpCounter(TorchDispatchMode):
 
 
 def ops_per_nfe(model: ScoreModel, run, batch: int = 4) -> float:
+    """Operations outside the network per evaluation of `run(counted_model, indices)`."""
     counter = OpCounter(model)
-    calls = model.nfe.calls
+    counted = CountedModel(model)
     try:
         with counter:
-            run(list(range(batch)))
+            run(counted, list(range(batch)))
     finally:
         counter.remove()
-    return counter.count / (model.nfe.calls - calls)
+    return counter.count / counted.nfe.calls
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
@@ -191,13 +193,13 @@ def test_sampler_overhead(benchmark, model, table, name):
         forwards.append(forward_time(model, BATCH, warmup=1, repeats=FORWARD_REPEATS))
 
     def sample():
-        calls = model.nfe.calls
+        counted = CountedModel(model)
         timer.seconds, timer.active = 0.0, True
         start = clock(DEVICE)
-        x = generate(model, sampler, grid, seed=0, indices=indices, params=params)
+        x = generate(counted, sampler, grid, seed=0, indices=indices, params=params)
         wall = clock(DEVICE) - start
         timer.active = False
-        runs.append((wall, model.nfe.calls - calls, timer.seconds))
+        runs.append((wall, counted.nfe.calls, timer.seconds))
         return x
 
     try:
@@ -218,8 +220,8 @@ def test_sampler_overhead(benchmark, model, table, name):
         "outside_network_s": statistics.median(wall - network for wall, _, network in runs),
         "overhead": statistics.median(inside), "overhead_separate": statistics.median(separate),
         "forward_separate_s": statistics.median(forwards),
-        "ops_per_nfe": ops_per_nfe(model, lambda ids: generate(model, sampler, grid, seed=0,
-                                                               indices=ids, params=params)),
+        "ops_per_nfe": ops_per_nfe(model, lambda counted, ids: generate(
+            counted, sampler, grid, seed=0, indices=ids, params=params)),
     }
     benchmark.extra_info.update(row, batch=BATCH, steps=STEPS, rounds=ROUNDS,
                                 ratios=inside, ratios_separate=separate,

@@ -19,7 +19,8 @@ from .plugin.registry import ModelSpec
 from .core.sampler import Capabilities, NoParams, Params, Sampler, param
 from .core.sampling import generate
 
-# The model interface.
+# The model interface, and the wrapper that counts (and times) evaluations through it.
+from .core.counting import CountedModel, NFECounter
 from .core.guidance import GuidedModel
 from .core.model import NULL_LABEL, DataSpec, NetworkScoreModel, ReferenceData, ScoreModel
 
@@ -43,8 +44,8 @@ __all__ = [
     # samplers
     "Capabilities", "NoParams", "Params", "Sampler", "param", "generate",
     # models
-    "DataSpec", "GuidedModel", "NULL_LABEL", "NetworkScoreModel", "ReferenceData",
-    "ScoreModel",
+    "CountedModel", "DataSpec", "GuidedModel", "NFECounter", "NULL_LABEL",
+    "NetworkScoreModel", "ReferenceData", "ScoreModel",
     # processes and grids
     "EDMSDE", "SDE", "SubVPSDE", "VESDE", "VPSDE", "make_sde", "SCHEDULES", "Schedule",
     "TimeGrid", "make_grid", "sigma_range", "times_of_sigmas",

@@ -142,8 +142,7 @@ def harness_register_metrics(register: Callable[["Metric"], None]) -> None:
         the trial's samples (``trial.samples`` is the same everywhere), unless the metric
         shares the work out with ``harness.local_rows``, ``harness.all_reduce_sum`` and
         ``harness.gather_concat``; every process must then reach every collective, with
-        local work that can fail wrapped in ``harness.shared_failure()``. A metric must
-        leave the model's NFE counter as it found it (``harness.nfe_untouched``).
+        local work that can fail wrapped in ``harness.shared_failure()``.
         ``harness.testing.check_metric`` checks all of this.
     """
 

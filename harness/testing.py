@@ -13,7 +13,7 @@ wrong; one line makes it a pytest test, one case per plugin::
 
 The sampler kit is `harness.plugin.sampler_kit` (registration, documentation, parameters,
 output, seed, batch, nfe, capabilities, model, final_step, order, convergence), the metric
-kit `harness.plugin.metric_kit` (declaration, values, nfe, repeatable, scope); both report
+kit `harness.plugin.metric_kit` (declaration, values, repeatable, scope); both report
 through `harness.plugin.check_report`. docs/plugins.md has the table of what each check
 demands and the tolerances named here.
 """

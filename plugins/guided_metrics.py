@@ -51,7 +51,6 @@ from harness.metrics import (
     postprocess,
     reference_stats,
 )
-from harness.metrics.metric import nfe_untouched
 
 harness_api_version = 1
 
@@ -149,9 +148,8 @@ class ClassAccuracyMetric(_Configured):
         ref = (suite.model.reference_data(opts["split"], opts["num_reference"], opts["seed"])
                if suite.model.reference_splits else None)
         if ref is not None and ref.labels is not None:
-            with nfe_untouched(suite.model):
-                ceiling = labelled_accuracy(classifier, ref.data, ref.labels,
-                                            opts["batch_size"])
+            ceiling = labelled_accuracy(classifier, ref.data, ref.labels,
+                                        opts["batch_size"])
             info.update({"class_accuracy_reference_accuracy": round(ceiling, 6),
                          "class_accuracy_reference": ref.data_id,
                          "class_accuracy_num_reference": int(ref.labels.numel())})
@@ -167,8 +165,7 @@ class ClassAccuracyMetric(_Configured):
             self.info = {**info, "class_accuracy_status": NO_LABELS}
             return {}
         samples = postprocess(trial.samples, trial.suite.model, opts["postprocess"])
-        with nfe_untouched(trial.suite.model):
-            hits = class_hits(classify(classifier, samples, opts["batch_size"]), trial.labels)
+        hits = class_hits(classify(classifier, samples, opts["batch_size"]), trial.labels)
         if trial.bootstrap is not None:
             trial.bootstrap.record(self.name, accuracy_replicates(
                 hits, trial.bootstrap.index_sets), minimum=0.0)

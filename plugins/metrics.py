@@ -40,7 +40,6 @@ from harness.metrics import (
     sharded_nll,
     sliced_wasserstein,
 )
-from harness.metrics.metric import nfe_untouched
 
 harness_api_version = 1
 
@@ -258,13 +257,12 @@ class NLLMetric(_NLLMetric):
         opts = self.options(suite)
         key = ("metrics.nll", tuple(sorted(opts.items(), key=lambda kv: kv[0])))
         if key not in suite.cache:
-            with nfe_untouched(suite.model):
-                suite.cache[key] = sharded_nll(
-                    suite.model, self._points(suite, opts), dtype=suite.dtype,
-                    method=opts["method"],
-                    probe=opts["probe"], num_probes=opts["num_probes"], eps=opts["eps"],
-                    solver=opts["solver"], rtol=opts["rtol"], atol=opts["atol"],
-                    seed=opts["seed"], batch_size=opts["batch_size"])
+            suite.cache[key] = sharded_nll(
+                suite.model, self._points(suite, opts), dtype=suite.dtype,
+                method=opts["method"],
+                probe=opts["probe"], num_probes=opts["num_probes"], eps=opts["eps"],
+                solver=opts["solver"], rtol=opts["rtol"], atol=opts["atol"],
+                seed=opts["seed"], batch_size=opts["batch_size"])
         return self._values(suite.cache[key])
 
 

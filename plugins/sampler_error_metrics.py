@@ -65,7 +65,6 @@ from harness.metrics import (
     reference_solve,
     sampler_log_density,
 )
-from harness.metrics.metric import nfe_untouched
 
 harness_api_version = 1
 
@@ -191,10 +190,9 @@ class ODEErrorMetric(_SamplerErrorMetric):
             part = missing[start:start + size]
             # x_T exactly as the trial drew it (its dtype), then the solve's dtype.
             x_T = initial_state(suite.model, trial.seed, part, suite.dtype)
-            with nfe_untouched(model):
-                solved = reference_solve(trial.guide(model, part), x_T.to(dtype),
-                                         rtol=opts["rtol"], atol=opts["atol"],
-                                         solver=opts["solver"], dtype=dtype)
+            solved = reference_solve(trial.guide(model, part), x_T.to(dtype),
+                                     rtol=opts["rtol"], atol=opts["atol"],
+                                     solver=opts["solver"], dtype=dtype)
             for row, i in enumerate(part):
                 store["x"][names[i]], store["nfe"][names[i]] = solved.x[row], solved.nfe
             store["end"] = solved.end
@@ -324,10 +322,9 @@ class DiscreteKLMetric(_SamplerErrorMetric):
         for start in range(0, len(indices), size):
             part = indices[start:start + size]
             x_T = initial_state(suite.model, trial.seed, part, suite.dtype)
-            with nfe_untouched(model):
-                parts.append(sampler_log_density(
-                    model, trial.sampler, trial.grid, x_T.to(model.device, dtype),
-                    trial.params, at_time=at_time))
+            parts.append(sampler_log_density(
+                model, trial.sampler, trial.grid, x_T.to(model.device, dtype),
+                trial.params, at_time=at_time))
         first = parts[0]
         return DiscreteDensity(torch.cat([p.x for p in parts]),
                                       torch.cat([p.log_q for p in parts]),
@@ -339,12 +336,11 @@ class DiscreteKLMetric(_SamplerErrorMetric):
                            indices: list[int], opts: dict[str, Any]) -> tuple[Tensor, float]:
         """log p_theta at the states (the model's PF-ODE density at their time), and the
         Monte-Carlo error of its mean (0 for the exact trace)."""
-        with nfe_untouched(model):
-            result = ode_nll(model, density.x, method=opts["method"],
-                             num_probes=opts["num_probes"], eps=density.t,
-                             rtol=opts["rtol"], atol=opts["atol"], seed=opts["seed"],
-                             indices=indices, batch_size=opts["batch_size"],
-                             dtype=model.dtype, dequantise=False)
+        result = ode_nll(model, density.x, method=opts["method"],
+                         num_probes=opts["num_probes"], eps=density.t,
+                         rtol=opts["rtol"], atol=opts["atol"], seed=opts["seed"],
+                         indices=indices, batch_size=opts["batch_size"],
+                         dtype=model.dtype, dequantise=False)
         log_p = -result.values.mean(1)
         return log_p, float(result.probe_stderr or 0.0)
 

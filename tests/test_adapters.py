@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from harness.core.counting import CountedModel
 from harness.core.model import NetworkScoreModel, PARAMETRIZATIONS, to_prediction
 from harness.models.oracle import ring_2d
 from harness.core.sde import _expand, make_sde
@@ -31,7 +32,7 @@ class OracleAsNetwork(nn.Module):
 def test_adapters_round_trip_to_the_exact_denoiser_and_score(sde, parametrization):
     oracle = ring_2d(sde)
     net = OracleAsNetwork(oracle, parametrization)
-    model = NetworkScoreModel(net, sde, oracle.data, parametrization)
+    model = CountedModel(NetworkScoreModel(net, sde, oracle.data, parametrization))
     x = oracle.sample(64, 0.3 * sde.T, torch.Generator().manual_seed(0))
     t = 0.3 * sde.T
     sigma = sde.sigma(t)

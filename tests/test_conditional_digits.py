@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.core.counting import CountedModel
 from harness.core.model import NULL_LABEL
 from harness.errors import ParameterError
 from harness.models import digits
@@ -90,10 +91,11 @@ def test_registered_as_digits_cond_with_ten_classes(model):
 def test_labels_change_the_output_and_null_rows_are_the_unconditional_denoiser(model):
     x = _inputs(1).expand(12, 1, 8, 8) * 1.5
     labels = torch.tensor([*range(10), NULL_LABEL, NULL_LABEL])
+    counted = CountedModel(model)
     with torch.no_grad():
-        out = model.denoise_labelled(x, 1.5, labels)
-        plain = model.denoise(x, 1.5)
-    assert model.nfe.calls == 2 and model.nfe.rows == 24
+        out = counted.denoise_labelled(x, 1.5, labels)
+        plain = counted.denoise(x, 1.5)
+    assert counted.nfe.calls == 2 and counted.nfe.rows == 24
     # Every pair of classes gives a different denoised image (same input, same sigma).
     gaps = (out[:10, None] - out[None, :10]).flatten(2).abs().amax(2)
     assert gaps[~torch.eye(10, dtype=torch.bool)].min() > 0.05

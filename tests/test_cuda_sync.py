@@ -111,12 +111,12 @@ def test_noise_draws_do_not_synchronise_and_match_the_cpu(dtype):
 def test_no_host_synchronisation_per_step_under_guidance_on_cuda(plugins, name):
     """A guided trial's loop: the shipped conditional network on a doubled batch, the
     labels bound once per batch, the lerp of its halves; none of it waits for the GPU."""
-    from harness import GuidedModel
+    from harness import CountedModel, GuidedModel
     from harness.core.labels import sample_labels
 
-    model = plugins.models.get("digits-cond").build("cuda")
+    model = CountedModel(plugins.models.get("digits-cond").build("cuda"))
     labels = sample_labels(0, range(8), model.num_classes, device="cuda")
-    guided = GuidedModel(model, labels, 3.0)
+    guided = CountedModel(GuidedModel(model, labels, 3.0))
     _run(guided, name, plugins)  # warm-up
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

@@ -17,7 +17,7 @@ import torch
 from harness_plugins import diffusers_schedulers
 from harness_plugins.diffusers_schedulers import NOT_ADAPTED
 
-from harness import ParameterError, generate, make_grid
+from harness import CountedModel, ParameterError, generate, make_grid
 from harness.core.schedules import TimeGrid
 from harness.core.sde import EDMSDE, VESDE, VPSDE, SubVPSDE
 from harness.models.diffusers_model import DiscreteVPSDE
@@ -104,12 +104,13 @@ def test_counted_nfe_equals_network_calls_and_the_declared_nfe(name):
                     entry.expected_nfe(steps, params)
                 continue
             model, network = counting_model(sde)
+            counted = CountedModel(model)
             grid = make_grid(sde, "karras", steps)
-            out = generate(model, entry, grid, seed=0, indices=range(3), params=params)
+            out = generate(counted, entry, grid, seed=0, indices=range(3), params=params)
             assert torch.isfinite(out).all()
-            assert model.nfe.calls == network.calls and model.nfe.rows == network.rows
+            assert counted.nfe.calls == network.calls and counted.nfe.rows == network.rows
             expected = entry.expected_nfe(steps, params, grid.sigma[-1] == 0)
-            assert model.nfe.per_sample(3) == expected, (sde, steps)
+            assert counted.nfe.per_sample(3) == expected, (sde, steps)
 
 
 def test_nfe_follows_the_schedulers_own_timesteps():

@@ -21,6 +21,7 @@ from harness import hookspecs
 from harness.cli import build_parser
 from harness.plugin.manager import DISABLE_ENV, TRACE_ENV, load_plugins
 import harness
+import harness.metrics
 from harness.testing import (
     CHECKS,
     METRIC_CHECKS,
@@ -200,20 +201,22 @@ def test_the_metric_kit_section_lists_every_check_and_the_real_defaults(guide):
 
 
 def test_the_quoted_metric_kit_message_is_the_kits(guide):
-    from tests.plugins.broken_metrics import CountsEvaluations
+    from tests.plugins.broken_metrics import UnkeyedValues
 
-    report = check_metric(CountsEvaluations, checks=["nfe"], raise_on_failure=False)
+    report = check_metric(UnkeyedValues, checks=["values"], raise_on_failure=False)
     text = flat(section(guide, "### Checking a metric"))
-    quoted = re.search(r"e\.g\. `\[nfe\] (.*?)`", text)
-    assert quoted and report.result("nfe").message.startswith(quoted.group(1))
+    quoted = re.search(r"e\.g\. `\[values\] (.*?)`", text)
+    assert quoted and report.result("values").message.startswith(quoted.group(1))
 
 
 def test_the_sharding_helpers_are_public(guide):
     text = section(guide, "### Sharding under torchrun")
     named = re.findall(r"^\| `(\w+)\(", text, flags=re.MULTILINE)
     assert named == ["local_rows", "all_reduce_sum", "gather_concat", "shared_failure"]
-    for name in named + ["world_size", "nfe_untouched", "sharded_fid", "sharded_nll"]:
+    for name in named + ["world_size"]:
         assert name in harness.__all__, name
+    for name in ("sharded_fid", "sharded_nll"):  # back-ends, in the metrics namespace
+        assert name in harness.metrics.__all__, name
 
 
 def test_the_quoted_metric_code_is_the_examples(guide):

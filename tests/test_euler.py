@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import generate, make_grid
+from harness import CountedModel, generate, make_grid
 from harness.core.sde import make_sde
 from harness.models.oracle import ring_2d
 
@@ -55,9 +55,9 @@ def test_one_evaluation_per_step_and_no_noise(plugins):
     model = ring_2d(make_sde("edm"))
     euler = plugins.samplers.get("euler")
     grid = make_grid(model.sde, "karras", 8)
-    model.nfe.reset()
-    a = generate(model, euler, grid, 0, range(8))
-    assert model.nfe.calls == 8 == euler.expected_nfe(8, euler.make_params())
+    counted = CountedModel(model)
+    a = generate(counted, euler, grid, 0, range(8))
+    assert counted.nfe.calls == 8 == euler.expected_nfe(8, euler.make_params())
     assert torch.equal(a, generate(model, euler, grid, 0, range(8)))
 
 

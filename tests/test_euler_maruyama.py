@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness import generate, make_grid
+from harness import CountedModel, generate, make_grid
 from harness.core.sde import make_sde
 from harness.models.oracle import ring_2d
 
@@ -73,8 +73,9 @@ def test_the_callback_sees_each_state_and_its_mean(plugins):
 def test_one_evaluation_per_step(plugins):
     model = ring_2d(make_sde("vp"))
     sampler = plugins.samplers.get("euler_maruyama")
-    generate(model, sampler, make_grid(model.sde, "log_snr", 5), 0, range(4))
-    assert model.nfe.calls == 5 == sampler.expected_nfe(5, sampler.make_params())
+    counted = CountedModel(model)
+    generate(counted, sampler, make_grid(model.sde, "log_snr", 5), 0, range(4))
+    assert counted.nfe.calls == 5 == sampler.expected_nfe(5, sampler.make_params())
 
 
 def test_declared_capabilities(plugins):

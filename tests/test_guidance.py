@@ -18,6 +18,7 @@ import math
 import pytest
 import torch
 
+from harness.core.counting import CountedModel, NFECounter
 from harness.core.guidance import GuidedModel, guided
 from harness.core.model import NULL_LABEL
 from harness.core.sampler import Capabilities, Sampler
@@ -146,9 +147,9 @@ def test_guided_denoiser_is_the_affine_combination():
 # --- what it costs ------------------------------------------------------------------------
 @pytest.mark.parametrize("w, rows", [(0.0, 1), (1.0, 1), (2.0, 2), (7.5, 2)])
 def test_one_guided_evaluation_is_one_network_call(w, rows):
-    model = _model("vp")
+    model = CountedModel(_model("vp"))
     batch = LABELS.shape[0]
-    guided_model = GuidedModel(model, LABELS, w)
+    guided_model = CountedModel(GuidedModel(model, LABELS, w))
     x = _state(model.sde, 0.3)
     for evaluate in (lambda: guided_model.score(x, 0.3),
                      lambda: guided_model.score(x, torch.full((batch,), 0.3,
@@ -163,7 +164,7 @@ def test_one_guided_evaluation_is_one_network_call(w, rows):
 
 
 def test_a_labelled_evaluation_through_the_guided_model_is_counted_at_the_network():
-    model = _model("vp")
+    model = CountedModel(_model("vp"))
     gm = GuidedModel(model, LABELS, 2.0)
     gm.denoise_labelled(_state(model.sde, 0.3), 0.5, LABELS)
     assert (model.nfe.calls, model.nfe.rows) == (1, LABELS.shape[0])
@@ -171,9 +172,10 @@ def test_a_labelled_evaluation_through_the_guided_model_is_counted_at_the_networ
 
 def test_a_shared_counter_counts_every_batch_of_a_run():
     model = _model("vp")
-    counter = model.nfe.__class__()
+    counter = NFECounter()
     for labels in (LABELS[:5], LABELS[5:]):
-        guided(model, labels, 3.0, counter).score(_state(model.sde, 0.3, n=len(labels)), 0.3)
+        batch = CountedModel(guided(model, labels, 3.0), nfe=counter)
+        batch.score(_state(model.sde, 0.3, n=len(labels)), 0.3)
     assert (counter.calls, counter.rows) == (2, 12)
     assert guided(model, None, None) is model
 
@@ -250,8 +252,7 @@ def test_every_sampler_runs_on_a_guided_model_and_is_exact_per_class_at_w1(
     labels = torch.arange(n) % k
     steps = STEPS // 2 if sampler.capabilities.order >= 2 else STEPS
     grid = make_grid(model.sde, "karras", steps)
-    counter = model.nfe.__class__()
-    samples = generate(GuidedModel(model, labels, 1.0, counter), sampler, grid, 0, range(n))
+    samples = generate(GuidedModel(model, labels, 1.0), sampler, grid, 0, range(n))
     assert samples.shape == (n, dim) and torch.isfinite(samples).all()
     # D + 6 sqrt(2 D): six standard deviations of chi^2_D, for every class.
     assert _class_mean_chi2(samples, labels, model) < dim + 6 * math.sqrt(2 * dim), name
@@ -260,12 +261,12 @@ def test_every_sampler_runs_on_a_guided_model_and_is_exact_per_class_at_w1(
                          for c in range(k)])
     assert ((ratio - 1).abs() < 0.25).all(), (name, ratio)
     # At w = 2 it runs too, and each guided evaluation costs two network rows.
-    model.nfe.reset()
-    counter.reset()
-    twice = generate(GuidedModel(model, labels, 2.0, counter), sampler, grid, 0, range(n))
+    network = CountedModel(model)
+    evaluations = CountedModel(GuidedModel(network, labels, 2.0))
+    twice = generate(evaluations, sampler, grid, 0, range(n))
     assert torch.isfinite(twice).all()
-    assert counter.rows > 0 and model.nfe.rows == 2 * counter.rows
-    assert model.nfe.calls == counter.calls
+    assert evaluations.nfe.rows > 0 and network.nfe.rows == 2 * evaluations.nfe.rows
+    assert network.nfe.calls == evaluations.nfe.calls
 
 
 @pytest.mark.parametrize("name", all_sampler_names())
@@ -276,7 +277,8 @@ def test_guided_sampling_on_the_oracle_reads_no_tensor_values_on_the_host(plugin
     labels = torch.arange(8) % model.num_classes
     sampler = plugins.samplers.get(name)
     grid = make_grid(model.sde, "karras", 4)
+    sampled = CountedModel(GuidedModel(CountedModel(model), labels, 2.0))  # the runner's
     with HostReads() as reads:
-        x = generate(GuidedModel(model, labels, 2.0), sampler, grid, 0, range(8))
+        x = generate(sampled, sampler, grid, 0, range(8))
     assert reads.seen == [], f"{name}: {reads.seen} inside the guided sampling loop"
     assert torch.isfinite(x).all()

@@ -23,7 +23,7 @@ import pytest
 import torch
 from harness_plugins import kdiffusion_loading, kdiffusion_samplers
 
-from harness import ParameterError, generate, make_grid
+from harness import CountedModel, ParameterError, generate, make_grid
 from harness.core.model import DataSpec, NetworkScoreModel
 from harness.core.noise import SampleNoise
 from harness.core.schedules import TimeGrid
@@ -165,8 +165,8 @@ def test_counted_nfe_is_the_networks_calls_and_the_declared(name):
         if not to_zero:  # ends at sigma(t_min) > 0: every step an ordinary one
             grid = TimeGrid.from_times(sde, grid.t[:-1], grid.schedule)
         network = CountingNetwork(sde)
-        model = NetworkScoreModel(network, sde, DataSpec(shape=(3,)),
-                                  parametrization="eps").double()
+        model = CountedModel(NetworkScoreModel(network, sde, DataSpec(shape=(3,)),
+                                               parametrization="eps").double())
         out = generate(model, adapted, grid, seed=0, indices=range(batch), params=params)
         expected = adapted.expected_nfe(grid.steps, params, grid.sigma[-1] == 0)
         assert torch.isfinite(out).all(), (steps, to_zero)
@@ -180,7 +180,7 @@ def test_float32_a_step_across_four_decades_of_sigma_is_one_euler_evaluation(nam
     # k-diffusion's get_ancestral_step: sigma_down = sqrt(sigma_next^2 - sigma_up^2) is 0
     # in float32 when sigma_next / sigma < ~2.4e-4, and the step is then Euler's, one
     # evaluation short of the declared two: a 2-step grid from 80 to 0.002 under EDM.
-    model = mixture_64d(make_sde("edm")).float()
+    model = CountedModel(mixture_64d(make_sde("edm")).float())
     grid = make_grid(model.sde, "karras", 2)
     adapted = sampler(name)
     generate(model, adapted, grid, 0, range(2), dtype=torch.float32)

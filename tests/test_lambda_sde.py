@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness import generate, make_grid
+from harness import CountedModel, generate, make_grid
 from harness.core.sde import make_sde
 from harness.models.oracle import ring_2d
 
@@ -95,7 +95,8 @@ def test_lambda_zero_is_euler_and_lambda_one_is_euler_maruyama(plugins):
 def test_one_evaluation_per_step_and_declared_capabilities(plugins):
     model = ring_2d(make_sde("vp"))
     sampler = plugins.samplers.get("lambda_sde")
-    generate(model, sampler, make_grid(model.sde, "karras", 6), 0, range(4))
-    assert model.nfe.calls == 6 == sampler.expected_nfe(6, sampler.make_params())
+    counted = CountedModel(model)
+    generate(counted, sampler, make_grid(model.sde, "karras", 6), 0, range(4))
+    assert counted.nfe.calls == 6 == sampler.expected_nfe(6, sampler.make_params())
     caps = sampler.capabilities
     assert (caps.stochastic, caps.order, caps.pf_ode) == (True, 1, False)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness import generate, make_grid
+from harness import CountedModel, generate, make_grid
 from harness.core.sde import make_sde
 from harness.models.oracle import mixture_64d, ring_2d
 
@@ -133,8 +133,9 @@ def test_no_churn_is_heun_bit_for_bit(plugins):
 def test_nfe_is_two_per_step_less_one(plugins):
     model = ring_2d(make_sde("vp"))
     langevin = plugins.samplers.get("langevin")
-    generate(model, langevin, make_grid(model.sde, "karras", 7), 0, range(4))
-    assert model.nfe.calls == 13 == langevin.expected_nfe(7, langevin.make_params())
+    counted = CountedModel(model)
+    generate(counted, langevin, make_grid(model.sde, "karras", 7), 0, range(4))
+    assert counted.nfe.calls == 13 == langevin.expected_nfe(7, langevin.make_params())
 
 
 def test_declared_capabilities(plugins):

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from harness.metrics.likelihood import ode_nll
+from harness.core.counting import CountedModel
 from harness.core.model import DataSpec, NetworkScoreModel
 from harness.plugin.manager import get_plugins
 from harness.core.sampling import generate
@@ -67,6 +68,7 @@ def test_counted_nfe_equals_network_calls_and_expected(name, ends_at_zero):
         if not ends_at_zero:
             grid = TimeGrid.from_times(sde, grid.t[:-1], grid.schedule)
         model, network = _model(sde)
+        model = CountedModel(model)
         out = generate(model, sampler, grid, seed=0, indices=range(batch), params=params)
         assert torch.isfinite(out).all(), steps
         assert model.nfe.calls == network.calls, steps
@@ -83,9 +85,10 @@ def test_registry_is_not_empty_and_covers_the_ode_samplers():
 def test_adaptive_nll_solve_counts_every_network_call():
     sde = EDMSDE()
     model, network = _model(sde, dim=2)
+    counted = CountedModel(model)
     x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    result = ode_nll(model, x, num_probes=2, batch_size=5)          # batches of 5, 5, 2
-    assert network.calls == model.nfe.calls and network.rows == model.nfe.rows
+    result = ode_nll(counted, x, num_probes=2, batch_size=5)        # batches of 5, 5, 2
+    assert network.calls == counted.nfe.calls and network.rows == counted.nfe.rows
     assert result.nfe_mean == pytest.approx(network.rows / 12)
     assert result.nfe_max >= result.nfe_mean and result.nfe_max == int(result.nfe_max)
     # dopri5 takes more evaluations than steps; at least a few steps' worth here.

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness import generate, make_grid
+from harness import CountedModel, generate, make_grid
 from harness.core.sde import make_sde
 from harness.models.oracle import mixture_64d, ring_2d
 
@@ -112,8 +112,9 @@ def test_nfe_is_counted_with_and_without_a_corrector(plugins, corrector, n, per_
     model = ring_2d(make_sde("ve"))
     pc = plugins.samplers.get("predictor_corrector")
     params = pc.make_params({"corrector": corrector, "n_corrector_steps": n})
-    generate(model, pc, make_grid(model.sde, "karras", 6), 0, range(4), params=params)
-    assert model.nfe.calls == 6 * per_step == pc.expected_nfe(6, params)
+    counted = CountedModel(model)
+    generate(counted, pc, make_grid(model.sde, "karras", 6), 0, range(4), params=params)
+    assert counted.nfe.calls == 6 * per_step == pc.expected_nfe(6, params)
 
 
 @pytest.mark.parametrize("predictor", ["reverse_diffusion", "euler_maruyama"])

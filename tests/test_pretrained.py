@@ -11,6 +11,7 @@ import torch
 from harness.models import digits
 from harness.models.checkpoint import ChecksumError, file_sha256, load_checkpoint, tensors_sha256
 from harness.models.classifier import accuracy
+from harness.core.counting import CountedModel
 from harness.core.model import NetworkScoreModel
 from harness.models.pretrained import load_digits_model, load_feature_extractor
 from harness.core.sde import EDMSDE
@@ -52,12 +53,13 @@ def test_score_model_loads_with_its_sde_and_data(model):
 def test_denoiser_output_is_finite_with_the_right_shape(model):
     x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
     sigma = torch.tensor([0.002, 0.05, 0.5, 2.0, 20.0, 80.0])
+    counted = CountedModel(model)
     with torch.no_grad():
-        denoised = model.denoise(x, sigma)
-        score = model.score(x, sigma)
+        denoised = counted.denoise(x, sigma)
+        score = counted.score(x, sigma)
     assert denoised.shape == x.shape and torch.isfinite(denoised).all()
     assert torch.isfinite(score).all()
-    assert model.nfe.rows == 12
+    assert counted.nfe.rows == 12
 
 
 def test_denoiser_recovers_clean_test_digits_at_low_noise(model):

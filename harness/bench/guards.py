@@ -90,27 +90,23 @@ def activation_bytes_per_sample(model: Any, dtype: torch.dtype,
     device = model.device
     x = torch.randn(batch, *model.data.shape, device=device, dtype=dtype)
     sigma = float(model.sde.sigma(model.sde.T / 2))
-    calls, rows = model.nfe.calls, model.nfe.rows
-    try:
-        with torch.no_grad():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-                before = torch.cuda.memory_allocated(device)
-                model.denoise(x, sigma)
-                peak = torch.cuda.max_memory_allocated(device) - before
-            else:
-                try:
-                    with _LiveTensorBytes() as tracker:
-                        model.denoise(x, sigma)
-                    peak = tracker.peak
-                except Exception as err:  # e.g. a compiled network refusing the mode
-                    print(f"warning: network activations not measured ({type(err).__name__}"
-                          f": {err}); the memory guard counts the sampler's tensors only",
-                          file=sys.stderr)
-                    peak = 0
-    finally:
-        model.nfe.calls, model.nfe.rows = calls, rows
+    with torch.no_grad():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            model.denoise(x, sigma)
+            peak = torch.cuda.max_memory_allocated(device) - before
+        else:
+            try:
+                with _LiveTensorBytes() as tracker:
+                    model.denoise(x, sigma)
+                peak = tracker.peak
+            except Exception as err:  # e.g. a compiled network refusing the mode
+                print(f"warning: network activations not measured ({type(err).__name__}"
+                      f": {err}); the memory guard counts the sampler's tensors only",
+                      file=sys.stderr)
+                peak = 0
     return max(peak, 0) / batch
 
 

@@ -2,7 +2,8 @@
 
 How a trial runs: its sampler draws `num_samples` samples in batches of `batch_size`
 with per-sample seeds (sample i depends only on (seed, i), so batching changes nothing),
-the NFE is read from the model's own counter (rows / samples), wall-clock is measured
+on the model wrapped for that trial alone (`harness.core.counting`), whose counter gives
+the NFE (rows / samples) and whose clock the network's time; wall-clock is measured
 around sampling only (after a warm-up of the network and, before a sampler's first trial,
 an untimed two-step run of that sampler; with device synchronisation), then the metrics
 see the samples, and only then is the sample grid drawn (a file that cannot be written
@@ -43,7 +44,8 @@ from ..metrics.bootstrap import Bootstrap
 from ..metrics.metric import Metric, SuiteContext, TrialContext
 from ..core.guidance import guided
 from ..core.labels import sample_labels
-from ..core.model import NULL_LABEL, NFECounter, ScoreModel
+from ..core.counting import CountedModel, NFECounter
+from ..core.model import NULL_LABEL, ScoreModel
 from ..core.network_clock import NetworkClock
 from .atomic import atomic_path
 from .shield import interrupts_raise, shielded
@@ -190,7 +192,6 @@ class SuiteRunner:
                 with torch.no_grad():
                     self.model.denoise_labelled(x, 1.0, torch.full(
                         (2 * size,), NULL_LABEL, dtype=torch.int64, device=self.device))
-        self.model.nfe.reset()
 
     def suite_values(self) -> tuple[dict[str, float], dict[str, Any]]:
         """The per-suite metrics' values; one that fails is reported, not fatal."""
@@ -283,22 +284,24 @@ class SuiteRunner:
         sampler, params, grid = entry.sampler, entry.params, entry.grid
         torch.manual_seed(_trial_seed(trial))
 
-        # What the sampler calls: the model, or under guidance a guided model per batch,
-        # whose evaluations (the sampler's NFE) are counted apart from the network's.
-        evaluations = self.model.nfe if trial.guidance is None else NFECounter()
-
-        def draw(indices: list[int]) -> Tensor:
-            model = guided(self.model, self._labels(trial, indices, self.device),
-                           trial.guidance, evaluations)
+        def draw(indices: list[int], network: ScoreModel,
+                 evaluations: Optional[NFECounter] = None) -> Tensor:
+            # What the sampler calls: `network`, or under guidance a guided model per
+            # batch around it, whose evaluations (the sampler's NFE) `evaluations` counts.
+            model = guided(network, self._labels(trial, indices, self.device),
+                           trial.guidance)
+            if evaluations is not None and model is not network:
+                model = CountedModel(model, nfe=evaluations)
             return generate(model, sampler, grid, trial.seed, indices, params,
                             dtype=self.dtype)
 
         self._warm_sampler(entry)
-        samples = self._sample_timed(trial, draw, result, evaluations)
+        samples = self._sample_timed(trial, draw, result)
         self._check_nfe(trial, result)
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
                                seed=trial.seed, samples=samples,
-                               generate=lambda indices: draw(list(indices)).cpu(),
+                               generate=lambda indices: draw(list(indices),
+                                                             self.model).cpu(),
                                bootstrap=Bootstrap(samples.shape[0]),
                                labels=self._labels(trial, range(samples.shape[0])),
                                guidance=trial.guidance)
@@ -324,10 +327,9 @@ class SuiteRunner:
         with distributed.shared_failure():  # every rank enters: it is a collective
             if batches:
                 model = guided(self.model, self._labels(trial, batches[0], self.device),
-                               trial.guidance, NFECounter())
+                               trial.guidance)
                 generate(model, run.sampler, grid, trial.seed, batches[0], run.params,
                          dtype=self.dtype)
-        self.model.nfe.reset()
         self._warmed.add(key)
 
     def _labels(self, trial: Trial, indices: Any, device: Any = "cpu") -> Optional[Tensor]:
@@ -410,33 +412,31 @@ class SuiteRunner:
             result.warnings.append(warning)
             distributed.print0(f"warning: {trial.name}: {warning}", file=sys.stderr)
 
-    def _sample_timed(self, trial: Trial, draw: Callable[[list[int]], Tensor],
-                      result: TrialResult, evaluations: NFECounter) -> Tensor:
+    def _sample_timed(self, trial: Trial,
+                      draw: Callable[[list[int], ScoreModel, NFECounter], Tensor],
+                      result: TrialResult) -> Tensor:
         """Every sample of the trial (this process draws its share), with NFE, wall-clock,
-        overhead and memory recorded in `result`. `evaluations` counts what the sampler
-        called (the model's own counter, or a guided model's); the network's counter
-        counts what the network ran."""
+        overhead and memory recorded in `result`. The model is wrapped for this trial
+        alone: `network` counts and times what the network ran; `evaluations` counts
+        what the sampler called (the network's own counter, or under guidance the guided
+        models')."""
         n = self.suite.num_samples
-        self.model.nfe.reset()
-        evaluations.reset()
+        network = CountedModel(self.model, NetworkClock(self.device))
+        evaluations = network.nfe if trial.guidance is None else NFECounter()
         reset_peak_memory(self.device)
         distributed.barrier()  # every process starts the clock together
         start = clock(self.device)
-        network = NetworkClock(self.device)
-        self.model.network_clock = network
-        try:
-            with distributed.shared_failure():
-                local = self._sample(trial, draw, self.plan.batches())
-                local_wall = clock(self.device) - start
-                # Before the gather, whose buffers are no part of sampling.
-                memory, memory_kind = peak_memory(self.device)
-        finally:
-            self.model.network_clock = None
-        local_network = network.seconds()
+        with distributed.shared_failure():
+            local = self._sample(trial, lambda indices: draw(indices, network, evaluations),
+                                 self.plan.batches())
+            local_wall = clock(self.device) - start
+            # Before the gather, whose buffers are no part of sampling.
+            memory, memory_kind = peak_memory(self.device)
+        local_network = network.clock.seconds()
         samples = distributed.gather_concat(local)
         wall = distributed.all_reduce_max(local_wall)
         counts = distributed.all_reduce_sum(torch.tensor(
-            [evaluations.rows, self.model.nfe.rows, self.model.nfe.calls], dtype=torch.float64))
+            [evaluations.rows, network.nfe.rows, network.nfe.calls], dtype=torch.float64))
         rows, network_rows, network_calls = (float(c) for c in counts)
         # Each process's wall over the time inside its own network calls of this same run
         # (>= 1 up to the timer's resolution); the worst process is reported.

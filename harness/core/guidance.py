@@ -7,11 +7,11 @@ is affine in the denoiser (`harness.core.model`), so this is the same combinatio
 scores: s_w = s_u + w (s_c - s_u). A `GuidedModel` is an ordinary `ScoreModel` bound to
 one batch's labels, so every sampler, built-in or third-party, runs on it unchanged.
 
-What it costs, counted where it is spent: for w not in {0, 1} one guided evaluation runs
-the network once on a doubled batch (conditional rows, then unconditional rows), so the
-conditional model's counter gains one call of 2B rows; for w = 1 (purely conditional) or
-w = 0 (unconditional) one call of B rows. The guided model counts its own evaluations (B
-rows per call): these are the sampler's NFE, the network's counter its real cost.
+What it costs: for w not in {0, 1} one guided evaluation runs the network once on a
+doubled batch (conditional rows, then unconditional rows), one call of 2B rows; for w = 1
+(purely conditional) or w = 0 (unconditional) one call of B rows. Counters wrapped around
+the guided model and around the conditional one (`harness.core.counting`) tell the two
+apart: the guided evaluations are the sampler's NFE, the network's rows its real cost.
 """
 
 from __future__ import annotations
@@ -22,20 +22,18 @@ import torch
 from torch import Tensor
 
 from ..errors import ParameterError
-from .model import NULL_LABEL, NFECounter, ScoreModel
+from .model import NULL_LABEL, ScoreModel
 
 
 class GuidedModel(ScoreModel):
     """`base` guided towards `labels` with scale `scale` (w >= 0); samplers see a model.
 
     `labels` is (B,) int64 on the model's device: row i of every batch the sampler passes
-    is sample i. `nfe` counts guided evaluations; `base.nfe` the network's own calls.
-    A sampler must evaluate the whole batch in its row order (as every sampler of the
-    contract does); another batch size is refused with a clear error.
+    is sample i. A sampler must evaluate the whole batch in its row order (as every
+    sampler of the contract does); another batch size is refused with a clear error.
     """
 
-    def __init__(self, base: ScoreModel, labels: Tensor, scale: float,
-                 nfe: Optional[NFECounter] = None):
+    def __init__(self, base: ScoreModel, labels: Tensor, scale: float):
         super().__init__(base.sde, base.data)
         if not base.num_classes:
             raise ParameterError(f"guidance needs a conditional model; "
@@ -46,8 +44,6 @@ class GuidedModel(ScoreModel):
         self.labels = labels
         self.scale = float(scale)
         self.num_classes = base.num_classes
-        if nfe is not None:  # a counter shared by the batches of one run
-            self.nfe = nfe
         self._null = torch.full_like(labels, NULL_LABEL)
         # Rows of the doubled batch: conditional first, unconditional second.
         self._both = torch.cat([labels, self._null])
@@ -66,7 +62,7 @@ class GuidedModel(ScoreModel):
         return torch.lerp(unconditional, conditional, self.scale)
 
     def denoise_labelled(self, x: Tensor, sigma, labels: Tensor) -> Tensor:
-        # Unguided, for explicit labels: the network's call, counted (and timed) there.
+        # Unguided, for explicit labels: the conditional model's own call.
         return self.base.denoise_labelled(x, sigma, labels)
 
     def classifier(self, device="cpu"):
@@ -98,15 +94,15 @@ def _doubled(sigma: Tensor) -> Tensor:
     return torch.cat([sigma, sigma])
 
 
-def guided(model: ScoreModel, labels: Optional[Tensor], scale: Optional[float],
-           nfe: Optional[NFECounter] = None) -> ScoreModel:
+def guided(model: ScoreModel, labels: Optional[Tensor], scale: Optional[float]
+           ) -> ScoreModel:
     """The model a sampler runs on: `model` itself when `scale` is None (no guidance),
     else a `GuidedModel` bound to `labels`."""
     if scale is None:
         return model
     if labels is None:
         raise ParameterError("a guided run needs each sample's label")
-    return GuidedModel(model, labels, scale, nfe)
+    return GuidedModel(model, labels, scale)
 
 
 __all__ = ["GuidedModel", "guided", "network_rows"]

@@ -7,7 +7,6 @@ A `ScoreModel` couples a network with its forward SDE and exposes
 * `score(x, t)`: grad log p_t(x) in the SDE's own (scaled) variable;
 * `ode_drift(x, t)`: the probability-flow ODE drift dx/dt;
 * `data`: what the data look like (shape, value range, quantisation levels);
-* `nfe`: network evaluations, counted here at the boundary and nowhere else;
 * `num_classes` and `denoise_labelled(x, sigma, labels)`: a class-conditional model's
   denoiser for given labels (`NULL_LABEL` rows unconditional); its plain `denoise` is the
   unconditional one. Guidance is a wrapper around these (`harness.core.guidance`);
@@ -18,11 +17,13 @@ A `ScoreModel` couples a network with its forward SDE and exposes
 
 The two views are tied by x_t = s(t) x_unscaled and
 score(x, t) = (s D(x / s; sigma) - x) / (s^2 sigma^2).
+
+A model keeps no count of its evaluations: counting and timing them is a wrapper's job
+(`harness.core.counting`), put around the model by whoever wants the count.
 """
 
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Union
@@ -31,7 +32,6 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ParameterError
-from .network_clock import NetworkClock
 from .sde import SDE, Time, _expand
 
 
@@ -80,28 +80,6 @@ class ReferenceData:
     labels: Optional[Tensor] = None
 
 
-class NFECounter:
-    """Counts network evaluations: calls, and rows (one row = one sample evaluated once)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.calls = 0
-        self.rows = 0
-
-    def add(self, batch: int) -> None:
-        self.calls += 1
-        self.rows += batch
-
-    def per_sample(self, num_samples: int) -> float:
-        """Mean evaluations per sample over everything counted since the last reset."""
-        return self.rows / num_samples if num_samples else 0.0
-
-    def __repr__(self) -> str:
-        return f"NFECounter(calls={self.calls}, rows={self.rows})"
-
-
 def per_sample(value: Union[float, Tensor], x: Tensor) -> Tensor:
     """A noise level or time as a (B,) tensor on x's device and dtype (no host sync).
 
@@ -129,10 +107,6 @@ def check_labels(labels: Tensor, num_classes: int) -> None:
                              f"({NULL_LABEL}), got {labels[bad][0].item()}")
 
 
-#: What a counted call enters when no clock is installed (reusable: it holds no state).
-_UNTIMED = contextlib.nullcontext()
-
-
 def _is_one(value: Time) -> bool:
     """A Python number equal to 1 (tensors are never inspected: that would sync a GPU)."""
     return not isinstance(value, Tensor) and value == 1
@@ -145,11 +119,8 @@ class ScoreModel(nn.Module, ABC):
         super().__init__()
         self.sde = sde
         self.data = data
-        self.nfe = NFECounter()
-        #: Set by the runner while it times a run: every counted call is timed inside it.
-        self.network_clock: Optional[NetworkClock] = None
 
-    # --- what subclasses provide (uncounted) ----------------------------------------
+    # --- what subclasses provide ------------------------------------------------------
     @abstractmethod
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         """D(x; sigma) for unscaled x and per-sample sigma of shape (B,).
@@ -182,7 +153,7 @@ class ScoreModel(nn.Module, ABC):
         raise NotImplementedError(f"{type(self).__name__} is not a conditional model "
                                   f"(num_classes = {self.num_classes})")
 
-    # --- reference data (not network evaluations: not counted) ----------------------
+    # --- reference data ---------------------------------------------------------------
     #: The splits `reference_data` serves, e.g. ("train", "test"); empty: it has none.
     reference_splits: tuple[str, ...] = ()
     #: Whether `reference_data` gives exact samples of this model's own distribution (an
@@ -243,12 +214,10 @@ class ScoreModel(nn.Module, ABC):
         Bayes classifier, its parameters) and may have `name`."""
         return None
 
-    # --- the counted interface ----------------------------------------------------
+    # --- the interface samplers and metrics call --------------------------------------
     def denoise(self, x: Tensor, sigma: Union[float, Tensor]) -> Tensor:
         """D(x; sigma) in the EDM convention. One network evaluation per call."""
-        self.nfe.add(x.shape[0])
-        with self.network_clock or _UNTIMED:
-            return self._denoise(x, per_sample(sigma, x))
+        return self._denoise(x, per_sample(sigma, x))
 
     def denoise_labelled(self, x: Tensor, sigma: Union[float, Tensor],
                          labels: Tensor) -> Tensor:
@@ -260,17 +229,13 @@ class ScoreModel(nn.Module, ABC):
         if labels.shape != (x.shape[0],):
             raise ParameterError(f"labels must have shape ({x.shape[0]},) for a batch of "
                                  f"{x.shape[0]}, got {tuple(labels.shape)}")
-        self.nfe.add(x.shape[0])
-        with self.network_clock or _UNTIMED:
-            return self._denoise_labelled(x, per_sample(sigma, x), labels)
+        return self._denoise_labelled(x, per_sample(sigma, x), labels)
 
     def score(self, x: Tensor, t: Time) -> Tensor:
         """grad log p_t(x) in the SDE's scaled variable. One network evaluation per call."""
-        self.nfe.add(x.shape[0])
-        with self.network_clock or _UNTIMED:
-            if not isinstance(t, Tensor) and type(self)._score is ScoreModel._score:
-                return self._score(x, float(t))  # scalar coefficients: see `_score`
-            return self._score(x, per_sample(t, x))
+        if not isinstance(t, Tensor) and type(self)._score is ScoreModel._score:
+            return self._score(x, float(t))  # scalar coefficients: see `_score`
+        return self._score(x, per_sample(t, x))
 
     def ode_drift(self, x: Tensor, t: Time) -> Tensor:
         """dx/dt of the probability-flow ODE at (x, t). One network evaluation per call."""

@@ -21,8 +21,8 @@ import torch
 class NetworkClock:
     """Sums the time between entering and leaving a `with clock:` block, over many blocks.
 
-    The model enters it around every counted network evaluation while it is installed as
-    `model.network_clock`; blocks do not nest.
+    A `CountedModel` given the clock (`harness.core.counting`) enters it around every
+    network evaluation it passes on; blocks do not nest.
     """
 
     def __init__(self, device: torch.device):

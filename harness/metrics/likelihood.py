@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ParameterError
+from ..core.counting import CountedModel
 from ..core.model import DataSpec, ScoreModel
 from ..core.noise import SampleNoise
 from ..core.sde import Time
@@ -288,12 +289,12 @@ def _solve_batches(model: ScoreModel, data: Tensor, integrate, *, method: str, p
         x = data[part].to(device=model.device, dtype=dtype)
         x, probes = _draws(model, x, indices[part], seed, method, probe, num_probes,
                            dequantise)
-        flow = AugmentedDrift(model, probes)
+        counted = CountedModel(model)  # this batch's solve alone
+        flow = AugmentedDrift(counted, probes)
         y0 = torch.cat([x.flatten(1), x.new_zeros(x.shape[0], flow.columns)], dim=1)
-        before = model.nfe.rows
         with torch.no_grad():
             y_end = integrate(flow, y0)
-        used = model.nfe.rows - before
+        used = counted.nfe.rows
         rows += used
         nfe_max = max(nfe_max, used / x.shape[0])
         values.append(_finish(model, y_end, flow.columns).cpu())

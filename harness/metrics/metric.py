@@ -15,8 +15,10 @@ Then `compute(trial)` once per trial (per-trial metrics) or once for the suite
 (per-suite metrics, whose trial has no sampler, grid or samples: read `trial.suite`).
 `compute` returns finite floats, keyed `name` and `name_<what>` (e.g. `fid_num_samples`);
 `params()` returns the conventions to log beside them. A metric measures: it does not
-log, time, choose devices, or leave evaluations in the model's NFE counter
-(`nfe_untouched`); costly one-time work is announced through `suite.announce(line)`.
+log, time or choose devices; costly one-time work is announced through
+`suite.announce(line)`. It is given the bare model: the runner counts a trial's network
+evaluations on a wrapper of its own (`harness.core.counting`), which a metric's
+evaluations never reach.
 
 Under torchrun every process runs every metric, and `trial.samples` holds all of the
 trial's samples on every process, in index order: a metric written for one process gives
@@ -36,11 +38,10 @@ metrics that read them.
 
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from collections.abc import Sequence
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -61,7 +62,7 @@ from .bootstrap import Bootstrap
 from .trial_features import SampleFeatures, TrialFeatures
 
 __all__ = ["Metric", "SuiteContext", "TrialContext", "all_reduce_sum", "gather_concat",
-           "local_rows", "nfe_untouched", "shared_failure", "world_size"]
+           "local_rows", "shared_failure", "world_size"]
 
 
 @dataclass
@@ -191,13 +192,3 @@ class Metric(ABC):
         """Conventions to log with the values (units, estimator, sample counts...)."""
         return {}
 
-
-@contextlib.contextmanager
-def nfe_untouched(model: ScoreModel) -> Iterator[None]:
-    """Run metric work that evaluates the model (a likelihood, extra samples) without
-    leaving its evaluations in the model's NFE counter, which counts sampling only."""
-    calls, rows = model.nfe.calls, model.nfe.rows
-    try:
-        yield
-    finally:
-        model.nfe.calls, model.nfe.rows = calls, rows

@@ -69,20 +69,16 @@ def forward_time(model: ScoreModel, batch_size: int, *, sigma: Optional[float] =
     """Mean seconds of one bare `model.denoise` call on a batch of `batch_size`.
 
     Runs at noise level `sigma` (default: sigma at T/2; the cost of a network does not
-    depend on it). The calls are not left in the model's NFE counter.
+    depend on it).
     """
     device = model.device
     dtype = dtype or model.dtype
     sigma = float(model.sde.sigma(model.sde.T / 2)) if sigma is None else float(sigma)
     x = torch.randn(batch_size, *model.data.shape, device=device, dtype=dtype)
-    calls, rows = model.nfe.calls, model.nfe.rows
-    try:
-        for _ in range(warmup):
-            model.denoise(x, sigma)
-        start = clock(device)
-        for _ in range(repeats):
-            model.denoise(x, sigma)
-        return (clock(device) - start) / repeats
-    finally:
-        model.nfe.calls, model.nfe.rows = calls, rows
+    for _ in range(warmup):
+        model.denoise(x, sigma)
+    start = clock(device)
+    for _ in range(repeats):
+        model.denoise(x, sigma)
+    return (clock(device) - start) / repeats
 

@@ -12,7 +12,6 @@ what it names:
 * `declaration`: `name`, `unit`, `higher_is_better`, `per_suite` and `description`
   declared with the right types;
 * `values`: `compute` returns finite floats keyed `name` and `name_<what>`;
-* `nfe`: `prepare` and `compute` leave the model's NFE counter as they found it;
 * `repeatable`: the same samples give the same values, in a fresh suite and again in the
   same one (the global generator is seeded before each call, as the runner does);
 * `scope`: a per-trial metric changes with the trial (its samples, its grid); a per-suite
@@ -55,8 +54,6 @@ SAMPLER = "heun"
 STEPS = (16, 8)
 #: How far the second trial's samples are moved from the first's, in every coordinate.
 SHIFT = 1.0
-#: The NFE counter's state before the metric runs (non-zero, to see it restored).
-NFE_BEFORE = (7, 21)
 
 
 class MetricConformanceError(AssertionError):
@@ -115,9 +112,7 @@ class _Setup:
             return (out + SHIFT * which).cpu()
 
         if which not in self.drawn:
-            calls, rows = self.model.nfe.calls, self.model.nfe.rows
             self.drawn[which] = draw(range(self.samples))
-            self.model.nfe.calls, self.model.nfe.rows = calls, rows  # the kit's evaluations
         labels = (sample_labels(0, range(self.samples), self.model.num_classes)
                   if self.model.num_classes else None)
         return TrialContext(suite=suite, sampler=sampler, params=params, grid=grid, seed=0,
@@ -220,23 +215,6 @@ def check_values(s: _Setup) -> str:
     return f"{len(values)} finite float(s): {', '.join(values)}"
 
 
-def check_nfe(s: _Setup) -> str:
-    """prepare and compute leave the model's NFE counter as they found it."""
-    nfe = s.model.nfe
-    nfe.calls, nfe.rows = NFE_BEFORE
-    suite = s.suite()
-    after_prepare = (nfe.calls, nfe.rows)
-    trial = s.trial(suite)
-    s.compute(trial)
-    after = (nfe.calls, nfe.rows)
-    for when, found in (("prepare", after_prepare), ("compute", after)):
-        if found != NFE_BEFORE:
-            raise _Fail(f"{when} changed the model's NFE counter from (calls, rows) = "
-                        f"{NFE_BEFORE} to {found}: it counts sampling only; wrap model "
-                        f"evaluations in `with harness.nfe_untouched(model):`")
-    return "prepare and compute leave the counter untouched"
-
-
 def check_repeatable(s: _Setup) -> str:
     """The same samples give the same values: twice in one suite, and in a fresh one."""
     suite = s.suite()
@@ -282,7 +260,7 @@ def check_scope(s: _Setup) -> str:
 
 
 METRIC_CHECKS: dict[str, Callable[[_Setup], str]] = {
-    "declaration": check_declaration, "values": check_values, "nfe": check_nfe,
+    "declaration": check_declaration, "values": check_values,
     "repeatable": check_repeatable, "scope": check_scope,
 }
 
@@ -330,7 +308,7 @@ def check_metric(metric: Union[Metric, type, str], *, model: Optional[ScoreModel
         raise ParameterError(f"metric {name!r} does not apply to {setup.model_name}; pass "
                              f"model= a model it applies to")
     report = MetricReport(str(name))
-    rng, counted = torch.random.get_rng_state(), (model.nfe.calls, model.nfe.rows)
+    rng = torch.random.get_rng_state()
     try:
         for check in wanted:
             start = time.perf_counter()
@@ -343,8 +321,7 @@ def check_metric(metric: Union[Metric, type, str], *, model: Optional[ScoreModel
             report.results.append(CheckResult(check, status, message,
                                               time.perf_counter() - start))
     finally:
-        torch.random.set_rng_state(rng)  # the caller's generator and counter, as they were
-        model.nfe.calls, model.nfe.rows = counted
+        torch.random.set_rng_state(rng)  # the caller's generator, as it was
     if raise_on_failure and report.failures:
         raise MetricConformanceError(report)
     return report

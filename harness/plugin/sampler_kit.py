@@ -28,7 +28,7 @@ NaN/Inf, and every run starts from its own copy of the input, so an in-place wri
 docs/plugins.md has the table of what each check demands.
 
 Metrics have their own checks, `check_metric(metric)` and `metric_conformance_test(...)`
-(declaration, values, nfe, repeatable, scope; `harness.plugin.metric_kit`); both kits
+(declaration, values, repeatable, scope; `harness.plugin.metric_kit`); both kits
 report through `harness.plugin.check_report`, and plugin authors import them from
 `harness.testing`.
 """
@@ -48,9 +48,10 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
+from ..core.counting import CountedModel, NFECounter
 from ..core.guidance import GuidedModel
 from ..core.labels import sample_labels
-from ..core.model import NFECounter, ScoreModel
+from ..core.model import ScoreModel
 from ..core.noise import SampleNoise
 from ..core.sampler import Capabilities, Params, Sampler
 from ..core.sampling import generate
@@ -186,11 +187,12 @@ def _oracle(s: _Setup, process: str = "vp", shift: float = 0.0,
 
 def _guide(s: _Setup, model: Any, seed: int, indices: Any) -> Any:
     """What the sampler is given: `model`, or under guidance the model guided towards the
-    labels of samples `indices` of seed `seed` (as the runner does for a guided trial)."""
+    labels of samples `indices` of seed `seed`, its evaluations counted in `guided_nfe`
+    (as the runner does for a guided trial)."""
     if s.guidance is None or isinstance(model, _DriftOnly):
         return model
     labels = sample_labels(seed, indices, model.num_classes, device=model.device)
-    return GuidedModel(model, labels, s.guidance, s.guided_nfe)
+    return CountedModel(GuidedModel(model, labels, s.guidance), nfe=s.guided_nfe)
 
 
 def _generate(s: _Setup, model: Any, grid: TimeGrid, seed: int, indices: Any) -> Tensor:
@@ -202,8 +204,8 @@ def _generate(s: _Setup, model: Any, grid: TimeGrid, seed: int, indices: Any) ->
 def _count_raw_rows(model: ScoreModel) -> NFECounter:
     """Counts the rows reaching the uncounted `_denoise` and `_score`.
 
-    Every counted evaluation reaches one of them once, so more rows here than in
-    `model.nfe` means an evaluation bypassed the counted interface.
+    Every evaluation through a `CountedModel` around `model` reaches one of them once, so
+    more rows here than in its `nfe` means an evaluation bypassed the counted interface.
     """
     raw = NFECounter()
     for name in ("_denoise", "_score"):
@@ -388,38 +390,39 @@ def check_batch(s: _Setup) -> str:
 
 
 def check_nfe(s: _Setup) -> str:
-    """The model's own count equals `expected_nfe`; nothing bypasses the counter."""
+    """The count at the model equals `expected_nfe`; nothing bypasses the counter."""
     model = _oracle(s)
-    raw, counted = _count_raw_rows(model), []
+    raw, counts = _count_raw_rows(model), []
+    counted = CountedModel(model)
     for steps, to_zero in ((3, True), (8, True), (8, False)):
         grid = make_grid(model.sde, "karras", steps)
         if not to_zero:   # stop at sigma_min: the last step is an ordinary one
             grid = TimeGrid(grid.t[:-1], grid.sigma[:-1], grid.scale[:-1], grid.schedule)
             steps -= 1
-        model.nfe.reset()
+        counted.nfe.reset()
         raw.reset()
         s.guided_nfe.reset()
-        _generate(s, model, grid, 0, range(4))
+        _generate(s, counted, grid, 0, range(4))
         expected = s.sampler.expected_nfe(steps, s.params, grid.sigma[-1] == 0)
         if s.guidance is not None:  # the sampler's evaluations are the guided model's
             if s.guided_nfe.rows != 4 * expected:
                 raise _Fail(f"declares {expected} NFE for {steps} steps but evaluated the "
                             f"guided model {s.guided_nfe.rows / 4:g} times per sample")
-            counted.append(f"{steps} steps: {expected} guided")
+            counts.append(f"{steps} steps: {expected} guided")
             continue
         end = "sigma = 0" if to_zero else f"sigma = {grid.sigma[-1]:.3g}"
-        if raw.rows != model.nfe.rows:
-            raise _Fail(f"{(raw.rows - model.nfe.rows) / 4:g} evaluations per sample "
+        if raw.rows != counted.nfe.rows:
+            raise _Fail(f"{(raw.rows - counted.nfe.rows) / 4:g} evaluations per sample "
                         f"bypassed the counted interface (model._denoise/_score); call "
                         f"model.denoise, model.score or model.ode_drift")
-        if model.nfe.rows != 4 * expected:
+        if counted.nfe.rows != 4 * expected:
             caps = s.sampler.capabilities
             raise _Fail(f"declares {expected} NFE for {steps} steps ending at {end} "
                         f"(nfe_per_step={caps.per_step(s.params)}, final_step_nfe="
                         f"{caps.final_step_nfe!r}) but the model was evaluated "
-                        f"{model.nfe.rows / 4:g} times per sample")
-        counted.append(f"{steps} steps to {end}: {expected}")
-    return "; ".join(counted)
+                        f"{counted.nfe.rows / 4:g} times per sample")
+        counts.append(f"{steps} steps to {end}: {expected}")
+    return "; ".join(counts)
 
 
 def check_capabilities(s: _Setup) -> str:
@@ -492,16 +495,17 @@ def check_final_step(s: _Setup) -> str:
     model = _oracle(s)
     grid = make_grid(model.sde, "karras", 16)
     x, noise = _start(s, model, seed=8, n=64)
+    counted = CountedModel(model)
     draws, calls_before = [], []
 
     def recording(like=None):
         z = noise(like)
         draws.append(z.clone())
-        calls_before.append(model.nfe.calls)
+        calls_before.append(counted.nfe.calls)
         return z
 
-    first = _run(s, model, x, grid, recording)
-    late = sum(c == model.nfe.calls for c in calls_before)
+    first = _run(s, counted, x, grid, recording)
+    late = sum(c == counted.nfe.calls for c in calls_before)
     if not late:
         return "no noise drawn after the last network evaluation"
     fresh = SampleNoise(9, range(64), model.data.shape, s.device, model.dtype)

@@ -5,7 +5,6 @@ the origin, or a variant), so that each fails only its own check:
 
 * `forgets_direction` (declaration): no `higher_is_better`;
 * `unkeyed_values` (values): a tensor for the main value and an unprefixed key;
-* `counts_evaluations` (nfe): evaluates the model's score and leaves it in the counter;
 * `private_generator` (repeatable): a generator made once and reused, so the same samples
   give another subsample on every call;
 * `ignores_the_trial` (scope): a per-trial metric that measures the model's reference
@@ -52,16 +51,6 @@ class UnkeyedValues(_Radius):
         return {self.name: radius.mean(), "stderr": float(radius.std() / len(radius) ** 0.5)}
 
 
-class CountsEvaluations(_Radius):
-    name = "counts_evaluations"
-
-    def compute(self, trial: TrialContext) -> dict[str, float]:
-        model = trial.suite.model
-        score = model.score(trial.samples.to(model.dtype), 0.5)  # counted: the bug
-        return {self.name: mean_radius(trial.samples),
-                f"{self.name}_score_norm": float(score.norm(dim=1).mean())}
-
-
 class PrivateGenerator(_Radius):
     name = "private_generator"
 
@@ -89,7 +78,7 @@ class PerSuiteReadsSamples(_Radius):
         return {self.name: mean_radius(trial.samples)}  # there are none once per suite
 
 
-BROKEN = (ForgetsDirection, UnkeyedValues, CountsEvaluations, PrivateGenerator,
+BROKEN = (ForgetsDirection, UnkeyedValues, PrivateGenerator,
           IgnoresTheTrial, PerSuiteReadsSamples)
 
 
