@@ -33,7 +33,7 @@ from harness import (
     generate,
     make_grid,
 )
-from harness.bench.suite_files import read_toml, suite_path
+from harness.bench.configuration.suite_files import read_toml, suite_path
 from harness.core.guidance import guided
 from harness.core.labels import sample_labels
 from harness.plugin.manager import get_plugins

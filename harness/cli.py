@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from .bench.shield import interrupts_raise
+from .bench.running.shield import interrupts_raise
 from .errors import HarnessError
 from .plugin.manager import DISABLE_ENV, TRACE_ENV, get_plugins
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def console() -> int:
     """The `harness` command: `main`, then the process exits with its status.
 
-    The signal handler stays in place (`harness.bench.shield.interrupts_raise`), and once
+    The signal handler stays in place (`harness.bench.running.shield.interrupts_raise`), and once
     the command is over SIGINT and SIGTERM are blocked: a late Ctrl-C arriving while the
     interpreter shuts down (atexit handlers, module teardown, after which Python restores
     the default handlers) must not turn the status into a death by signal. Blocked
@@ -58,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None, restore_signals: bool = True) -> 
     if args.disable_plugin or args.trace_hooks:
         get_plugins(refresh=True)  # the options must apply even if plugins were loaded
     # One handler from here to the exit: the first Ctrl-C or SIGTERM stops the command,
-    # later ones cannot cut its clean-up short (`harness.bench.shield`).
+    # later ones cannot cut its clean-up short (`harness.bench.running.shield`).
     with interrupts_raise(restore=restore_signals):
         try:
             return int(args.func(args) or 0)

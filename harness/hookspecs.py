@@ -156,14 +156,14 @@ def harness_register_sinks(register: Callable[..., None]) -> None:
     its return value ignored: no first result wins. A sink's ``make`` is called once
     per ``harness run``, on rank 0 only under torchrun (the other processes record
     nothing), when the trials are planned and before the first starts. The sink it
-    returns is then called as ``harness.bench.sinks`` lists: ``trial_ended`` receives
-    each trial's ``TrialRecord`` (``harness.bench.record``), the same record that
+    returns is then called as ``harness.bench.recording.sinks`` lists: ``trial_ended`` receives
+    each trial's ``TrialRecord`` (``harness.bench.recording.record``), the same record that
     ``trials.jsonl`` and MLflow hold. The built-in sinks (``trials.jsonl``, MLflow) are
     registered the same way.
 
     :param register: Takes ``(name, make, description="")``: a ``name`` unique across
         all plugins, a factory ``make(context)`` receiving a
-        ``harness.bench.sinks.SinkContext`` (the report folder, the suite, the
+        ``harness.bench.recording.sinks.SinkContext`` (the report folder, the suite, the
         experiment, the MLflow tracking URI and client) and returning an object with
         the sink methods it needs (the others are not called), or None to stay out of
         this run, and a one-line ``description`` for ``harness plugins``. A factory

@@ -46,7 +46,7 @@ from .diffusers_params import SWITCHES, arguments, params_class, way_in
 harness_api_version = 1
 
 #: The library these samplers run: its version is part of every trial's configuration
-#: hash (`harness.bench.code_identity`), so that an upgrade reruns their trials.
+#: hash (`harness.bench.configuration.code_identity`), so that an upgrade reruns their trials.
 DISTRIBUTION = "diffusers"
 
 #: The order the conformance kit measures for every adapter (see the module docstring).

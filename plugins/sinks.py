@@ -5,8 +5,8 @@ the same hook as a third party's."""
 from __future__ import annotations
 
 from harness import hookimpl
-from harness.bench.sinks import LocalSink
-from harness.bench.tracking import MLflowSink
+from harness.bench.recording.sinks import LocalSink
+from harness.bench.recording.tracking import MLflowSink
 
 harness_api_version = 1
 

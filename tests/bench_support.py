@@ -105,7 +105,7 @@ def client_for(uri: str):
     """An MlflowClient; relative SQLite URIs resolved against the current directory."""
     from mlflow.tracking import MlflowClient
 
-    from harness.bench.tracking import absolute_uri
+    from harness.bench.recording.tracking import absolute_uri
 
     return MlflowClient(absolute_uri(uri))
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench.runner import portable_file_name
-from harness.bench.suite import SuiteError, build_suite, model_identity, resolve_trials
+from harness.bench.running.runner import portable_file_name
+from harness.bench.configuration.suite import SuiteError, build_suite, model_identity, resolve_trials
 
 ADAPTED = [("kdiffusion:euler", "k-diffusion", "s_churn"),
            ("diffusers:DDIMScheduler", "diffusers", "trained_betas")]

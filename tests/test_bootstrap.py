@@ -230,7 +230,7 @@ def test_budgets_group_the_nfe_samplers_spend_for_one_budget():
     predictor-corrector's 34 and the others' 35; 20 and 34 are not."""
     import pandas as pd
 
-    from harness.bench.comparison import budgets
+    from harness.bench.reporting.comparison import budgets
 
     board = pd.DataFrame({"sampler": ["heun", "euler", "pc", "euler", "heun", "data"],
                           "nfe_mean": [9.0, 10.0, 34.0, 35.0, 19.0, float("nan")]})

@@ -46,5 +46,5 @@ def test_quick_commands_import_no_pandas_matplotlib_or_mlflow():
 
 def test_the_probe_sees_an_import():
     # The check above must be able to fail: the report module loads pandas and matplotlib.
-    [result] = _imported_by([["--help"]], before="import harness.bench.report")
+    [result] = _imported_by([["--help"]], before="import harness.bench.reporting.report")
     assert result["loaded"] == ["pandas", "matplotlib"]

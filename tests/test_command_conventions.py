@@ -12,9 +12,9 @@ import tempfile
 import pytest
 
 from harness.bench import atomic
-from harness.bench.suite import SuiteError, SUITES_DIR
-from harness.bench.suite_files import recorded_in
-from harness.bench.tracking import REASON_CHARS, failure_reason
+from harness.bench.configuration.suite import SuiteError, SUITES_DIR
+from harness.bench.configuration.suite_files import recorded_in
+from harness.bench.recording.tracking import REASON_CHARS, failure_reason
 from harness.cli import build_parser
 from tests.bench_support import bench_environment, free_port, harness, write_suite
 

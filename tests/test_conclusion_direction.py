@@ -4,7 +4,7 @@ must not get ★ for its worst row)."""
 
 import pandas as pd
 
-from harness.bench.comparison import BEST, conclude
+from harness.bench.reporting.comparison import BEST, conclude
 
 
 def _board_and_table(values):

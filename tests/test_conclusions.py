@@ -15,7 +15,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness.bench.report import records_from_jsonl, trials_table
+from harness.bench.reporting.report import records_from_jsonl, trials_table
 from harness.metrics.bootstrap import mean_over_seeds, paired_comparison
 from tests.bench_support import bench_environment, harness, write_suite
 
@@ -141,7 +141,7 @@ def test_no_conclusion_is_a_physically_impossible_number(run):
 
 
 def test_the_report_read_back_from_mlflow_concludes_the_same(run, tmp_path):
-    from harness.bench.report import report_from_mlflow
+    from harness.bench.reporting.report import report_from_mlflow
 
     _, out = run
     uri = f"sqlite:///{out.parent.parent / 'mlflow.db'}"

@@ -13,10 +13,10 @@ import types
 import pytest
 import torch
 
-from harness.bench.plan import resolve_plan
-from harness.bench.runner import load_model, run_plan
-from harness.bench.sinks import FINISHED, Sinks
-from harness.bench.suite import build_suite
+from harness.bench.running.plan import resolve_plan
+from harness.bench.running.runner import load_model, run_plan
+from harness.bench.recording.sinks import FINISHED, Sinks
+from harness.bench.configuration.suite import build_suite
 from harness.core import network_clock
 from harness.core.counting import CountedModel, NFECounter
 from harness.core.distributed import resolve_device

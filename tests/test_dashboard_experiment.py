@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench.mlflow_view import leaderboard_frame, run_description
+from harness.bench.recording.mlflow_view import leaderboard_frame, run_description
 from tests.bench_support import (
     bench_environment,
     client_for,

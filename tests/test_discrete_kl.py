@@ -261,7 +261,7 @@ def test_no_reported_bits_per_dim_is_negative_on_dequantised_data():
 def test_the_report_plots_the_errors_and_says_why_a_kl_is_missing(tmp_path):
     import pandas as pd
 
-    from harness.bench.report import Results, records_from_runs, write_report
+    from harness.bench.reporting.report import Results, records_from_runs, write_report
 
     def record(sampler, steps, seed, metrics, status="ok"):
         return {"kind": "trial", "status": "FINISHED", "sampler": sampler, "variant": "",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench.suite import load_suite, model_identity, resolve_trials
+from harness.bench.configuration.suite import load_suite, model_identity, resolve_trials
 from tests.bench_support import bench_environment, harness
 from tests.conftest import all_sampler_names
 

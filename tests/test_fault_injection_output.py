@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from harness.bench import exit_codes
-from harness.bench.guards import MemoryGuardError, plan_memory
-from harness.bench.report_folder import LOCK_NAME
+from harness.bench.running.guards import MemoryGuardError, plan_memory
+from harness.bench.recording.report_folder import LOCK_NAME
 from harness.metrics import fid
 from harness.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from harness.models.oracle import ring_2d
@@ -207,7 +207,7 @@ def test_a_corrupt_fid_cache_is_recomputed_with_a_warning(tmp_path):
 
 
 def test_a_guided_suite_plans_for_the_doubled_network_batch():
-    from harness.bench.guards import LIVE_STATES, activation_bytes_per_sample
+    from harness.bench.running.guards import LIVE_STATES, activation_bytes_per_sample
 
     model = ring_2d(make_sde("vp")).float()
     state = 2 * 4  # one 2-D float32 sample

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from harness.bench import exit_codes
-from harness.bench.stale_runs import CLOSED_TAG, PID_TAG
+from harness.bench.recording.stale_runs import CLOSED_TAG, PID_TAG
 from tests.bench_support import _template_store, suite_runs, trial_runs
 from tests.fault_support import (
     FAULT_SUITE,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.bench import exit_codes
-from harness.bench.stale_runs import CLOSED_TAG
+from harness.bench.recording.stale_runs import CLOSED_TAG
 from tests.bench_support import (
     TINY_SUITE,
     ServerHandle,
@@ -167,7 +167,7 @@ def test_an_unwritable_sqlite_path_fails_at_once(bench, tmp_path, capsys):
 CONNECT = """
 import sys, time
 from pathlib import Path
-from harness.bench.tracking import connect
+from harness.bench.recording.tracking import connect
 go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.01)

@@ -61,7 +61,7 @@ def test_rows_are_per_scale_and_marks_never_cross_scales(run):
 
 
 def test_the_report_from_mlflow_concludes_the_same(run, tmp_path):
-    from harness.bench.report import report_from_mlflow
+    from harness.bench.reporting.report import report_from_mlflow
 
     uri = f"sqlite:///{run.parent.parent / 'mlflow.db'}"
     again = report_from_mlflow(uri, "guided-report", tmp_path)

@@ -16,10 +16,10 @@ import torch
 from torchdiffeq import odeint
 
 import harness_plugins.sampler_error_metrics as plugin
-from harness.bench.plan import resolve_plan
-from harness.bench.runner import load_model, run_plan
-from harness.bench.sinks import FINISHED, Sinks
-from harness.bench.suite import build_suite
+from harness.bench.running.plan import resolve_plan
+from harness.bench.running.runner import load_model, run_plan
+from harness.bench.recording.sinks import FINISHED, Sinks
+from harness.bench.configuration.suite import build_suite
 from harness.core.distributed import resolve_device
 from harness.core.guidance import GuidedModel
 from harness.core.labels import sample_labels

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.bench.plan import resolve_plan
-from harness.bench.runner import load_model, run_plan
-from harness.bench.sinks import FINISHED, Sinks
-from harness.bench.suite import (SuiteError, build_suite, check_conditional,
+from harness.bench.running.plan import resolve_plan
+from harness.bench.running.runner import load_model, run_plan
+from harness.bench.recording.sinks import FINISHED, Sinks
+from harness.bench.configuration.suite import (SuiteError, build_suite, check_conditional,
                                  resolve_trials)
 from harness.core.distributed import resolve_device
 from harness.core.labels import sample_labels

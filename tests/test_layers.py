@@ -27,6 +27,13 @@ LAYERS = {
     "harness.hookspecs": 4,
     "harness.testing": 4,
     "harness.bench": 5,
+    # The benchmark by concern, bottom to top: what to run, what was measured (records),
+    # what a report makes of records, and running (which uses all three).
+    "harness.bench.configuration": 5.1,
+    "harness.bench.recording": 5.2,
+    "harness.bench.reporting": 5.3,
+    "harness.bench.running": 5.4,
+    "harness.bench.exit_codes": 5.5,
     "harness.commands": 6,
     "harness.cli": 6,
 }

@@ -11,7 +11,7 @@ import random
 import pandas as pd
 import pytest
 
-from harness.bench.report import annotate, footnote, leaderboard, markdown
+from harness.bench.reporting.report import annotate, footnote, leaderboard, markdown
 from harness.metrics.bootstrap import LINEAR_SUFFIX
 
 REPLICATES = 200

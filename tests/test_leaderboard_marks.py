@@ -17,7 +17,7 @@ import random
 
 import pandas as pd
 
-from harness.bench.report import annotate, leaderboard, markdown
+from harness.bench.reporting.report import annotate, leaderboard, markdown
 
 REPLICATES = 200
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.bench.report import annotate, footnote, leaderboard, markdown
+from harness.bench.reporting.report import annotate, footnote, leaderboard, markdown
 
 README = Path(__file__).parent.parent / "README.md"
 INTRO = "Under each leaderboard, notes say what its brackets and marks mean"

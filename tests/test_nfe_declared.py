@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from harness.bench.suite import steps_for_budget
+from harness.bench.configuration.suite import steps_for_budget
 from harness.core.sde import VESDE, EDMSDE
 from harness.plugin import manager as plugin_manager
 from harness.plugin.manager import get_sampler

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from harness.bench.plan import FloorDraw, SamplerRun, resolve_plan
-from harness.bench.runner import load_model, run_plan
-from harness.bench.sinks import FINISHED, Sinks
-from harness.bench.suite import build_suite
+from harness.bench.running.plan import FloorDraw, SamplerRun, resolve_plan
+from harness.bench.running.runner import load_model, run_plan
+from harness.bench.recording.sinks import FINISHED, Sinks
+from harness.bench.configuration.suite import build_suite
 from harness.core.distributed import resolve_device
 from harness.plugin.manager import get_plugins
 from tests.bench_support import bench_environment, harness, write_suite

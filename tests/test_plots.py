@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from harness.bench.plots import draw_metric_by_sampler, metric_by_sampler
+from harness.bench.reporting.plots import draw_metric_by_sampler, metric_by_sampler
 
 NFE = [10.0, 20.0, 50.0]
 FID = {"euler": [14.0, 8.8, 8.2], "heun": [33.0, 10.2, 8.6], "pc": [274.0, 140.0, 23.0]}

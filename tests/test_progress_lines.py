@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from harness.bench.progress import EtaEstimate, progress_line
-from harness.bench.sinks import FAILED, FINISHED, TrialResult
+from harness.bench.running.progress import EtaEstimate, progress_line
+from harness.bench.recording.sinks import FAILED, FINISHED, TrialResult
 from tests.bench_support import bench_environment, harness, write_suite
 
 SUITE = """

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench.report_folder import report_folder
-from harness.bench.suite_schema import SuiteError
+from harness.bench.recording.report_folder import report_folder
+from harness.bench.configuration.suite_schema import SuiteError
 from tests.bench_support import TINY_SUITE, bench_environment, harness, write_suite
 
 #: Holds a report folder as a running `harness run` does, until killed.
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from harness.bench.report_folder import held
+    from harness.bench.recording.report_folder import held
     with held(Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(120)

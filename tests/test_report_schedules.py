@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from harness.bench import plots
-from harness.bench.report import Results, schedule_file_tags, write_report
+from harness.bench.reporting.report import Results, schedule_file_tags, write_report
 
 SAMPLERS = ("euler", "dpmpp_2m")
 STEPS = (4, 8)

@@ -110,7 +110,7 @@ def test_a_second_ctrl_c_during_clean_up_leaves_no_running_run(bench, tmp_path, 
                                                                 monkeypatch):
     """Ctrl-C in a trial, then again while each run is being ended as KILLED: the runs
     are still ended, and the command still exits 130."""
-    from harness.bench.tracking import MLflowSink
+    from harness.bench.recording.tracking import MLflowSink
 
     end = MLflowSink._end
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.bench.plan import resolve_plan
-from harness.bench.runner import SuiteRunner, load_model, run_plan
+from harness.bench.running.plan import resolve_plan
+from harness.bench.running.runner import SuiteRunner, load_model, run_plan
 from harness.core.distributed import resolve_device
-from harness.bench.sinks import FAILED, FINISHED, LocalSink, Sinks
-from harness.bench.suite import build_suite
+from harness.bench.recording.sinks import FAILED, FINISHED, LocalSink, Sinks
+from harness.bench.configuration.suite import build_suite
 from tests.bench_support import bench_environment, harness, trial_runs, write_suite
 from tests.plugins import bench_plugins
 

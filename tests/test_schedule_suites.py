@@ -11,12 +11,12 @@ import random
 import pandas as pd
 import pytest
 
-from harness.bench.canonical import canonical_hash
-from harness.bench.code_identity import code_versions
-from harness.bench.report import annotate, leaderboard, markdown, trials_table
-from harness.bench.sinks import SuiteInfo
-from harness.bench.suite import SuiteError, build_suite, model_identity, resolve_trials
-from harness.bench.tracking import MLflowSink
+from harness.bench.configuration.canonical import canonical_hash
+from harness.bench.configuration.code_identity import code_versions
+from harness.bench.reporting.report import annotate, leaderboard, markdown, trials_table
+from harness.bench.recording.sinks import SuiteInfo
+from harness.bench.configuration.suite import SuiteError, build_suite, model_identity, resolve_trials
+from harness.bench.recording.tracking import MLflowSink
 from harness.core.schedules import make_grid
 from tests.bench_support import bench_environment, harness, trial_runs, write_suite
 
@@ -280,7 +280,7 @@ def test_a_suite_of_two_schedules_runs_logs_and_resumes(monkeypatch, tmp_path, c
         assert given["schedule"] == "sigma_list(sigmas=[100.0, 10.0, 1.0, 0.1, 0.02])"
         local = pd.read_csv(tmp_path / "runs" / "schedules" / "leaderboard.csv")
         assert sorted(local["label"]) == ["euler (karras)", f"euler ({other[6:-11]})"]
-        from harness.bench.report import report_from_mlflow
+        from harness.bench.reporting.report import report_from_mlflow
 
         tracked = report_from_mlflow("sqlite:///mlflow.db", "schedules", tmp_path / "again")
         assert sorted(pd.read_csv(tracked.files["leaderboard.csv"])["label"]) == \

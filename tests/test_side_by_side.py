@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from harness.bench.implementations import METHODS, Method, side_by_side
+from harness.bench.reporting.implementations import METHODS, Method, side_by_side
 
 NAN = math.nan
 

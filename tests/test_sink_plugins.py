@@ -21,8 +21,8 @@ import pytest
 
 from harness import hookimpl
 from harness.bench import exit_codes
-from harness.bench.record import TrialRecord
-from harness.bench.sinks import SinkContext, make_sinks, read_lines
+from harness.bench.recording.record import TrialRecord
+from harness.bench.recording.sinks import SinkContext, make_sinks, read_lines
 from harness.commands.plugins import describe, format_text
 from harness.plugin import manager as plugin_manager
 from tests.bench_support import bench_environment, harness, trial_runs, write_suite

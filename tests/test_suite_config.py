@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench.suite import (
+from harness.bench.configuration.suite import (
     SuiteError,
     apply_overrides,
     build_suite,

@@ -16,9 +16,9 @@ import jsonschema
 import pytest
 
 from harness.bench import suite as suite_module
-from harness.bench.suite import (MAX_NUM_SAMPLES, MAX_STEPS, SuiteError, build_suite,
+from harness.bench.configuration.suite import (MAX_NUM_SAMPLES, MAX_STEPS, SuiteError, build_suite,
                                  packaged_suites, read_toml)
-from harness.bench.suite_jsonschema import suite_json_schema
+from harness.bench.configuration.suite_jsonschema import suite_json_schema
 from tests.bench_support import harness
 
 if sys.version_info >= (3, 11):
@@ -43,7 +43,7 @@ def schema_errors(validator, raw) -> list[str]:
 
 
 def docstring_example() -> str:
-    """The indented TOML block of `harness.bench.suite`'s docstring."""
+    """The indented TOML block of `harness.bench.configuration.suite`'s docstring."""
     block = re.search(r"\n\n((?:    .*\n|\n)+?)\n\S", suite_module.__doc__)
     return "\n".join(line[4:] for line in block.group(1).splitlines())
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from harness import generate, make_grid
-from harness.bench.suite import (MAX_THREADS, SuiteError, build_suite, default_threads,
+from harness.bench.configuration.suite import (MAX_THREADS, SuiteError, build_suite, default_threads,
                                  model_identity, resolve_trials)
 from tests.bench_support import TINY_SUITE, bench_environment, harness, write_suite
 

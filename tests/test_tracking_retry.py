@@ -14,8 +14,8 @@ import math
 import pytest
 
 from harness.bench import exit_codes
-from harness.bench.tracking import http_limits
-from harness.bench.tracking_retry import (
+from harness.bench.recording.tracking import http_limits
+from harness.bench.recording.tracking_retry import (
     BUDGET_ENV,
     RetryingClient,
     TrackingUnavailable,

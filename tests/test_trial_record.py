@@ -1,4 +1,4 @@
-"""One record of a trial, `harness.bench.record.TrialRecord`, and its two homes.
+"""One record of a trial, `harness.bench.recording.record.TrialRecord`, and its two homes.
 
 A runner's result becomes a record, a `trials.jsonl` line and the same record again;
 every trial line committed under `results/` parses and writes back unchanged (but for
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench.canonical import flatten
-from harness.bench.record import TrialRecord, TrialResult
-from harness.bench.report import finished_trial_runs, records_from_runs
-from harness.bench.sinks import FAILED, FINISHED, Sinks, SuiteInfo
-from harness.bench.suite import build_suite, model_identity, resolve_trials
-from harness.bench.tracking import (
+from harness.bench.configuration.canonical import flatten
+from harness.bench.recording.record import TrialRecord, TrialResult
+from harness.bench.reporting.report import finished_trial_runs, records_from_runs
+from harness.bench.recording.sinks import FAILED, FINISHED, Sinks, SuiteInfo
+from harness.bench.configuration.suite import build_suite, model_identity, resolve_trials
+from harness.bench.recording.tracking import (
     MLflowSink,
     connect,
     run_replicates,

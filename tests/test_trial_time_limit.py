@@ -17,8 +17,8 @@ from harness_plugins.euler import euler
 from harness import Capabilities, Sampler, hookimpl
 from harness.bench import exit_codes
 from harness.bench import time_limit as time_limit_module
-from harness.bench.suite import build_suite, resolve_trials
-from harness.bench.time_limit import TrialTimeout, time_limit
+from harness.bench.configuration.suite import build_suite, resolve_trials
+from harness.bench.running.time_limit import TrialTimeout, time_limit
 from harness.plugin import manager as plugin_manager
 from tests.bench_support import bench_environment, harness, write_suite
 from tests.plugins import bench_plugins

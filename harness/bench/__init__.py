@@ -1,6 +1,8 @@
-"""The benchmark: suites (TOML, overrides, trial expansion), the runner that batches,
-seeds, times and isolates failures, the sinks that record results (local files, MLflow),
-and the report (tables, plots) built from what was recorded.
+"""The benchmark, by concern: `configuration` (suites: TOML, overrides, trial expansion,
+hashes), `running` (the plan and the runner that batches, seeds, times and isolates
+failures), `recording` (the trial record and the sinks: local files, MLflow, plugins) and
+`reporting` (tables, comparisons, plots built from what was recorded); exit statuses in
+`exit_codes`. Running imports configuration and recording; reporting reads records.
 
 Layer 5. It may import every layer below it; only the command line imports it.
 
@@ -23,10 +25,12 @@ from typing import Any
 
 #: Public name -> the module that defines it.
 _PUBLIC = {
-    "load_suite": ".suite_files", "Suite": ".suite_schema", "Trial": ".trials",
-    "Plan": ".plan", "resolve_plan": ".plan", "load_model": ".runner",
-    "run_plan": ".runner", "Sinks": ".sinks", "SinkContext": ".sinks",
-    "make_sinks": ".sinks", "TrialRecord": ".record", "TrialResult": ".record",
+    "load_suite": ".configuration.suite_files", "Suite": ".configuration.suite_schema",
+    "Trial": ".configuration.trials", "Plan": ".running.plan",
+    "resolve_plan": ".running.plan", "load_model": ".running.runner",
+    "run_plan": ".running.runner", "Sinks": ".recording.sinks",
+    "SinkContext": ".recording.sinks", "make_sinks": ".recording.sinks",
+    "TrialRecord": ".recording.record", "TrialResult": ".recording.record",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from .shield import EXIT_SIGINT, EXIT_SIGTERM
+from .running.shield import EXIT_SIGINT, EXIT_SIGTERM
 
 SUCCESS = 0
 TRIALS_FAILED = 1

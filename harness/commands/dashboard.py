@@ -26,8 +26,8 @@ import time
 import urllib.request
 from typing import Any, Callable, Optional, Sequence
 
-from ..bench.mlflow_view import TRIALS_VIEW_TAG, experiment_link
-from ..bench.tracking import absolute_uri, resolve_tracking_uri, sqlite_path
+from ..bench.recording.mlflow_view import TRIALS_VIEW_TAG, experiment_link
+from ..bench.recording.tracking import absolute_uri, resolve_tracking_uri, sqlite_path
 
 DEFAULT_PORT = 5000
 #: Seconds the server's process group gets to stop on SIGTERM before it is killed.

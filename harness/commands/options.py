@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..bench.suite import DEFAULT_SUITE
+from ..bench.configuration.suite import DEFAULT_SUITE
 
 DEFAULT_OUT = "runs"
 

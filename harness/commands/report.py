@@ -11,10 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..bench.atomic import check_writable
-from ..bench.report_folder import report_folder
-from ..bench.suite_files import recorded_in
-from ..bench.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+from ..bench.recording.atomic import check_writable
+from ..bench.recording.report_folder import report_folder
+from ..bench.configuration.suite_files import recorded_in
+from ..bench.recording.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 from .options import add_out_option, add_suite_argument
 
 
@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.report import report_from_mlflow  # pandas, matplotlib: this command only
+    from ..bench.reporting.report import report_from_mlflow  # pandas, matplotlib: this command only
 
     # As in `harness run`: --experiment and --tracking-uri override the suite's own.
     experiment, suite_uri = recorded_in(args.suite)

@@ -23,14 +23,14 @@ from typing import Any, Optional
 import torch
 
 from ..bench import exit_codes
-from ..bench.atomic import check_writable, publish_folder, write_text
-from ..bench.plan import resolve_plan
-from ..bench.plan_text import format_plan
-from ..bench.report_folder import held, report_folder
-from ..bench.runner import load_model, run_plan, summary
-from ..bench.sinks import SinkContext, Sinks, finished_hashes, make_sinks
-from ..bench.suite import Suite, SuiteError, load_suite, parse_list
-from ..bench.tracking import (
+from ..bench.recording.atomic import check_writable, publish_folder, write_text
+from ..bench.running.plan import resolve_plan
+from ..bench.running.plan_text import format_plan
+from ..bench.recording.report_folder import held, report_folder
+from ..bench.running.runner import load_model, run_plan, summary
+from ..bench.recording.sinks import SinkContext, Sinks, finished_hashes, make_sinks
+from ..bench.configuration.suite import Suite, SuiteError, load_suite, parse_list
+from ..bench.recording.tracking import (
     DEFAULT_TRACKING_URI,
     connect,
     finished_config_hashes,
@@ -230,7 +230,7 @@ def _write_report(out_dir: Path, hashes: set[str], title: str,
     """The report from `trials.jsonl`, written into a staging folder and then moved into
     place file by file (atomic renames), so a full disk never leaves a torn table or an
     empty plot; a report that cannot be written is a warning (the trials are recorded)."""
-    from ..bench.report import records_from_jsonl, write_report  # pandas, matplotlib
+    from ..bench.reporting.report import records_from_jsonl, write_report  # pandas, matplotlib
 
     staging = None
     try:

@@ -32,7 +32,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: `harness --help` should not pay for pydantic and the bench layer.
-    from ..bench.suite_jsonschema import suite_json_schema
+    from ..bench.configuration.suite_jsonschema import suite_json_schema
     from ..plugin.manager import get_plugins
 
     text = json.dumps(suite_json_schema(get_plugins()), indent=2, allow_nan=False) + "\n"

@@ -157,7 +157,7 @@ class Metric(ABC):
     per_suite: bool = False
     #: The value depends only on the set of samples, not on the sampler that made them
     #: (FID, KID, two-sample distances): the runner also computes it on held-out real
-    #: data of the same size, the floor row of the report (`harness.bench.floor`).
+    #: data of the same size, the floor row of the report (`harness.bench.running.floor`).
     on_real_data: bool = False
     #: The options a suite may set under `[metrics.NAME]`, with their defaults: others
     #: are refused, by `options` and by suite validation before any compute. None: the

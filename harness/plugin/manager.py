@@ -32,7 +32,7 @@ DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
 @dataclass(frozen=True)
 class SinkSpec:
     """A sink a plugin provides (`harness_register_sinks`): `make(context)` is called
-    once per run with a `harness.bench.sinks.SinkContext` and returns the sink, or None
+    once per run with a `harness.bench.recording.sinks.SinkContext` and returns the sink, or None
     to stay out of that run."""
 
     name: str

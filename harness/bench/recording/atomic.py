@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
-from ..errors import HarnessError
+from ...errors import HarnessError
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: Probe size for the pre-flight check (one block): a disk that cannot take it is full.

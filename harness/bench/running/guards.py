@@ -29,7 +29,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .suite import SuiteError
+from ..configuration.suite import SuiteError
 
 LIVE_STATES = 6
 HELD_COPIES = 3

@@ -1,6 +1,6 @@
 """Which code makes a trial's result: the harness's version and each plugin's.
 
-Part of every trial's configuration hash (`harness.bench.suite.resolve_trials`), so that
+Part of every trial's configuration hash (`harness.bench.configuration.suite.resolve_trials`), so that
 `--resume` never reuses a result made by other code: upgrading the harness or the
 distribution that provides the trial's sampler, model or a metric (and, for an adapted
 sampler, the library it runs: diffusers, k-diffusion) changes the hash, and the trial
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Iterable, Optional
 
-from ..plugin.adapted import installed
+from ...plugin.adapted import installed
 from .environment import DISTRIBUTION, version
 
 UNVERSIONED = "unversioned"

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
-from .canonical import flatten
-from .suite import Trial
+from ..configuration.canonical import flatten
+from ..configuration.suite import Trial
 
 #: A trial that has started and not ended (MLflow's name for it).
 RUNNING = "RUNNING"
+#: The sampler column of the real-data floor's records (`harness.bench.running.floor`).
+FLOOR_NAME = "data"
 #: The suffix of the measured params that say why a metric has no value (`nll_status`):
 #: the only measured params MLflow's flat params tell apart from the suite's own.
 STATUS_SUFFIX = "_status"
@@ -78,7 +80,7 @@ class TrialRecord:
     #: Every line of `trials.jsonl` says what it is; a trial's says "trial".
     KIND: ClassVar[str] = "trial"
 
-    #: Held-out real data measured like a sampler (`harness.bench.floor`), not a sampler.
+    #: Held-out real data measured like a sampler (`harness.bench.running.floor`), not a sampler.
     floor: bool = False
     name: str
     config_hash: str

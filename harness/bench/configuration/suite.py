@@ -31,7 +31,7 @@ This module is the one import for all of it; each idea lives in its own module:
 Everything is validated before any compute. A trial is one (sampler, hyperparameters,
 schedule, steps, seed). Its configuration hash is the sha256 of the canonical JSON of everything
 that determines its result, the versions of the harness and of the plugins that provide
-its sampler, model and metrics included (`harness.bench.code_identity`), which is what
+its sampler, model and metrics included (`harness.bench.configuration.code_identity`), which is what
 `--resume` matches on.
 """
 

@@ -23,7 +23,7 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from .suite_schema import SuiteError
+from ..configuration.suite_schema import SuiteError
 
 #: In the report folder: the lock, and who holds it (the lock file itself stays empty:
 #: a run that fails to take the lock has opened, and so truncated, it).

@@ -20,7 +20,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from .sinks import FINISHED, TrialResult
+from ..recording.sinks import FINISHED, TrialResult
 
 #: A metric is named on the trial's line when it took at least this share of the trial,
 #: and at least `NOTABLE_SECONDS`.

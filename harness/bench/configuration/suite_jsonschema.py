@@ -6,7 +6,7 @@ JetBrains) completes and checks suite files as they are typed:
     #:schema ./suite.schema.json          (first line of a suite file, for taplo)
 
 It is generated from the same pydantic model that validates suites
-(`harness.bench.suite_schema.SuiteFile`), then given what only the installed plugins
+(`harness.bench.configuration.suite_schema.SuiteFile`), then given what only the installed plugins
 know: the model names and each model's options, the sampler names and each sampler's
 hyperparameters (types, defaults, ranges, choices; a value or a non-empty list of
 values), the time schedules (a name, a table with its name and parameters, or a list of
@@ -22,7 +22,7 @@ import copy
 import math
 from typing import Any
 
-from ..plugin.manager import LoadedPlugins
+from ...plugin.manager import LoadedPlugins
 from .suite_schema import SuiteFile
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

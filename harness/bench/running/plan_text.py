@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from .plan import FloorDraw, Plan, SamplerRun, reaches
-from .suite import flatten, short_value
+from ..configuration.suite import flatten, short_value
 
 
 def _toml_like(value: Any) -> str:

@@ -7,7 +7,7 @@ would otherwise leave them RUNNING forever. One handler serves the whole command
 (or `Terminated`) at once, so every `finally` runs and the current trial is ended as
 KILLED; from then on the clean-up is shielded: one further signal only prints that the
 clean-up is under way, and another gives up on it (what is left RUNNING is then closed at
-the next start, see `harness.bench.stale_runs`). Because the handler stays installed
+the next start, see `harness.bench.recording.stale_runs`). Because the handler stays installed
 from the first signal to the command's exit, no second signal can meet Python's default
 handler half-way through the clean-up. A clean-up block that runs without any signal
 (`shielded()`, e.g. ending the suite's run) holds off a first signal the same way.

@@ -11,7 +11,7 @@ is a warning on a FINISHED trial). A trial that raises (any exception, or a plug
 SystemExit), returns NaN/Inf, the wrong shape, dtype or device is recorded as FAILED with
 its error and the suite goes on. Ctrl-C and SIGTERM (turned into an exception here) end
 the current trial as KILLED and the suite as KILLED, never FINISHED; that clean-up is
-shielded from a second Ctrl-C (`harness.bench.shield`).
+shielded from a second Ctrl-C (`harness.bench.running.shield`).
 
 Under torchrun (`harness.core.distributed`) every process runs this same code on its own
 share of the sample indices (indices[rank::world]); the samples are gathered back into
@@ -21,7 +21,7 @@ sinks. Work that can fail on one rank only (sampling, the plot only rank 0 draws
 metric) runs inside `distributed.shared_failure()`, so a failure on any rank fails the
 trial on all of them and none is left waiting in a collective.
 
-What is measured lives here; how it is recorded lives in the sinks (`harness.bench.sinks`).
+What is measured lives here; how it is recorded lives in the sinks (`harness.bench.recording.sinks`).
 """
 
 from __future__ import annotations
@@ -39,28 +39,28 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..core import distributed
-from ..metrics.bootstrap import Bootstrap
-from ..metrics.metric import Metric, SuiteContext, TrialContext
-from ..core.guidance import guided
-from ..core.labels import sample_labels
-from ..core.counting import CountedModel, NFECounter
-from ..core.model import NULL_LABEL, ScoreModel
-from ..core.network_clock import NetworkClock
-from .atomic import atomic_path
+from ...core import distributed
+from ...metrics.bootstrap import Bootstrap
+from ...metrics.metric import Metric, SuiteContext, TrialContext
+from ...core.guidance import guided
+from ...core.labels import sample_labels
+from ...core.counting import CountedModel, NFECounter
+from ...core.model import NULL_LABEL, ScoreModel
+from ...core.network_clock import NetworkClock
+from ..recording.atomic import atomic_path
 from .shield import interrupts_raise, shielded
-from ..plugin.manager import LoadedPlugins
-from ..models.precision import STATE_DTYPES, configure_model
-from ..core.sampling import generate
-from ..core.schedules import make_grid
+from ...plugin.manager import LoadedPlugins
+from ...models.precision import STATE_DTYPES, configure_model
+from ...core.sampling import generate
+from ...core.schedules import make_grid
 from .floor import held_out
 from .progress import EtaEstimate, progress_line
-from .environment import environment
+from ..configuration.environment import environment
 from .plan import Entry, FloorDraw, Plan, SamplerRun
-from .sinks import FAILED, FINISHED, KILLED, Sinks, SuiteInfo, TrialResult
-from .suite import Suite, Trial
+from ..recording.sinks import FAILED, FINISHED, KILLED, Sinks, SuiteInfo, TrialResult
+from ..configuration.suite import Suite, Trial
 from .time_limit import time_limit
-from ..metrics.timing import clock, forward_time, peak_memory, reset_peak_memory
+from ...metrics.timing import clock, forward_time, peak_memory, reset_peak_memory
 
 
 
@@ -117,7 +117,7 @@ def is_per_suite(metric: Metric) -> bool:
 
 def run_plan(plan: Plan, sinks: Sinks, artifacts_dir: Optional[Path] = None,
              quiet: bool = False) -> list[TrialResult]:
-    """Run every entry of `plan` (`harness.bench.plan.resolve_plan`), recorded through
+    """Run every entry of `plan` (`harness.bench.running.plan.resolve_plan`), recorded through
     `sinks`; sample grids go to `artifacts_dir` when given. Returns the trials' results
     (the sinks have them too). The library call behind `harness run`."""
     runner = SuiteRunner(plan, sinks, artifacts_dir=artifacts_dir, quiet=quiet)
@@ -389,7 +389,7 @@ class SuiteRunner:
         path = self.artifacts_dir / f"{portable_file_name(trial.name)}.png"
         where = "" if trial.schedule is None else f", {trial.schedule.short_label}"
         try:
-            from . import plots  # matplotlib: only when a trial is drawn
+            from ..reporting import plots  # matplotlib: only when a trial is drawn
 
             with atomic_path(path) as temporary:
                 plots.sample_grid(samples, self.model.data.value_range, temporary,

@@ -3,7 +3,7 @@ guidance, seed).
 
 NFE budgets become step counts through each sampler's declared capabilities; every trial
 gets a readable name, unique within its suite, and the hash of the configuration that
-determines its result (`harness.bench.canonical`). Given the model's process, every
+determines its result (`harness.bench.configuration.canonical`). Given the model's process, every
 trial's time grid is built and checked here, before any sampling: a given sigma list
 outside the process's range is refused naming the value, and the dry run shows each
 grid (`Trial.grid`).
@@ -15,10 +15,10 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from ..core.sde import SDE
-from ..core.time_grid import ChosenSchedule, TimeGrid
-from ..errors import ParameterError
-from ..plugin.manager import LoadedPlugins
+from ...core.sde import SDE
+from ...core.time_grid import ChosenSchedule, TimeGrid
+from ...errors import ParameterError
+from ...plugin.manager import LoadedPlugins
 from .code_identity import code_versions
 from .canonical import canonical_hash
 from .suite_schema import Suite, SuiteError
@@ -37,7 +37,7 @@ class Trial:
     seed: int
     config: dict[str, Any]
     config_hash: str
-    #: "trial" (a sampler run) or "floor" (held-out real data, `harness.bench.floor`).
+    #: "trial" (a sampler run) or "floor" (held-out real data, `harness.bench.running.floor`).
     kind: str = "trial"
     #: The classifier-free guidance scale w, or None for an unguided trial.
     guidance: Optional[float] = None

@@ -13,12 +13,12 @@ a fresh store do not race through MLflow's migrations.
 and nested runs never leak into each other. Every trial run carries the tag
 `config_hash`; `finished_config_hashes` is what `--resume` asks. Every run also carries
 its process's host and pid, so that runs a dead process left RUNNING are closed as
-KILLED when the next suite starts (`harness.bench.stale_runs`); and a suite that ends
+KILLED when the next suite starts (`harness.bench.recording.stale_runs`); and a suite that ends
 for any reason ends the trial runs it still has open.
 
 The experiment is described for the dashboard when a suite starts, and the suite run
 gets the report as artefacts, its leaderboard also as description and table
-(`harness.bench.mlflow_view`). A SQLite store that `connect` creates loses MLflow's own
+(`harness.bench.recording.mlflow_view`). A SQLite store that `connect` creates loses MLflow's own
 empty `Default` experiment, so that only the harness's experiments are listed.
 """
 
@@ -34,14 +34,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from ..errors import HarnessError, unknown_name
+from ...errors import HarnessError, unknown_name
 from . import stale_runs
 from .mlflow_view import (EXPERIMENT_KIND_TAG, LEADERBOARD_TABLE, NOTE_TAG, TRAINING_KIND,
                           describe_experiment, hide_empty_default_experiment,
                           leaderboard_frame, run_description)
 from .record import TrialRecord
 from .sinks import FAILED, KILLED, SuiteInfo, Trial
-from .suite import flatten
+from ..configuration.suite import flatten
 from .tracking_retry import RetryingClient
 
 if TYPE_CHECKING:  # pandas is imported by mlflow.search_runs, when it is called
@@ -193,7 +193,7 @@ def failure_reason(err: BaseException) -> str:
 def connect(uri: str) -> Any:
     """An `MlflowClient` for `uri`, after checking the store answers (no compute yet);
     from then on its calls wait out a server's transient errors
-    (`harness.bench.tracking_retry`)."""
+    (`harness.bench.recording.tracking_retry`)."""
     check_sqlite_store(uri)  # first: MLflow takes seconds to import
     from mlflow.tracking import MlflowClient
 

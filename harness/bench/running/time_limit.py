@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
-from ..core import distributed
+from ...core import distributed
 
 #: After the first ring, the alarm rings again this often until the block ends.
 RING_AGAIN_S = 1.0

@@ -11,10 +11,10 @@ Validation has two stages, both before anything is loaded or allocated:
    the options they declare. Unknown names get a did-you-mean and the list of what
    exists (`harness.errors.unknown_name`). What needs the model's process (a given
    sigma list inside its range) is checked when the trials are resolved, still before
-   any sampling (`harness.bench.trials`).
+   any sampling (`harness.bench.configuration.trials`).
 
 The JSON Schema of the same rules, with the installed plugins' names filled in, is
-`harness.bench.suite_jsonschema`.
+`harness.bench.configuration.suite_jsonschema`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, Field, ValidationError,
                       WithJsonSchema, model_validator)
 
-from ..core.time_grid import ChosenSchedule
-from ..core.validation import STRICT, dotted, join, one_line
-from ..errors import HarnessError, ParameterError, UnknownNameError, unknown_name
-from ..models.precision import NETWORK_DTYPES as PRECISIONS, STATE_DTYPES
-from ..plugin.adapted import why_not_adapted
-from ..plugin.manager import LoadedPlugins
+from ...core.time_grid import ChosenSchedule
+from ...core.validation import STRICT, dotted, join, one_line
+from ...errors import HarnessError, ParameterError, UnknownNameError, unknown_name
+from ...models.precision import NETWORK_DTYPES as PRECISIONS, STATE_DTYPES
+from ...plugin.adapted import why_not_adapted
+from ...plugin.manager import LoadedPlugins
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = tuple(STATE_DTYPES)
@@ -344,7 +344,7 @@ class Suite:
     #: torch threads per process: how fast, never what; no part of any config hash.
     threads: int
     tracking_uri: str
-    #: Seconds a trial may take (`harness.bench.time_limit`); like threads, no part of
+    #: Seconds a trial may take (`harness.bench.running.time_limit`); like threads, no part of
     #: any config hash: it decides whether a result comes, not what it is.
     trial_time_limit: Optional[float] = None
 

@@ -19,14 +19,13 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-from ..core import distributed
-from ..core.model import ScoreModel
-from ..plugin.manager import LoadedPlugins
-from .code_identity import code_versions
-from .suite import Suite, Trial, canonical_hash
+from ...core import distributed
+from ...core.model import ScoreModel
+from ...plugin.manager import LoadedPlugins
+from ..configuration.code_identity import code_versions
+from ..configuration.suite import Suite, Trial, canonical_hash
+from ..recording.record import FLOOR_NAME
 
-#: The sampler column of floor rows.
-FLOOR_NAME = "data"
 #: The split the floor draws from; the set metrics' reference is another ("test").
 FLOOR_SPLIT = "train"
 #: Draws of the floor when the suite has fewer seeds (its spread needs a few).

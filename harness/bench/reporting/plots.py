@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from ..metrics.bootstrap import DEFAULT_LEVEL  # noqa: E402
+from ...metrics.bootstrap import DEFAULT_LEVEL  # noqa: E402
 
 GRID_IMAGES = 64
 #: A value axis becomes logarithmic when its positive values span more than this factor.
@@ -300,7 +300,7 @@ def metric_vs_guidance(board: pd.DataFrame, y: str, path: Path, *, y_label: str,
 
 def report_plots(board: pd.DataFrame, out_dir: Path, *, title_suffix: str = "",
                  file_tag: str = "", budget_tolerance: float = 0.10) -> dict[str, Path]:
-    """A report's plots of one leaderboard (`harness.bench.report`): each metric against
+    """A report's plots of one leaderboard (`harness.bench.reporting.report`): each metric against
     NFE, FID against wall-clock and, under guidance, against class accuracy and w; each
     drawn when the board has its values. Files `<name><file_tag>.png` (`fid_vs_nfe.png`,
     with a tag `fid_vs_nfe_karras.png`), titles ending in `title_suffix`; returns file

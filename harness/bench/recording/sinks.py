@@ -18,11 +18,11 @@ and the command, once it has written the report (tables, plots) from what was re
 
 A sink implements the methods it needs; the others are not called. `Sinks` fans every
 call out, turning the runner's `TrialResult` into the one `TrialRecord`
-(`harness.bench.record`) that every sink receives, and isolates the sinks from each
+(`harness.bench.recording.record`) that every sink receives, and isolates the sinks from each
 other: one that raises is reported and dropped, so a tracking server going away
 mid-suite never stops the suite nor the other sinks. `make_sinks` makes a run's sinks
 from the factories plugins register (`harness_register_sinks`); the built-in ones,
-`LocalSink` and `harness.bench.tracking.MLflowSink`, are registered by the plugin
+`LocalSink` and `harness.bench.recording.tracking.MLflowSink`, are registered by the plugin
 `harness_plugins.sinks`. `LocalSink` appends every trial to `trials.jsonl` as it ends
 (flushed and fsynced per line, and cut back if the disk fills mid-line, so the file never
 ends torn), which is the copy of record when MLflow is unreachable and what `--resume`
@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
-from ..plugin.manager import LoadedPlugins
+from ...plugin.manager import LoadedPlugins
 from .atomic import append_complete
 from .record import TrialRecord, TrialResult, finite_or_none, strict_json
-from .suite import Suite, Trial
+from ..configuration.suite import Suite, Trial
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 

@@ -4,7 +4,7 @@
 again after 0.5, 1, 2, 4, 8, 16, 16, ... s until it succeeds or the budget of
 `$HARNESS_TRACKING_RETRY_S` seconds (default `DEFAULT_BUDGET_S`) since its first
 attempt has passed; then it raises `TrackingUnavailable`, and the suite drops the
-MLflow sink as for any error (`harness.bench.sinks.Sinks`: every trial stays in
+MLflow sink as for any error (`harness.bench.recording.sinks.Sinks`: every trial stays in
 `trials.jsonl`, the run exits 3). The start-up check (`tracking.connect`) does not use
 it: a wrong address still fails in seconds.
 
@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import HarnessError, ParameterError
+from ...errors import HarnessError, ParameterError
 
 #: Seconds a call keeps being retried (from its first attempt) when
 #: $HARNESS_TRACKING_RETRY_S is not set.

@@ -30,7 +30,7 @@ report made later from `trials.jsonl` concludes the same.
   which favours finding a difference). Rows without common seeds are not compared. The
   difference's interval is the plain one (its replicates' standard deviation): a
   difference is no distance, and the plain interval was measured calibrated.
-* Floor. The "data" rows (`harness.bench.floor`) are real held-out data at the same N:
+* Floor. The "data" rows (`harness.bench.running.floor`) are real held-out data at the same N:
   their band is mean +- 2 standard deviations over draws; a sampler row whose mean is no
   worse than the band's worse edge (at or below its top for a distance, at or above its
   bottom for a metric where higher is better) is not worse than real data by this metric
@@ -51,7 +51,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from ..metrics.bootstrap import (
+from ...metrics.bootstrap import (
     DEFAULT_LEVEL,
     LINEAR_SUFFIX,
     interval,
@@ -59,7 +59,7 @@ from ..metrics.bootstrap import (
     paired_comparison,
     split_recorded,
 )
-from .floor import FLOOR_NAME
+from ..recording.record import FLOOR_NAME
 
 #: Rows whose counted NFE are within this fraction (plus one evaluation) of the smallest
 #: form one budget.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .comparison import BEST, TIED
-from .floor import FLOOR_NAME
+from ..recording.record import FLOOR_NAME
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ before anything is computed:
 * the real-data floor's draws, as entries of their own (`FloorDraw`: no sampler, no
   steps), before the sampler trials;
 * the sample indices this process draws (its shard under torchrun) and the batch size,
-  which the memory guard may have lowered (`harness.bench.guards`; batches change memory,
+  which the memory guard may have lowered (`harness.bench.running.guards`; batches change memory,
   never results, since samples are seeded one by one);
 * which trials are skipped because they finished before (`--resume`).
 
-`harness run --dry-run` prints this plan and `run_plan` (`harness.bench.runner`) runs it:
+`harness run --dry-run` prints this plan and `run_plan` (`harness.bench.running.runner`) runs it:
 the runner reads the plan and re-derives none of it, so what the dry run shows is what
 runs (`Plan.to_json` is the same for both, and a run keeps it as `plan.json`).
 """
@@ -26,17 +26,17 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from ..core import distributed
-from ..core.guidance import network_rows
-from ..core.model import ScoreModel
-from ..core.sampler import Params, Sampler
-from ..core.time_grid import TimeGrid
-from ..models.precision import STATE_DTYPES
-from ..plugin.manager import LoadedPlugins
+from ...core import distributed
+from ...core.guidance import network_rows
+from ...core.model import ScoreModel
+from ...core.sampler import Params, Sampler
+from ...core.time_grid import TimeGrid
+from ...models.precision import STATE_DTYPES
+from ...plugin.manager import LoadedPlugins
 from .floor import floor_trials
 from .guards import plan_memory
-from .sinks import strict_json
-from .suite import Suite, SuiteError, Trial, check_conditional, model_identity, resolve_trials
+from ..recording.sinks import strict_json
+from ..configuration.suite import Suite, SuiteError, Trial, check_conditional, model_identity, resolve_trials
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class SamplerRun:
 
 @dataclass(frozen=True)
 class FloorDraw:
-    """One draw of held-out real data measured by the set metrics (`harness.bench.floor`)."""
+    """One draw of held-out real data measured by the set metrics (`harness.bench.running.floor`)."""
 
     trial: Trial
     #: Which draw: it seeds the choice of the real samples.

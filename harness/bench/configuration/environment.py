@@ -13,9 +13,9 @@ from typing import Optional
 
 import torch
 
-from ..core import distributed
-from ..core.model import ScoreModel
-from ..models.precision import describe
+from ...core import distributed
+from ...core.model import ScoreModel
+from ...models.precision import describe
 
 DISTRIBUTION = "diffusion-sampler-harness"
 

@@ -22,15 +22,15 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
-from ..core.time_grid import short_label
-from ..metrics.bootstrap import DEFAULT_LEVEL
+from ...core.time_grid import short_label
+from ...metrics.bootstrap import DEFAULT_LEVEL
 from . import plots
 from .comparison import BEST, BUDGET_TOLERANCE, FLOOR_WIDTH, TIED, conclude
 from .comparison import replicated_metrics
-from .floor import FLOOR_NAME
+from ..recording.record import FLOOR_NAME
 from .implementations import side_by_side
-from .record import TrialRecord
-from .sinks import FINISHED, read_lines
+from ..recording.record import TrialRecord
+from ..recording.sinks import FINISHED, read_lines
 
 #: Leaderboard columns first in this order when present; other main values follow.
 PRIMARY_METRICS = ("fid", "fid_inf", "kid", "ode_error", "discrete_kl", "nll", "nfe",
@@ -243,7 +243,7 @@ def unreported(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 def metric_columns(table: pd.DataFrame) -> list[str]:
     """The numeric per-trial values to aggregate over seeds. A trial's own bootstrap
     interval is left out: a row's interval is made from the replicates of all its seeds
-    (`harness.bench.comparison`), not by averaging the bounds."""
+    (`harness.bench.reporting.comparison`), not by averaging the bounds."""
     skip = set(KEY_COLUMNS) | {"seed", "name", "config_hash", "ended", "num_samples",
                                "guidance", "schedule"}
     numeric = [c for c in table.columns
@@ -625,7 +625,7 @@ def _markdown_page(board: pd.DataFrame, results: Results, reference: dict[str, f
 
 def report_from_mlflow(tracking_uri: str, experiment: str, out_dir: Path) -> WrittenReport:
     """`harness report`: read every run of the experiment back and write its report."""
-    from .tracking import run_replicates, search_experiment_runs
+    from ..recording.tracking import run_replicates, search_experiment_runs
 
     runs = search_experiment_runs(tracking_uri, experiment)
     results = records_from_runs(

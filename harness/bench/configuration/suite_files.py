@@ -1,7 +1,7 @@
 """Suite files: finding them, reading their TOML, and applying command-line overrides.
 
 Overrides are applied to the parsed TOML *before* validation
-(`harness.bench.suite_schema.build_suite`), so a value from either source is checked
+(`harness.bench.configuration.suite_schema.build_suite`), so a value from either source is checked
 the same way and an error names the same field.
 """
 
@@ -18,11 +18,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport
     import tomli as tomllib
 
-from ..errors import unknown_name
-from ..plugin.manager import LoadedPlugins
+from ...errors import unknown_name
+from ...plugin.manager import LoadedPlugins
 from .suite_schema import Suite, SuiteError, build_suite
 
-SUITES_DIR = Path(__file__).resolve().parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 DEFAULT_SUITE = "default"
 
 
