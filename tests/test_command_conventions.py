@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from harness.bench import atomic
+from harness.bench.recording import atomic
 from harness.bench.configuration.suite import SuiteError, SUITES_DIR
 from harness.bench.configuration.suite_files import recorded_in
 from harness.bench.recording.tracking import REASON_CHARS, failure_reason

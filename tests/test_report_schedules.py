@@ -8,7 +8,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from harness.bench import plots
+from harness.bench.reporting import plots
 from harness.bench.reporting.report import Results, schedule_file_tags, write_report
 
 SAMPLERS = ("euler", "dpmpp_2m")

@@ -15,7 +15,7 @@ import sys
 import jsonschema
 import pytest
 
-from harness.bench import suite as suite_module
+from harness.bench.configuration import suite as suite_module
 from harness.bench.configuration.suite import (MAX_NUM_SAMPLES, MAX_STEPS, SuiteError, build_suite,
                                  packaged_suites, read_toml)
 from harness.bench.configuration.suite_jsonschema import suite_json_schema

@@ -16,7 +16,7 @@ from harness_plugins.euler import euler
 
 from harness import Capabilities, Sampler, hookimpl
 from harness.bench import exit_codes
-from harness.bench import time_limit as time_limit_module
+from harness.bench.running import time_limit as time_limit_module
 from harness.bench.configuration.suite import build_suite, resolve_trials
 from harness.bench.running.time_limit import TrialTimeout, time_limit
 from harness.plugin import manager as plugin_manager
