@@ -7,7 +7,7 @@ names and arguments match the specifications below. It is found through the
     [project.entry-points.harness]
     my_sampler = "my_package.my_module"
 
-The built-in samplers, time schedules, models and metrics are plugins of exactly this
+The built-in samplers, time schedules, models, metrics and sinks are plugins of exactly this
 kind (see ``plugins/``).
 
 A plugin module should state the harness API version it was written for::

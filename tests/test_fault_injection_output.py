@@ -95,7 +95,7 @@ def test_a_disk_that_fills_mid_suite_loses_no_measured_trial(tmp_path):
     assert code == exit_codes.RECORDING_INCOMPLETE, err
     assert "3 trials finished, 0 failed" in out
     assert "sample grid not written to" in err
-    assert "LocalSink stopped recording" in err
+    assert "trials.jsonl stopped recording" in err
     # No torn line, no empty or temporary file left behind.
     folder = tmp_path / "runs" / "full-disk"
     lines = records(folder / "trials.jsonl")  # each line parses

@@ -70,7 +70,7 @@ def test_a_server_killed_mid_suite_exits_3_and_resume_reads_the_local_record(tmp
         code, out, err = finish(process)
         assert code == exit_codes.RECORDING_INCOMPLETE, err
         assert "3 trials finished, 0 failed" in out
-        assert "MLflowSink stopped mid-suite" in err
+        assert f"MLflow ({server.uri}, experiment 'dies') stopped mid-suite" in err
         jsonl = tmp_path / "runs/dies/trials.jsonl"
         names = [f"slow_euler-{n}nfe-seed0" for n in (2, 3, 4)]
         _finished_once(jsonl, names)

@@ -285,7 +285,8 @@ def test_a_server_down_past_the_budget_is_dropped(bench, proxy, tmp_path, capsys
     assert "retrying for up to 1 s" in captured.err
     # What stopped, after how long, and where every trial is instead.
     warning = next(line for line in captured.err.splitlines()
-                   if "MLflowSink stopped mid-suite" in line)
+                   if "stopped mid-suite" in line)
+    assert warning.startswith(f"warning: MLflow ({proxy.uri}, experiment 'down')")
     assert "TrackingUnavailable" in warning and "got no usable answer" in warning
     assert "HARNESS_TRACKING_RETRY_S = 1 s" in warning
     assert "runs/down/trials.jsonl" in warning

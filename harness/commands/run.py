@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
 from ..bench import exit_codes
-from ..bench.recording.atomic import check_writable, publish_folder, write_text
+from ..bench.recording.atomic import check_writable, write_text
 from ..bench.running.plan import resolve_plan
 from ..bench.running.plan_text import format_plan
 from ..bench.recording.report_folder import held, report_folder
 from ..bench.running.runner import load_model, run_plan, summary
-from ..bench.recording.sinks import SinkContext, Sinks, finished_hashes, make_sinks
+from ..bench.recording.sinks import SinkContext, Sinks, describe, finished_hashes, make_sinks
+from ..bench.reporting.publish import publish_report
 from ..bench.configuration.suite import Suite, SuiteError, load_suite, parse_list
 from ..bench.recording.tracking import (
     DEFAULT_TRACKING_URI,
@@ -202,17 +200,18 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         # rank 0's report short; rank 0's exit status is the run's.
         return 0
 
-    report = _write_report(out_dir, {t.config_hash for t in (*plan.skipped, *plan.trials)},
-                           suite.experiment, suite.rank_across_schedules)
+    report = publish_report(out_dir, {t.config_hash for t in (*plan.skipped, *plan.trials)},
+                            suite.experiment, suite.rank_across_schedules)
     if report is not None:
         sinks.report_written(report.files, report.series)
         print(report.files["leaderboard.md"].read_text())
     print(summary(results, len(plan.skipped)))
-    records = {"LocalSink": str(out_dir / "trials.jsonl"), "MLflowSink": f"MLflow ({uri})"}
     for sink, error in sinks.dropped:
-        kept = [records.get(type(s).__name__, type(s).__name__) for s in sinks.active]
-        print(f"warning: {type(sink).__name__} stopped mid-suite ({error}); every trial is "
-              f"in {' and '.join(kept) or 'no record: rerun the suite'}", file=sys.stderr)
+        missing = sinks.unrecorded(sink, results)
+        kept = " and ".join(describe(s) for s in sinks.active) or "no record: rerun the suite"
+        print(f"warning: {describe(sink)} stopped mid-suite ({error}); not recorded there: "
+              f"{', '.join(missing) or 'no trial (the suite record only)'}; every trial is "
+              f"in {kept}", file=sys.stderr)
     print(f"results: {out_dir}/ (leaderboard.md, plots, samples/, trials.jsonl)")
     if uri.startswith("sqlite:"):
         print(f"dashboard: harness dashboard --tracking-uri {uri} (or tox -e dashboard in "
@@ -223,30 +222,3 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
         any(r.status != "FINISHED" for r in results),
         recording_complete=(not sinks.dropped and report is not None
                             and not any(r.unrecorded for r in results)))
-
-
-def _write_report(out_dir: Path, hashes: set[str], title: str,
-                  rank_across_schedules: bool = False) -> Optional[Any]:
-    """The report from `trials.jsonl`, written into a staging folder and then moved into
-    place file by file (atomic renames), so a full disk never leaves a torn table or an
-    empty plot; a report that cannot be written is a warning (the trials are recorded)."""
-    from ..bench.reporting.report import records_from_jsonl, write_report  # pandas, matplotlib
-
-    staging = None
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-"))
-        results = records_from_jsonl(out_dir / "trials.jsonl", hashes)
-        results.rank_across_schedules = rank_across_schedules
-        report = write_report(results, staging, title=title)
-        publish_folder(staging, out_dir)
-        return dataclasses.replace(report, files={
-            k: out_dir / Path(v).relative_to(staging) for k, v in report.files.items()})
-    except Exception as err:  # the measurements are safe in trials.jsonl either way
-        print(f"warning: the report could not be written to {out_dir}/ "
-              f"({type(err).__name__}: {err}); every trial is in "
-              f"{out_dir / 'trials.jsonl'}", file=sys.stderr)
-        return None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)

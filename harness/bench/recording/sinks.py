@@ -94,7 +94,7 @@ class Sinks:
 
     `dropped` holds (sink, error) for each sink that stopped recording, and (its
     `SinkSpec`, error) for each that could not be made (`make_sinks`): either way the
-    run did not record everything.
+    run did not record everything, and `unrecorded` names the trials that sink lacks.
     """
 
     def __init__(self, sinks: Iterable[Any], unmade: Iterable[tuple[Any, str]] = ()):
@@ -103,6 +103,13 @@ class Sinks:
         #: The stamp of the invocation running (`SuiteInfo.invocation`): every record
         #: carries it.
         self.invocation = ""
+        #: Per sink (by id): the names of the trials it recorded (`trial_ended` returned).
+        self._recorded: dict[int, set[str]] = {}
+
+    def unrecorded(self, sink: Any, results: Iterable[TrialResult]) -> list[str]:
+        """The trials of `results` that `sink` did not record, in order."""
+        done = self._recorded.get(id(sink), set())
+        return [r.trial.name for r in results if r.trial.name not in done]
 
     def _each(self, method: str, *args: Any) -> None:
         for sink in list(self.active):
@@ -113,11 +120,14 @@ class Sinks:
                 call(*args)
             except Exception as err:  # a recorder failing must not stop the measurements
                 message = f"{type(err).__name__}: {err}"
-                print(f"warning: {type(sink).__name__} stopped recording after an error in "
+                print(f"warning: {describe(sink)} stopped recording after an error in "
                       f"{method}: {message}; results continue in the other sinks",
                       file=sys.stderr)
                 self.active.remove(sink)
                 self.dropped.append((sink, message))
+                continue
+            if method == "trial_ended":
+                self._recorded.setdefault(id(sink), set()).add(args[0].name)
 
     def _record(self, result: TrialResult) -> TrialRecord:
         return TrialRecord.from_result(result, invocation=self.invocation)
@@ -144,6 +154,13 @@ class Sinks:
     def report_written(self, files: dict[str, Path],
                        series: list[tuple[str, float, int]]) -> None:
         self._each("report_written", files, series)
+
+
+def describe(sink: Any) -> str:
+    """Where a sink records, for messages: its `where` (e.g. the trials.jsonl path), else
+    its registered name (a sink that could not be made), else its class."""
+    return str(getattr(sink, "where", None) or getattr(sink, "name", None)
+               or type(sink).__name__)
 
 
 @dataclass(frozen=True)
@@ -217,6 +234,7 @@ class LocalSink:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.path = self.directory / "trials.jsonl"
+        self.where = str(self.path)
         self.invocation = ""
 
     def suite_started(self, info: SuiteInfo) -> None:

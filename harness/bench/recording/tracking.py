@@ -301,6 +301,7 @@ class MLflowSink:
         self.client = client
         self.uri = uri
         self.experiment = experiment
+        self.where = f"MLflow ({uri}, experiment {experiment!r})"
         self.experiment_id: Optional[str] = None
         self.parent_id: Optional[str] = None
         self.info: Optional[SuiteInfo] = None
