@@ -38,12 +38,10 @@ from harness import (
 from harness.metrics import (
     PRECISION_RECALL_K,
     accuracy_replicates,
-    class_fid,
     class_fid_replicates,
     class_hits,
     class_statistics,
     classify,
-    feature_space,
     improved_precision,
     improved_recall,
     knn_radii,
@@ -51,6 +49,8 @@ from harness.metrics import (
     postprocess,
     reference_stats,
 )
+from harness.metrics.class_fid import class_fid
+from harness.metrics.feature_space import feature_space
 
 harness_api_version = 1
 

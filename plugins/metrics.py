@@ -30,8 +30,6 @@ from harness import (
 )
 from harness.metrics import (
     KID,
-    feature_space,
-    fid_infinity,
     fid_replicates,
     gaussian_mmd2,
     kid_replicates,
@@ -40,6 +38,8 @@ from harness.metrics import (
     sharded_nll,
     sliced_wasserstein,
 )
+from harness.metrics.feature_space import feature_space
+from harness.metrics.fid_infinity import fid_infinity
 
 harness_api_version = 1
 

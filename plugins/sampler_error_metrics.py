@@ -57,14 +57,14 @@ from harness.metrics import (
     DiscreteDensity,
     NotInvertibleError,
     ReferenceStore,
-    discrete_kl,
     float64_model,
     initial_state,
-    ode_error,
     ode_nll,
     reference_solve,
     sampler_log_density,
 )
+from harness.metrics.discrete_kl import discrete_kl
+from harness.metrics.ode_error import ode_error
 
 harness_api_version = 1
 

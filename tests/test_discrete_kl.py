@@ -149,7 +149,7 @@ def _trial(suite, name, steps, n=32, seed=0):
     return sampled_trial(suite, name, steps, n, seed)
 
 
-def test_a_map_that_folds_space_is_not_invertible_and_gets_no_number(capsys):
+def test_a_map_that_folds_space_is_not_invertible_and_gets_no_number():
     model = ring_2d(VESDE())
     x_T = model.sde.prior_std * torch.randn(64, 2, dtype=torch.float64,
                                             generator=torch.Generator().manual_seed(0))
@@ -158,9 +158,11 @@ def test_a_map_that_folds_space_is_not_invertible_and_gets_no_number(capsys):
                             x_T)
     metric = plugin.DiscreteKLMetric()
     suite = _suite(model, num_samples=64)
+    announced = []
+    suite.announce = announced.append  # what the runner shows the user
     assert metric.compute(_trial(suite, "heun", 5, n=64)) == {}
     assert metric.params()["discrete_kl_status"].startswith("not invertible at N = 5")
-    assert "not invertible at N = 5" in capsys.readouterr().err
+    assert any("not invertible at N = 5" in line for line in announced)
     # The same sampler on a finer grid is a bijection again, and gets its number.
     assert math.isfinite(metric.compute(_trial(suite, "heun", 32, n=64))["discrete_kl"])
     assert metric.params()["discrete_kl_status"] == "ok"

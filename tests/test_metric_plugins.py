@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import harness
+import harness.metrics
 import harness_plugins.guided_metrics as guided_plugin
 import harness_plugins.metrics as metrics_plugin
 import harness_plugins.sampler_error_metrics as sampler_error
@@ -159,18 +160,28 @@ def test_extractor_option_is_checked(registry, suite):
 @pytest.mark.parametrize("plugin", [metrics_plugin, sampler_error, guided_plugin],
                          ids=lambda m: m.__name__)
 def test_the_plugin_uses_only_the_public_api(plugin):
-    """The built-in metric plugins import names from `harness` alone (no internal module)
-    and never ask for a particular model's type."""
+    """The built-in metric plugins import public names only: from `harness`, and from the
+    documented back-ends `harness.metrics` (a function named as its module through that
+    module); no internal module, and never a particular model's type."""
     source = Path(plugin.__file__).read_text()
     tree = ast.parse(source)
     internal = [ast.unparse(node) for node in ast.walk(tree)
                 if isinstance(node, (ast.Import, ast.ImportFrom))
-                and any(name.startswith("harness.") for name in _imported_modules(node))]
+                and any(name.startswith("harness.") and not name.startswith("harness.metrics")
+                        for name in _imported_modules(node))]
     assert not internal, f"imports of internal modules: {internal}"
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "harness":
-            for alias in node.names:
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        for alias in node.names:
+            if node.module == "harness":
                 assert alias.name in harness.__all__, f"harness.{alias.name} is not public"
+            elif node.module == "harness.metrics":
+                assert alias.name in harness.metrics.__all__, \
+                    f"harness.metrics.{alias.name} is not public"
+            elif (node.module or "").startswith("harness.metrics."):
+                # Only the function its module is named after (`ode_error.ode_error`).
+                assert node.module == f"harness.metrics.{alias.name}", ast.unparse(node)
     type_checks = [ast.unparse(node) for node in ast.walk(tree)
                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                    and node.func.id in ("isinstance", "type")

@@ -13,23 +13,21 @@ as the documented namespace `harness.metrics`:
   solve (`ode_error`, `reference_solve`) and the exact KL of its discrete map
   (`discrete_kl`), with the store that shares reference solves (`ReferenceStore`).
 
+A function named as its module (`ode_error`, `discrete_kl`, `fid_infinity`, `class_fid`,
+`class_accuracy`, `precision_recall`, `feature_space`) is reached through that module, e.g.
+`from harness.metrics.ode_error import ode_error`: exported here it would hide the
+module of the same name.
+
 Layer 3. It may import `harness.models`, `harness.core` and `harness.errors`; it knows
 nothing of suites, runners, sinks or MLflow.
 """
 
 from .bootstrap import Bootstrap
-from .class_accuracy import (
-    accuracy_replicates,
-    class_accuracy,
-    class_hits,
-    classify,
-    labelled_accuracy,
-)
-from .class_fid import ClassFID, class_fid, class_fid_replicates, class_statistics
+from .class_accuracy import accuracy_replicates, class_hits, classify, labelled_accuracy
+from .class_fid import ClassFID, class_fid_replicates, class_statistics
 from .discrete_kl import MAX_DIM as DISCRETE_KL_MAX_DIM
-from .discrete_kl import DiscreteDensity, NotInvertibleError, discrete_kl, sampler_log_density
+from .discrete_kl import DiscreteDensity, NotInvertibleError, sampler_log_density
 from .feature_replicates import fid_replicates, kid_replicates
-from .feature_space import feature_space
 from .fid import (
     FID,
     KID,
@@ -41,7 +39,7 @@ from .fid import (
     inception_extractor,
     reference_stats,
 )
-from .fid_infinity import FIDInfinity, fid_infinity
+from .fid_infinity import FIDInfinity
 from .likelihood import METHODS as NLL_METHODS
 from .likelihood import NLLResult, ode_nll
 from .metric import Metric, SuiteContext, TrialContext
@@ -50,7 +48,6 @@ from .ode_error import (
     REFERENCE_TOLERANCE,
     float64_model,
     initial_state,
-    ode_error,
     reference_solve,
 )
 from .precision_recall import DEFAULT_K as PRECISION_RECALL_K
@@ -60,7 +57,6 @@ from .precision_recall import (
     improved_recall,
     inside_manifold,
     knn_radii,
-    precision_recall,
 )
 from .reference_store import ReferenceStore
 from .sharded import sharded_fid, sharded_nll
@@ -72,19 +68,17 @@ __all__ = [
     "Bootstrap", "Metric", "SuiteContext", "TrialContext",
     # feature distances
     "FID", "KID", "Float64Features", "IdentityFeatures", "ReferenceStats", "TrialFeatures",
-    "extract", "feature_space", "frechet_distance", "inception_extractor", "postprocess",
-    "reference_stats", "fid_replicates", "kid_replicates", "FIDInfinity", "fid_infinity",
-    "sharded_fid",
+    "extract", "frechet_distance", "inception_extractor", "postprocess", "reference_stats",
+    "fid_replicates", "kid_replicates", "FIDInfinity", "sharded_fid",
     # class-conditional samples; precision and recall
-    "accuracy_replicates", "class_accuracy", "class_hits", "classify", "labelled_accuracy",
-    "ClassFID", "class_fid", "class_fid_replicates", "class_statistics",
-    "PRECISION_RECALL_K", "PrecisionRecall", "improved_precision", "improved_recall",
-    "inside_manifold", "knn_radii", "precision_recall",
+    "accuracy_replicates", "class_hits", "classify", "labelled_accuracy", "ClassFID",
+    "class_fid_replicates", "class_statistics", "PRECISION_RECALL_K", "PrecisionRecall",
+    "improved_precision", "improved_recall", "inside_manifold", "knn_radii",
     # likelihood and sample-set distances
     "NLL_METHODS", "NLLResult", "ode_nll", "sharded_nll", "gaussian_mmd2",
     "median_bandwidth", "sliced_wasserstein",
     # a deterministic sampler's own error
-    "DISCRETE_KL_MAX_DIM", "DiscreteDensity", "NotInvertibleError", "discrete_kl",
-    "sampler_log_density", "REFERENCE_SOLVER", "REFERENCE_TOLERANCE", "ReferenceStore",
-    "float64_model", "initial_state", "ode_error", "reference_solve",
+    "DISCRETE_KL_MAX_DIM", "DiscreteDensity", "NotInvertibleError", "sampler_log_density",
+    "REFERENCE_SOLVER", "REFERENCE_TOLERANCE", "ReferenceStore", "float64_model",
+    "initial_state", "reference_solve",
 ]
