@@ -223,15 +223,15 @@ class TrialRecord:
             status=_text(row.get("status")) or "",
             sampler=params.get("sampler", ""),
             variant=_text(row.get("tags.harness.variant")) or "",
-            guidance=_number(params.get("guidance")),
+            guidance=finite_number(params.get("guidance")),
             params={k[len("sampler."):]: _literal(v) for k, v in params.items()
                     if k.startswith("sampler.")},
             schedule=params.get("schedule", ""), steps=_integer(params.get("steps")),
             nfe_expected=_integer(params.get("nfe_expected")),
             seed=_integer(params.get("seed")),
             num_samples=_integer(params.get("num_samples")),
-            metrics={k[len("metrics."):]: _number(v) for k, v in row.items()
-                     if k.startswith("metrics.") and _number(v) is not None},
+            metrics={k[len("metrics."):]: finite_number(v) for k, v in row.items()
+                     if k.startswith("metrics.") and finite_number(v) is not None},
             measured_params={k: v for k, v in params.items() if k.endswith(STATUS_SUFFIX)},
             error=_text(row.get("tags.error")),
             warnings=[w for w in (_text(row.get("tags.warnings")) or "").split("; ") if w],
@@ -293,7 +293,8 @@ def _text(value: Any) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def _number(value: Any) -> Optional[float]:
+def finite_number(value: Any) -> Optional[float]:
+    """A cell as a finite float, or None (missing, not a number, NaN or infinite)."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -302,7 +303,7 @@ def _number(value: Any) -> Optional[float]:
 
 
 def _integer(value: Any) -> Optional[int]:
-    number = _number(value)
+    number = finite_number(value)
     return None if number is None else int(number)
 
 
@@ -323,5 +324,5 @@ def _seconds(value: Any) -> float:
             return float(value.timestamp())
         except ValueError:  # pandas' NaT: the run has not ended
             return 0.0
-    number = _number(value)
+    number = finite_number(value)
     return 0.0 if number is None else number / 1000.0

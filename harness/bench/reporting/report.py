@@ -27,9 +27,8 @@ from ...metrics.bootstrap import DEFAULT_LEVEL
 from . import plots
 from .comparison import BEST, BUDGET_TOLERANCE, FLOOR_WIDTH, TIED, conclude
 from .comparison import replicated_metrics
-from ..recording.record import FLOOR_NAME
 from .implementations import side_by_side
-from ..recording.record import TrialRecord
+from ..recording.record import FLOOR_NAME, TrialRecord, finite_number
 from ..recording.sinks import FINISHED, read_lines
 
 #: Leaderboard columns first in this order when present; other main values follow.
@@ -116,13 +115,13 @@ def records_from_runs(runs: pd.DataFrame,
         # Later suite runs override earlier ones: the latest invocation's values win.
         for col in metric_cols:
             name = col[len("metrics."):]
-            if "/" not in name and _number(row[col]) is not None:
+            if "/" not in name and finite_number(row[col]) is not None:
                 out.reference[name] = float(row[col])
         environment = {k: row.get(f"params.{k}") for k in ENVIRONMENT_KEYS
                        if isinstance(row.get(f"params.{k}"), str)}
-        if _number(row.get("metrics.suite_wall_s")) is not None:
+        if finite_number(row.get("metrics.suite_wall_s")) is not None:
             environment["suite_wall_s"] = round(float(row["metrics.suite_wall_s"]), 1)
-        invocations.append({"ran": (_number(row.get("metrics.trials_run")) or 0) > 0,
+        invocations.append({"ran": (finite_number(row.get("metrics.trials_run")) or 0) > 0,
                             **environment})
         out.rank_across_schedules = row.get("params.suite.rank_across_schedules") == "True"
     out.environment = _latest_that_ran(invocations)
@@ -141,14 +140,6 @@ def finished_trial_runs(runs: pd.DataFrame) -> list[str]:
 
 def _kinds(runs: pd.DataFrame) -> pd.Series:
     return runs.get("tags.harness.kind", pd.Series(index=runs.index, dtype=object))
-
-
-def _number(value: Any) -> Optional[float]:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 # --- tables --------------------------------------------------------------------------------
@@ -170,7 +161,7 @@ def trials_table(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "steps": r["steps"], "seed": r["seed"], "name": r.get("name"),
                      "config_hash": r.get("config_hash"), "ended": r.get("ended", 0.0),
                      "num_samples": r.get("num_samples"),
-                     "guidance": _number(r.get("guidance")), "schedule": schedule,
+                     "guidance": finite_number(r.get("guidance")), "schedule": schedule,
                      **{k: v for k, v in r.get("metrics", {}).items() if v is not None}})
     if not rows:
         return pd.DataFrame(columns=KEY_COLUMNS + ["seed"])
