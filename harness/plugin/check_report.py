@@ -44,3 +44,14 @@ class CheckReport:
         lines += [f"  {r.status:<7} {r.name:<13} {r.message} ({r.seconds:.2f} s)"
                   for r in self.results]
         return "\n".join(lines)
+
+
+class KitFailure(AssertionError):
+    """A plugin failed its conformance kit: the message names each failed check, and
+    `report` holds every check's result."""
+
+    def __init__(self, report: CheckReport):
+        self.report = report
+        lines = [f"{report.KIND} {report.subject!r} fails the conformance kit:"]
+        lines += [f"  [{r.name}] {r.message}" for r in report.failures]
+        super().__init__("\n".join(lines))

@@ -44,7 +44,7 @@ from ..core.sde import make_sde
 from ..errors import ParameterError
 from ..metrics.metric import Metric, SuiteContext, TrialContext
 from ..models.oracle import ring_2d
-from .check_report import CheckReport, CheckResult
+from .check_report import CheckReport, CheckResult, KitFailure
 from .manager import get_plugins
 
 #: A metric's name: also the prefix of its value keys and of its MLflow metrics.
@@ -56,14 +56,8 @@ STEPS = (16, 8)
 SHIFT = 1.0
 
 
-class MetricConformanceError(AssertionError):
+class MetricConformanceError(KitFailure):
     """A metric failed the kit; `report` has every check's result."""
-
-    def __init__(self, report: "MetricReport"):
-        self.report = report
-        lines = [f"metric {report.metric!r} fails the conformance kit:"]
-        lines += [f"  [{r.name}] {r.message}" for r in report.failures]
-        super().__init__("\n".join(lines))
 
 
 @dataclass

@@ -69,7 +69,7 @@ from ..metrics.order import (
     ode_order_errors,
 )
 from ..models.oracle import ConditionalGaussianMixture, GaussianMixture, mixture_64d
-from .check_report import CheckReport, CheckResult
+from .check_report import CheckReport, CheckResult, KitFailure
 from .manager import get_plugins
 
 #: Batch independence: sample i may differ only by float64 rounding between batches.
@@ -114,14 +114,8 @@ ROUNDING = 1e-12
 BIAS_SLOPE = 0.6
 
 
-class ConformanceError(AssertionError):
+class ConformanceError(KitFailure):
     """A sampler failed the kit; `report` has every check's result."""
-
-    def __init__(self, report: "ConformanceReport"):
-        self.report = report
-        lines = [f"sampler {report.sampler!r} fails the conformance kit:"]
-        lines += [f"  [{r.name}] {r.message}" for r in report.failures]
-        super().__init__("\n".join(lines))
 
 
 @dataclass
