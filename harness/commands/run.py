@@ -67,6 +67,9 @@ def add_parser(subparsers: Any) -> None:
                       "in --dtype), fp32, bf16 or fp16 (autocast; the state keeps --dtype)")
     over.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                       help="run the network through torch.compile (or not)")
+    over.add_argument("--capture", help="the sampler loop: off, or compiled (each sampler "
+                      "call compiled whole per batch shape, CUDA graphs on a GPU; one that "
+                      "cannot be runs eagerly, saying why)")
     over.add_argument("--threads", type=int,
                       help="torch threads per process (default: the suite's, else "
                            "$OMP_NUM_THREADS, else 1, which degrades least when other "
@@ -110,6 +113,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model, "schedule": listed("--schedule", args.schedule),
         "device": args.device,
         "dtype": args.dtype, "network_dtype": args.network_dtype, "compile": args.compile,
+        "capture": args.capture,
         "threads": args.threads, "trial_time_limit": args.trial_time_limit,
         "experiment": args.experiment, "set": args.set,
     }

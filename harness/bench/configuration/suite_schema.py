@@ -40,6 +40,9 @@ from ...plugin.manager import LoadedPlugins
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = tuple(STATE_DTYPES)
 NETWORK_DTYPES = ("native", *PRECISIONS)
+#: How a trial's sampler loop runs (`harness.bench.running.capture`): eagerly, or compiled
+#: whole per batch shape (CUDA graphs on a GPU).
+CAPTURES = ("off", "compiled")
 
 # Caps on sizes, so that a typo (1e12 samples, a billion steps) is refused with its
 # reason instead of allocating for minutes or failing deep inside torch.
@@ -266,6 +269,10 @@ class SuiteFile(_Table):
     network_dtype: _one_of(NETWORK_DTYPES) = Field(  # type: ignore[valid-type]
         "native", description="the network's precision (autocast); native: as loaded")
     compile: bool = Field(False, description="run the network through torch.compile")
+    capture: _one_of(CAPTURES) = Field(  # type: ignore[valid-type]
+        "off", description="compiled: each sampler call compiled whole per batch shape "
+        "(CUDA graphs on a GPU), checked against the eager call at warm-up; a sampler "
+        "that cannot be captured runs eagerly, saying why")
     threads: Optional[Annotated[int, Field(ge=1, le=MAX_THREADS)]] = Field(
         None, description="torch threads per process (default: $OMP_NUM_THREADS, else 1); "
                           "not part of a trial's configuration")
@@ -347,6 +354,8 @@ class Suite:
     #: Seconds a trial may take (`harness.bench.running.time_limit`); like threads, no part of
     #: any config hash: it decides whether a result comes, not what it is.
     trial_time_limit: Optional[float] = None
+    #: "off" or "compiled": how the sampler loop runs (`harness.bench.running.capture`).
+    capture: str = "off"
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(dataclasses.replace(self, schedules=()))
@@ -415,7 +424,8 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
         device=file.device, dtype=file.dtype, network_dtype=file.network_dtype,
         compile=file.compile,
         threads=file.threads if file.threads is not None else default_threads(),
-        tracking_uri=file.tracking_uri, trial_time_limit=file.trial_time_limit)
+        tracking_uri=file.tracking_uri, trial_time_limit=file.trial_time_limit,
+        capture=file.capture)
 
 
 def _sampler_entry(refuse: Any, plugins: LoadedPlugins, name: str, entry: SamplerFile,

@@ -177,12 +177,15 @@ def guidance_config(scale: Optional[float], labels: Any) -> dict[str, Any]:
 
 
 def network_config(suite: Suite) -> dict[str, Any]:
-    """How the network runs, for the config hash: empty for the defaults, so that trials
-    recorded before these options existed keep their hashes (and --resume finds them).
-    The thread count is not here: it changes how fast, not what is computed."""
+    """How the network and the sampler loop run, for the config hash: empty for the
+    defaults, so that trials recorded before these options existed keep their hashes (and
+    --resume finds them). The thread count is not here: it changes how fast, not what is
+    computed."""
     config: dict[str, Any] = {}
     if suite.network_dtype != "native":
         config["network_dtype"] = suite.network_dtype
     if suite.compile:
         config["compile"] = True
+    if suite.capture != "off":  # compiled kernels may round differently
+        config["capture"] = suite.capture
     return config

@@ -5,7 +5,8 @@ with per-sample seeds (sample i depends only on (seed, i), so batching changes n
 on the model wrapped for that trial alone (`harness.core.counting`), whose counter gives
 the NFE (rows / samples) and whose clock the network's time; wall-clock is measured
 around sampling only (after a warm-up of the network and, before a sampler's first trial,
-an untimed two-step run of that sampler; with device synchronisation), then the metrics
+an untimed two-step run of that sampler; with device synchronisation; with `capture`, the
+sampler loop compiled per batch shape, `harness.bench.running.capture`), then the metrics
 see the samples, and only then is the sample grid drawn (a file that cannot be written
 is a warning on a FINISHED trial). A trial that raises (any exception, or a plugin's
 SystemExit), returns NaN/Inf, the wrong shape, dtype or device is recorded as FAILED with
@@ -53,6 +54,7 @@ from ...plugin.manager import LoadedPlugins
 from ...models.precision import STATE_DTYPES, configure_model
 from ...core.sampling import generate
 from ...core.schedules import make_grid
+from .capture import CapturedDraw, CapturedLoop
 from .floor import held_out
 from .progress import EtaEstimate, progress_line
 from ..configuration.environment import environment
@@ -285,7 +287,8 @@ class SuiteRunner:
         torch.manual_seed(_trial_seed(trial))
 
         def draw(indices: list[int], network: ScoreModel,
-                 evaluations: Optional[NFECounter] = None) -> Tensor:
+                 evaluations: Optional[NFECounter] = None,
+                 sampler: Any = sampler) -> Tensor:
             # What the sampler calls: `network`, or under guidance a guided model per
             # batch around it, whose evaluations (the sampler's NFE) `evaluations` counts.
             model = guided(network, self._labels(trial, indices, self.device),
@@ -296,7 +299,11 @@ class SuiteRunner:
                             dtype=self.dtype)
 
         self._warm_sampler(entry)
-        samples = self._sample_timed(trial, draw, result)
+        timed = self._captured(entry, draw, result) if self.suite.capture != "off" else draw
+        samples = self._sample_timed(trial, timed, result)
+        if isinstance(timed, CapturedDraw) and timed.captured:
+            # One graph: the network's share of it cannot be timed (`capture`).
+            del result.metrics["network_s"], result.metrics["overhead_ratio"]
         self._check_nfe(trial, result)
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
                                seed=trial.seed, samples=samples,
@@ -331,6 +338,15 @@ class SuiteRunner:
                 generate(model, run.sampler, grid, trial.seed, batches[0], run.params,
                          dtype=self.dtype)
         self._warmed.add(key)
+
+    def _captured(self, run: SamplerRun, draw: Callable[..., Tensor],
+                  result: TrialResult) -> CapturedDraw:
+        """The trial's draw with its sampler loop captured at every batch size of the
+        plan, untimed (`harness.bench.running.capture`); its params say how it ran."""
+        captured = CapturedDraw(draw, CapturedLoop(run.sampler, self.device))
+        with distributed.shared_failure():
+            result.params["capture"] = captured.prepare(self.model, self.plan.batches())
+        return captured
 
     def _labels(self, trial: Trial, indices: Any, device: Any = "cpu") -> Optional[Tensor]:
         """The intended classes of samples `indices` of a guided trial (from (seed, i))."""
