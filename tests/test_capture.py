@@ -72,11 +72,12 @@ def test_the_capturable_noise_draws_exactly_the_sample_noise():
     """The draws inside a captured loop are the eager ones, bit for bit, and compile."""
     from harness.bench.running.capture import CapturableNoise
 
-    noise = SampleNoise(7, range(5, 10), (3, 5))
+    indices = [5, 6, 2**32 + 6, 2**63 + 9]  # both words of the index
+    noise = SampleNoise(2**40 + 7, indices, (3, 5))
     noise()
     inside = CapturableNoise(noise)
     compiled = torch.compile(lambda n: [n(), n()], fullgraph=True, backend="aot_eager")
-    expected = [SampleNoise(7, range(5, 10), (3, 5)).draw(k) for k in (1, 2)]
+    expected = [SampleNoise(2**40 + 7, indices, (3, 5)).draw(k) for k in (1, 2)]
     for got, want in zip(compiled(inside), expected):
         assert torch.equal(got, want)
 

@@ -17,9 +17,10 @@ parameter; so does one whose captured output disagrees with the eager one (below
 Noise. `SampleNoise` writes its normals through `out=` into a strided view, which dynamo
 refuses, and advances its counter tensor in place, which would keep a CUDA graph from
 replaying. Inside a captured loop each draw is instead one opaque operator,
-`harness::sample_noise`, running the same Philox and Box-Muller functions on a copy of the
-counter: the noise is bit-identical to the eager draws; only the sampler's own arithmetic
-may be fused and reordered.
+`harness::sample_noise`, running the same Philox and Box-Muller functions on the same
+counters (built from the source's seed and indices, a graph input): the noise is
+bit-identical to the eager draws; only the sampler's own arithmetic may be fused and
+reordered.
 
 Counting. Inside the graph the sampler sees the bare model: a counter there would be a
 Python side effect that dynamo guards on (its value changes, so every call would
@@ -54,16 +55,18 @@ from __future__ import annotations
 
 import math
 import re
+import sysconfig
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ...core.counting import CountedModel, NFECounter
 from ...core.model import ScoreModel
 from ...core.noise import SampleNoise
-from ...core.philox import MASK32, normal_from_bits, philox_words
+from ...core.philox import MASK32, WORDS, normal_from_bits, philox_words
 from ...core.sampler import Sampler
 
 #: Per-sample |captured - eager| / |eager| that 90 % of a batch must not exceed.
@@ -94,16 +97,29 @@ def _(counter: Tensor, draw: int, key0: int, key1: int, numel: int,
     return counter.new_empty((counter.shape[1], numel), dtype=dtype)
 
 
+def _base_counter(indices: list[int], numel: int, device: torch.device) -> Tensor:
+    """(4, B, G) counters (j, 0, i mod 2^32, i // 2^32) of draw 0, j < ceil(numel / 4)."""
+    index = np.array(indices, dtype=np.uint64)
+    words = np.stack((index & np.uint64(MASK32), index >> np.uint64(32))).astype(np.int64)
+    words = torch.from_numpy(words).to(device)
+    groups = -(-numel // WORDS)
+    counter = torch.empty((WORDS, len(indices), groups), dtype=torch.int64, device=device)
+    counter[0] = torch.arange(groups, dtype=torch.int64, device=device)
+    counter[1] = 0
+    counter[2:] = words[:, :, None]
+    return counter
+
+
 class CapturableNoise:
     """The draws of `noise` (after its own, the initial state's) through one opaque op
-    each, so that a compiled loop can hold them. It reads the source's base counter
-    (`SampleNoise._counter`): the per-sample part of the draws, an input of the graph."""
+    each, so that a compiled loop can hold them: the same Philox counters (the layout of
+    `harness.core.noise`), built from its public seed and indices, as a graph input."""
 
     def __init__(self, noise: SampleNoise):
-        self.counter = noise._counter
-        self.key = (noise.seed & MASK32, noise.seed >> 32)
         self.shape = (len(noise), *noise.shape)
         self.numel = math.prod(noise.shape)
+        self.counter = _base_counter(noise.indices, self.numel, noise.device)
+        self.key = (noise.seed & MASK32, noise.seed >> 32)
         self.dtype = noise.dtype
         self.draws = noise.draws
 
@@ -161,17 +177,24 @@ class CapturedLoop:
         return out.clone() if self.cuda else out
 
 
+#: Where a refusal's frames are no one's sampler code: Python's library and torch's.
+_NOT_OWN = (sysconfig.get_paths()["stdlib"], str(Path(torch.__file__).parent))
+_SENTENCE_END = re.compile(r"(?<=[.`])\s+(?=[A-Z])")
+
+
 def _why(err: BaseException) -> str:
-    """A refusal in one line: the error, dynamo's explanation, and the user code it
-    stopped at (the innermost frame it names), e.g. a sampler's `print`."""
+    """A refusal in one line: the error, the first sentence of dynamo's explanation, and
+    the innermost line of code outside Python's standard library that it stopped in (a
+    sampler's `print`, an adapted library's file access), torch's own left out too."""
     text = str(err)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     why = f"{type(err).__name__}: {lines[0] if lines else ''}"
-    why += "".join(f" ({line.removeprefix('Explanation: ')})" for line in lines
-                   if line.startswith("Explanation: "))
+    why += "".join(f" ({_SENTENCE_END.split(line.removeprefix('Explanation: '))[0]})"
+                   for line in lines if line.startswith("Explanation: "))
     frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)', text)
-    if frames:
-        path, line, function = frames[-1]
+    own = [frame for frame in frames if not frame[0].startswith(_NOT_OWN)] or frames
+    if own:
+        path, line, function = own[-1]
         why += f" at {Path(path).name}:{line} in {function}"
     return why
 
