@@ -13,6 +13,9 @@
 #      --compile) and on gmm-64d (the exact oracle, as it is): NFE, wall-clock, network
 #      time, overhead ratio, samples/s
 #   5. a 2-process torchrun run against the 1-process run: same samples' metrics
+#   6. a network of realistic size (untrained-unet-32, 56 M parameters) at batch 512:
+#      every sampler's overhead, and ours against k-diffusion's loops
+#      (benchmarks/realistic_network.py; results/microbench/gpu_realnet*.json beside)
 #
 # Sizes can be shrunk to try the plumbing on a CPU machine:
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_BATCH=64 GPU_CHECK_MODES=fp32:no bash benchmarks/gpu_check.sh
@@ -204,5 +207,40 @@ for name in sorted(one):
                   f"{one[name]['wall_clock_s']:.3f} | {two[name]['wall_clock_s']:.3f} |")
 EOF
 fi
+
+# --- 6 ---------------------------------------------------------------------------------
+# A 3x32x32 U-Net of DDPM++'s CIFAR-10 size, untrained. Estimate on one H100 (18.3 GFLOP
+# per sample and call): a call at batch 512 ~100 ms in fp32 (TF32 convolutions), ~40 ms
+# in bf16. Uncompiled, every sampler (16, 195 NFE at 10 steps) runs once after a 2-step
+# warm-up, then as many bare calls, then the 3 k-diffusion pairs: ~520 calls, ~50 s fp32
+# and ~20 s bf16. Compiled (~1 min of compilation per mode), only the samplers compared
+# with k-diffusion: ~160 calls, ~75 s fp32 and ~65 s bf16. About 3.5 min in all; a
+# deadline keeps the section within 5 min whatever happens (the script writes its
+# tables after every mode, so a cut run keeps the modes it finished). On a CPU dry run:
+# batch 2, 2 steps, the compared samplers only (a forward of this network at batch 2
+# takes ~0.3 s on one core).
+if [ "$DEVICE" = cpu ]; then
+  RN_SIZE=(--batch 2 --steps 2); RN_ALL=euler,heun,dpmpp_2m
+else
+  RN_SIZE=(--batch 512 --steps "$STEPS"); RN_ALL=all
+fi
+RN_COMPARED=euler,heun,dpmpp_2m
+RN_DEADLINE=$((SECONDS + 300))
+section "6. A network of realistic size (untrained-unet-32), batch ${RN_SIZE[1]}"
+for mode in $MODES; do
+  samplers=$RN_ALL; [ "${mode##*:}" = yes ] && samplers=$RN_COMPARED
+  tag=${mode/:/-}
+  if [ $((RN_DEADLINE - SECONDS)) -lt 20 ]; then
+    echo "$mode: not run, the section's 5 minutes are spent" >> "$REPORT"; continue
+  fi
+  timeout $((RN_DEADLINE - SECONDS)) "$PY" benchmarks/realistic_network.py \
+      --device "$DEVICE" "${RN_SIZE[@]}" --modes "$mode" --samplers "$samplers" --markdown "$WORK/realnet-$tag.md" \
+      --json "$OUT_DIR/gpu_realnet-$tag.json" > "$WORK/realnet-$tag.log" 2>&1
+  status=$?
+  if [ -s "$WORK/realnet-$tag.md" ]; then
+    cat "$WORK/realnet-$tag.md" >> "$REPORT"; echo >> "$REPORT"
+  fi
+  [ "$status" -eq 0 ] || { tail -3 "$WORK/realnet-$tag.log" >> "$REPORT"; failed "$status"; }
+done
 
 echo "written: $REPORT (work files in $WORK)" >&2
