@@ -198,7 +198,6 @@ class Metric(ABC):
         return {}
 
 
-
 def untrained_refusal(model: str, asked: Iterable[Metric], installed: Iterable[Metric]
                       ) -> Optional[str]:
     """Why the metrics `asked` cannot run on `model`, a benchmark-only model with untrained
