@@ -7,12 +7,17 @@
 # see benchmarks/gpu_wheels.sh.
 #
 #   1. the sync-debug tests (tests/test_cuda_sync.py: no host synchronisation per step)
-#   2. Philox on CUDA: bit-identical integers to the CPU; normals within the stated 1e-5
-#   3. noise time / network time at batch 4096 (digits, gmm-64d, and 3x32x32 noise alone)
+#   2. Philox on CUDA: bit-identical integers to the CPU; normals within the stated 1e-5;
+#      compiled draws (harness.core.fused_noise) bit-identical to eager ones on the device
+#   3. noise time / network time at batch 4096, eager and compiled draws (digits,
+#      gmm-64d, and 3x32x32 noise alone)
 #   4. every sampler at batch 4096 on digits (network fp32 and bf16, with and without
 #      --compile) and on gmm-64d (the exact oracle, as it is): NFE, wall-clock, network
 #      time, overhead ratio, samples/s
 #   5. a 2-process torchrun run against the 1-process run: same samples' metrics
+#   6. a network of realistic size (untrained-unet-32, 56 M parameters) at batch 512:
+#      every sampler's overhead, and ours against k-diffusion's loops
+#      (benchmarks/realistic_network.py; results/microbench/gpu_realnet*.json beside)
 #
 # Sizes can be shrunk to try the plumbing on a CPU machine:
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_BATCH=64 GPU_CHECK_MODES=fp32:no bash benchmarks/gpu_check.sh
@@ -59,11 +64,12 @@ echo '```' >> "$REPORT"
 [ "$status" -eq 0 ] || failed "$status"
 
 # --- 2 and 3 ---------------------------------------------------------------------------
-section "2-3. Philox on the device; noise time / network time"
+section "2-3. Philox on the device; noise time / network time, eager and compiled draws"
 "$PY" - "$DEVICE" "$BATCH" >> "$REPORT" <<'EOF' || failed $?
-import statistics, sys, time
+import os, statistics, sys, time
 import torch
 sys.path.insert(0, "benchmarks")
+from harness.core import fused_noise
 from harness.core.noise import SampleNoise
 from harness.core.philox import philox4x32
 from harness.core.sde import make_sde
@@ -84,33 +90,51 @@ def timed(fn, repeats=20):
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
+def use(path):
+    """Draws on `path` (eager or compiled) from the next SampleNoise on; its description."""
+    os.environ[fused_noise.NOISE_ENV] = path
+    fused_noise.forget_probes()
+    return fused_noise.noise_backend(device)
+
 gen = torch.Generator().manual_seed(0)
 counters = torch.randint(0, 2**32, (4, 100_000), generator=gen, dtype=torch.int64)
 same_bits = torch.equal(philox4x32(counters.to(device), (123, 456)).cpu(),
                         philox4x32(counters, (123, 456)))
+use("eager")
 ours = SampleNoise(7, range(batch), (3, 32, 32), device=device)
 cpu = SampleNoise(7, range(batch), (3, 32, 32))
 diff = max(float((ours().cpu() - cpu()).abs().max()) for _ in range(3))
+compiled = use("compiled")  # raises if the device cannot compile the draw: reported
+fused = SampleNoise(7, range(batch), (3, 32, 32), device=device)
+same_draws = all(torch.equal(fused.draw(k).view(torch.int32), ours.draw(k).view(torch.int32))
+                 for k in range(3))
 print(f"- Philox4x32-10 integers on {device} equal to the CPU's (100k random counters): "
       f"**{same_bits}**")
 print(f"- normals, {device} vs CPU, {batch} x 3x32x32, 3 draws: max |difference| "
       f"{diff:.2e} (stated bound 1e-5: **{'within' if diff <= 1e-5 else 'EXCEEDED'}**)")
+print(f"- compiled draws on {device} bit-identical to eager draws there (3 draws): "
+      f"**{same_draws}**; compiled path: {compiled}")
 print()
-print("| model | batch | values per sample | noise draw (ms) | network call (ms) | noise / network |")
-print("|---|---|---|---|---|---|")
+print("| model | batch | values per sample | path | noise draw (ms) | network call (ms) "
+      "| noise / network |")
+print("|---|---|---|---|---|---|---|")
 oracle = mixture_64d(make_sde("vp")).to(device)
 digits, _ = digits_model(device)
 for name, model in (("digits", digits), ("gmm-64d", oracle)):
     shape = model.data.shape
-    noise = SampleNoise(0, range(batch), shape, device=device, dtype=model.dtype)
     x = torch.randn(batch, *shape, device=device, dtype=model.dtype)
-    with torch.no_grad():
-        draw = timed(lambda: noise())
-        net = timed(lambda: model.score(x, 0.5 * model.sde.T))
-    print(f"| {name} | {batch} | {x[0].numel()} | {1e3 * draw:.3f} | {1e3 * net:.3f} | "
-          f"{draw / net:.3f} |")
-draw = timed(lambda: ours())
-print(f"| (noise only) | {batch} | 3072 | {1e3 * draw:.3f} | - | - |")
+    for path in ("eager", "compiled"):
+        use(path)
+        noise = SampleNoise(0, range(batch), shape, device=device, dtype=model.dtype)
+        with torch.no_grad():
+            draw = timed(lambda: noise())
+            net = timed(lambda: model.score(x, 0.5 * model.sde.T))
+        print(f"| {name} | {batch} | {x[0].numel()} | {path} | {1e3 * draw:.3f} | "
+              f"{1e3 * net:.3f} | {draw / net:.3f} |")
+for path in ("eager", "compiled"):
+    use(path)
+    noise = SampleNoise(7, range(batch), (3, 32, 32), device=device)
+    print(f"| (noise only) | {batch} | 3072 | {path} | {1e3 * timed(noise):.3f} | - | - |")
 EOF
 
 # --- 4 ---------------------------------------------------------------------------------
@@ -204,5 +228,40 @@ for name in sorted(one):
                   f"{one[name]['wall_clock_s']:.3f} | {two[name]['wall_clock_s']:.3f} |")
 EOF
 fi
+
+# --- 6 ---------------------------------------------------------------------------------
+# A 3x32x32 U-Net of DDPM++'s CIFAR-10 size, untrained. Estimate on one H100 (18.3 GFLOP
+# per sample and call): a call at batch 512 ~100 ms in fp32 (TF32 convolutions), ~40 ms
+# in bf16. Uncompiled, every sampler (16, 195 NFE at 10 steps) runs once after a 2-step
+# warm-up, then as many bare calls, then the 3 k-diffusion pairs: ~520 calls, ~50 s fp32
+# and ~20 s bf16. Compiled (~1 min of compilation per mode), only the samplers compared
+# with k-diffusion: ~160 calls, ~75 s fp32 and ~65 s bf16. About 3.5 min in all; a
+# deadline keeps the section within 5 min whatever happens (the script writes its
+# tables after every mode, so a cut run keeps the modes it finished). On a CPU dry run:
+# batch 2, 2 steps, the compared samplers only (a forward of this network at batch 2
+# takes ~0.3 s on one core).
+if [ "$DEVICE" = cpu ]; then
+  RN_SIZE=(--batch 2 --steps 2); RN_ALL=euler,heun,dpmpp_2m
+else
+  RN_SIZE=(--batch 512 --steps "$STEPS"); RN_ALL=all
+fi
+RN_COMPARED=euler,heun,dpmpp_2m
+RN_DEADLINE=$((SECONDS + 300))
+section "6. A network of realistic size (untrained-unet-32), batch ${RN_SIZE[1]}"
+for mode in $MODES; do
+  samplers=$RN_ALL; [ "${mode##*:}" = yes ] && samplers=$RN_COMPARED
+  tag=${mode/:/-}
+  if [ $((RN_DEADLINE - SECONDS)) -lt 20 ]; then
+    echo "$mode: not run, the section's 5 minutes are spent" >> "$REPORT"; continue
+  fi
+  timeout $((RN_DEADLINE - SECONDS)) "$PY" benchmarks/realistic_network.py \
+      --device "$DEVICE" "${RN_SIZE[@]}" --modes "$mode" --samplers "$samplers" --markdown "$WORK/realnet-$tag.md" \
+      --json "$OUT_DIR/gpu_realnet-$tag.json" > "$WORK/realnet-$tag.log" 2>&1
+  status=$?
+  if [ -s "$WORK/realnet-$tag.md" ]; then
+    cat "$WORK/realnet-$tag.md" >> "$REPORT"; echo >> "$REPORT"
+  fi
+  [ "$status" -eq 0 ] || { tail -3 "$WORK/realnet-$tag.log" >> "$REPORT"; failed "$status"; }
+done
 
 echo "written: $REPORT (work files in $WORK)" >&2

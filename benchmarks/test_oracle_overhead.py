@@ -38,7 +38,9 @@ from typing import Callable, Iterator
 import pytest
 import torch
 
+from harness.core import host_allocator
 from harness.core.counting import CountedModel
+from harness.core.fused_noise import draw_numbers, noise_backend
 from harness.core.noise import SampleNoise
 from harness.core.sampling import generate
 from harness.core.schedules import make_grid
@@ -94,7 +96,9 @@ def write_table(rows: dict[str, dict], path: Path, load: str = "") -> None:
         f"batch, timed right after each run. k-diffusion = ours / k-diffusion on the same "
         f"denoiser, sigmas and x_T (EDM). Written by `benchmarks/test_oracle_overhead.py` "
         f"(`tox -e microbench`); goal <= {GOAL:.2f} for the overhead, <= 1.00 against "
-        f"k-diffusion. {load}",
+        f"k-diffusion. Host allocator: {host_allocator.describe()}. Noise at batch 4096: "
+        f"{noise_backend('cpu', draw_numbers(4096, 64))}; at 256: "
+        f"{noise_backend('cpu', draw_numbers(256, 64))}. {load}",
         "",
         "| case | batch | NFE calls | network call (ms) | run (ms) | ratio |",
         "|---|---|---|---|---|---|",

@@ -142,6 +142,11 @@ class ScoreModel(nn.Module, ABC):
         residual = denoised - x if unit else _expand(s, x) * denoised - x
         return residual / _expand(s**2 * sigma**2, x)
 
+    #: False for a network with untrained (random) weights, kept to measure speed:
+    #: metrics of sample quality or likelihood are refused on it
+    #: (`harness.bench.configuration.check_trained`).
+    trained: bool = True
+
     # --- class conditioning (models with num_classes > 0) ------------------------------
     #: Classes a conditional model knows: labels 0 .. num_classes - 1. 0: unconditional.
     num_classes: int = 0

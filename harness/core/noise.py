@@ -17,15 +17,21 @@ noise is bit-identical for any batch size and sharding (`tests/test_noise_seeds.
 Between the CPU and CUDA the libraries' float32 log/cos/sin may differ in the last bits:
 |difference| <= 1e-5 (about 20 units in the last place of the largest normal, 6.66;
 checked by `benchmarks/gpu_check.sh`).
+
+Speed: where `torch.compile` works, a large draw runs as two compiled kernels around
+ATen's log, cos and sin (`harness.core.fused_noise`, which says when they are used and
+why their draws are the eager ones bit for bit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from .fused_noise import draw_numbers, fused_draw, round_key_tensor
 from .philox import MASK32, WORDS, normal_from_bits, philox_words
 
 _LIMIT = 2**64
@@ -61,23 +67,33 @@ class SampleNoise:
         self._numel = 1
         for n in self.shape:
             self._numel *= n
-        self._counter = self._base_counter()
+        self._groups = -(-self._numel // WORDS)
+        self._index = self._index_words()
+        self._fused = fused_draw(self.device, draw_numbers(len(self.indices), self._numel))
+        if self._fused is None:
+            self._counter = self._base_counter()
+        else:
+            self._round_keys = round_key_tensor(self.seed, self.device)
+            self._draw = torch.zeros((), dtype=torch.int64, device=self.device)
 
-    def _base_counter(self) -> Tensor:
-        """(4, B, G) counters of draw 0: G = ceil(numel / 4) per sample, uploaded once."""
-        groups = -(-self._numel // WORDS)
+    def _index_words(self) -> Tensor:
+        """(B, 2) int64 words (i mod 2^32, i // 2^32) of the indices, on the device."""
         # Split on the host (exact for any 64-bit index); one copy to the device.
-        words = [(i & MASK32, i >> 32) for i in self.indices]
-        index = torch.tensor(words, dtype=torch.int64).reshape(len(words), 2)
+        indices = np.array(self.indices, dtype=np.uint64)
+        words = np.stack((indices & np.uint64(MASK32), indices >> np.uint64(32)), 1)
+        index = torch.from_numpy(words.astype(np.int64))
         if self.device.type == "cuda":  # an asynchronous copy needs page-locked memory
             index = index.pin_memory()
-        index = index.to(self.device, non_blocking=True)
-        counter = torch.empty((WORDS, len(words), groups), dtype=torch.int64,
+        return index.to(self.device, non_blocking=True)
+
+    def _base_counter(self) -> Tensor:
+        """(4, B, G) counters of draw 0: G = ceil(numel / 4) per sample, built once."""
+        counter = torch.empty((WORDS, len(self.indices), self._groups), dtype=torch.int64,
                               device=self.device)
-        counter[0] = torch.arange(groups, dtype=torch.int64, device=self.device)
+        counter[0] = torch.arange(self._groups, dtype=torch.int64, device=self.device)
         counter[1] = 0
-        counter[2] = index[:, 0, None]
-        counter[3] = index[:, 1, None]
+        counter[2] = self._index[:, 0, None]
+        counter[3] = self._index[:, 1, None]
         return counter
 
     def __len__(self) -> int:
@@ -87,11 +103,15 @@ class SampleNoise:
         """Draw k of every sample's stream, shape (B, *shape); does not advance `draws`."""
         if not 0 <= k < MASK32:  # 2^32 - 1 is the labels' counter word (`labels.py`)
             raise ValueError(f"draw number must be in [0, 2^32 - 1), got {k}")
-        counter = self._counter
-        counter[1] = k
-        normals = normal_from_bits(philox_words(counter, self._key), self.dtype)
+        if self._fused is None:
+            self._counter[1] = k
+            normals = normal_from_bits(philox_words(self._counter, self._key), self.dtype)
+        else:
+            self._draw.fill_(k)  # a tensor, not a constant: no recompilation per draw
+            normals = self._fused(self._index, self._round_keys, self._draw, self._groups,
+                                  self.dtype)
         batch = len(self.indices)
-        flat = normals.reshape(batch, self._counter.shape[2] * WORDS)
+        flat = normals.reshape(batch, self._groups * WORDS)
         if flat.shape[1] != self._numel:  # the last counter's unused words
             flat = flat[:, :self._numel]
         return flat.reshape(batch, *self.shape)

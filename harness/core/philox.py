@@ -25,13 +25,17 @@ per four normals; that, not the transform, is the generator's cost there (on a G
 same operations are memory-bound kernels).
 
 `normal_from_bits` turns the words into standard normals with the Box-Muller transform,
-as cuRAND's `curand_normal4` does: two words make two normals.
+as cuRAND's `curand_normal4` does: two words make two normals. It is two steps, so that a
+compiled draw (`harness.core.fused_noise`) can fuse the first with the generator and
+leave the second, whose log, cos and sin differ between libraries in the last bits, to
+the eager operations every draw uses: `box_muller_inputs` (words to the uniform u and
+the angle, exact in any implementation) and `box_muller` (those to normals).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -67,8 +71,18 @@ def philox4x32(counter: Tensor, key: tuple[int, int], rounds: int = ROUNDS) -> T
 def philox_words(counter: Tensor, key: tuple[int, int], rounds: int = ROUNDS
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """`philox4x32` as four separate word tensors (no stacking copy)."""
-    c0, c1, c2, c3 = counter.unbind(0)
-    for k0, k1 in key_schedule(key, rounds):
+    return philox_rounds(*counter.unbind(0), key_schedule(key, rounds))
+
+
+def philox_rounds(c0: Tensor, c1: Tensor, c2: Tensor, c3: Tensor,
+                  round_keys: Iterable[tuple[int | Tensor, int | Tensor]]
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The rounds on counter words c0 .. c3 (int64, broadcastable), one per round key.
+
+    A round key is a pair of ints or of int64 scalar tensors: a compiled caller passes
+    tensors, so that one compiled kernel serves every seed. The inputs are not modified.
+    """
+    for k0, k1 in round_keys:
         lo0, lo1 = c0 * M0, c2 * M1          # 64-bit products; low halves: c3', c1'
         c0 = lo1 >> 32                       # hi(M1 c2), sign bits above bit 31
         c0 ^= c1
@@ -93,11 +107,26 @@ def normal_from_bits(bits: Sequence[Tensor], dtype: torch.dtype = torch.float32)
     3e-11 left out. Computed in float32 whatever `dtype` (as cuRAND's `curand_normal4`),
     then cast: the same numbers in every dtype, to its rounding.
     """
-    normals = torch.empty((*bits[0].shape, WORDS), dtype=torch.float32,
-                          device=bits[0].device)
-    for first in (0, 2):
-        radius = bits[first].float().add_(1.0).mul_(2.0**-32).log_().mul_(-2.0).sqrt_()
-        angle = bits[first + 1].float().mul_(2 * math.pi * 2.0**-32)
-        torch.mul(radius, angle.cos(), out=normals[..., first])
-        torch.mul(radius, angle.sin_(), out=normals[..., first + 1])
+    return box_muller(*box_muller_inputs(bits), dtype)
+
+
+def box_muller_inputs(bits: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """u and theta of both pairs of words (w0, w1), (w2, w3): two float32 (*batch, 2)."""
+    uniform = torch.stack((bits[0], bits[2]), -1).float().add_(1.0).mul_(2.0**-32)
+    angle = torch.stack((bits[1], bits[3]), -1).float().mul_(2 * math.pi * 2.0**-32)
+    return uniform, angle
+
+
+def box_muller(uniform: Tensor, angle: Tensor, dtype: torch.dtype = torch.float32
+               ) -> Tensor:
+    """Box-Muller's normals (r cos theta, r sin theta): (*batch, 2) twice -> (*batch, 4).
+
+    Overwrites its inputs (they are a draw's temporaries). Always eager: these log, cos
+    and sin are the reference numbers (`harness.core.fused_noise`).
+    """
+    radius = uniform.log_().mul_(-2.0).sqrt_()
+    normals = torch.empty((*radius.shape, 2), dtype=torch.float32, device=radius.device)
+    torch.mul(radius, angle.cos(), out=normals[..., 0])
+    torch.mul(radius, angle.sin_(), out=normals[..., 1])
+    normals = normals.flatten(-2)
     return normals if dtype == torch.float32 else normals.to(dtype)

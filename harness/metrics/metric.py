@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
 
 import torch
@@ -62,7 +62,7 @@ from .bootstrap import Bootstrap
 from .trial_features import SampleFeatures, TrialFeatures
 
 __all__ = ["Metric", "SuiteContext", "TrialContext", "all_reduce_sum", "gather_concat",
-           "local_rows", "shared_failure", "world_size"]
+           "local_rows", "shared_failure", "untrained_refusal", "world_size"]
 
 
 @dataclass
@@ -163,6 +163,11 @@ class Metric(ABC):
     #: are refused, by `options` and by suite validation before any compute. None: the
     #: metric reads `suite.options[name]` itself and checks what it finds.
     DEFAULTS: Optional[dict[str, Any]] = None
+    #: Whether the value means something only on a trained network: a distance to data,
+    #: a likelihood, a sampler's error on the model's distribution. Such a metric is
+    #: refused on a benchmark-only model (`ScoreModel.trained` False); a metric of cost
+    #: alone (time, memory, evaluations) sets False.
+    needs_trained_model: bool = True
 
     def options(self, suite: SuiteContext) -> dict[str, Any]:
         """This metric's options for the suite: `DEFAULTS` overridden by the suite's
@@ -192,3 +197,22 @@ class Metric(ABC):
         """Conventions to log with the values (units, estimator, sample counts...)."""
         return {}
 
+
+def untrained_refusal(model: str, asked: Iterable[Metric], installed: Iterable[Metric]
+                      ) -> Optional[str]:
+    """Why the metrics `asked` cannot run on `model`, a benchmark-only model with untrained
+    weights (`ScoreModel.trained` False), or None when none of them needs a trained one.
+
+    Its samples are those of random weights: a distance to data, a likelihood or a
+    sampler's error on its distribution would be a number that stands for nothing.
+    """
+    refused = [m.name for m in asked if m.needs_trained_model]
+    if not refused:
+        return None
+    allowed = ", ".join(m.name for m in installed if not m.needs_trained_model)
+    verb = "is" if len(refused) == 1 else "are"
+    return (f"model {model!r} has untrained (random) weights, kept to measure speed: "
+            f"metrics of sample quality or likelihood mean nothing on it, so "
+            f"{', '.join(refused)} {verb} refused. Allowed: metrics of cost alone "
+            f"({allowed or 'none installed'}); every trial records its NFE, wall-clock, "
+            f"network time, overhead and samples/s without any metric")

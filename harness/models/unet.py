@@ -5,7 +5,8 @@ DDPM++ network of Song et al. 2021 as used by Karras et al. 2022, scaled down):
 residual blocks with GroupNorm and SiLU, the noise embedding injected into every block as
 a per-channel scale and shift ("adaptive GroupNorm"), self-attention at the lowest
 resolution, skip connections by concatenation, 8x8 -> 4x4 -> 8x8 for the default two
-levels.
+levels. `attention_resolutions` adds self-attention after every residual block of the
+levels at those resolutions too (16 for the 32x32 networks of Ho et al. and Song et al.).
 
 With `num_classes = K > 0` the network is class-conditional (classifier-free guidance, Ho &
 Salimans 2022): an embedding of K + 1 rows, the last one the "null" class that label
@@ -55,7 +56,9 @@ class UNetConfig:
     `channels[i]` is the width at level i (resolution image_size / 2^i); `blocks` is the
     number of residual blocks per level on the way down (the way up has the same number,
     each fed one skip connection). `attention` adds one self-attention layer (with a
-    residual block either side) at the lowest resolution.
+    residual block either side) at the lowest resolution; `attention_resolutions` lists
+    the resolutions (image side in pixels) whose residual blocks are each followed by
+    one, on the way down and up.
     """
 
     in_channels: int = 1
@@ -73,14 +76,18 @@ class UNetConfig:
     sigma_data: float = 0.75
     #: Classes of a class-conditional network (plus one learned "null" class); 0: none.
     num_classes: int = 0
+    attention_resolutions: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as JSON values. `num_classes` is left out when 0, so an unconditional
-        config records exactly the keys it had before conditioning existed."""
+        """The config as JSON values. `num_classes` is left out when 0 and
+        `attention_resolutions` when empty, so a config without them records exactly the
+        keys it had before they existed."""
         out = asdict(self)
         out["channels"] = list(self.channels)
-        if not self.num_classes:
-            del out["num_classes"]
+        out["attention_resolutions"] = list(self.attention_resolutions)
+        for key in ("num_classes", "attention_resolutions"):
+            if not out[key]:
+                del out[key]
         return out
 
     @classmethod
@@ -91,8 +98,9 @@ class UNetConfig:
         if unknown:
             raise ValueError(f"unknown UNetConfig keys: {', '.join(unknown)}")
         values = dict(values)
-        if "channels" in values:
-            values["channels"] = tuple(int(c) for c in values["channels"])
+        for key in ("channels", "attention_resolutions"):
+            if key in values:
+                values[key] = tuple(int(c) for c in values[key])
         return cls(**values)
 
 
@@ -185,6 +193,18 @@ class SelfAttention(nn.Module):
         return (x + self.proj(out)) / math.sqrt(2)
 
 
+class AttentionResBlock(nn.Module):
+    """A residual block followed by self-attention over its output's pixels."""
+
+    def __init__(self, block: ResBlock, channels: int, groups: int):
+        super().__init__()
+        self.res = block
+        self.attn = SelfAttention(channels, groups)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        return self.attn(self.res(x, emb))
+
+
 class UNet(nn.Module):
     """The raw network F(x_in, c_noise) -> (B, C, H, W); see the module docstring."""
 
@@ -194,7 +214,13 @@ class UNet(nn.Module):
         if cfg.image_size % 2 ** (len(cfg.channels) - 1):
             raise ValueError(f"image_size {cfg.image_size} does not halve "
                              f"{len(cfg.channels) - 1} times")
-        block = lambda a, b: ResBlock(a, b, cfg.emb_dim, cfg.groups, cfg.dropout)  # noqa: E731
+
+        def block(c_in: int, c_out: int, level: Optional[int] = None) -> nn.Module:
+            res = ResBlock(c_in, c_out, cfg.emb_dim, cfg.groups, cfg.dropout)
+            if level is None or cfg.image_size // 2**level not in cfg.attention_resolutions:
+                return res
+            return AttentionResBlock(res, c_out, cfg.groups)
+
         self.embed = NoiseEmbedding(cfg.num_frequencies, cfg.max_frequency, cfg.emb_dim)
         # Registered only when conditional: an unconditional state dict is unchanged.
         if cfg.num_classes:
@@ -208,7 +234,7 @@ class UNet(nn.Module):
         for level, c in enumerate(cfg.channels):
             blocks = nn.ModuleList()
             for _ in range(cfg.blocks):
-                blocks.append(block(width, c))
+                blocks.append(block(width, c, level))
                 width = c
                 skip_channels.append(width)
             self.down.append(blocks)
@@ -225,7 +251,7 @@ class UNet(nn.Module):
             c = cfg.channels[level]
             blocks = nn.ModuleList()
             for _ in range(cfg.blocks):
-                blocks.append(block(width + skip_channels.pop(), c))
+                blocks.append(block(width + skip_channels.pop(), c, level))
                 width = c
             self.up.append(blocks)
             if level > 0:

@@ -42,7 +42,7 @@ from ..core.sampling import generate
 from ..core.schedules import make_grid
 from ..core.sde import make_sde
 from ..errors import ParameterError
-from ..metrics.metric import Metric, SuiteContext, TrialContext
+from ..metrics.metric import Metric, SuiteContext, TrialContext, untrained_refusal
 from ..models.oracle import ring_2d
 from .check_report import CheckReport, CheckResult, KitFailure
 from .manager import get_plugins
@@ -282,7 +282,8 @@ def check_metric(metric: Union[Metric, type, str], *, model: Optional[ScoreModel
         metric: a `harness.Metric` subclass (instantiated without arguments), an
             instance, or the name of a registered metric.
         model: the model to measure on (default: the exact 2-D ring oracle under VP);
-            the metric must apply to it.
+            the metric must apply to it (and not need a trained network when the
+            model's weights are untrained, `ScoreModel.trained` False).
         options: the metric's suite options (what `[metrics.NAME]` would hold).
         checks: names from `METRIC_CHECKS` to run (default: all, in order).
         samples: samples per trial.
@@ -296,6 +297,11 @@ def check_metric(metric: Union[Metric, type, str], *, model: Optional[ScoreModel
     model = model if model is not None else ring_2d(make_sde("vp"))
     setup = _Setup(metric, model, type(model).__name__, dict(options or {}), int(samples))
     name = getattr(metric, "name", type(metric).__name__)
+    if not model.trained:
+        installed = (entry.item for _, entry in get_plugins().metrics.entries())
+        why = untrained_refusal(setup.model_name, [metric], installed)
+        if why is not None:
+            raise ParameterError(f"check_metric: {why}")
     probe = SuiteContext(model=model, model_name=setup.model_name, device="cpu",
                          options={name: dict(setup.options)})
     if not metric.applies_to(probe):

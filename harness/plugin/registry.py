@@ -45,6 +45,9 @@ class ModelSpec:
     #: known only once loaded (e.g. a diffusers UNet read from a directory). Says, before
     #: the model is loaded, whether a suite may guide it.
     num_classes: Optional[int] = 0
+    #: False for a benchmark-only model with untrained weights (as its loaded
+    #: `ScoreModel.trained`): says, before it is loaded, that quality metrics are refused.
+    trained: bool = True
 
     def __post_init__(self) -> None:
         if not self.name or not callable(self.load):

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from ...core import distributed
+from ...core import distributed, host_allocator
 from ...core.model import ScoreModel
 from ...models.precision import describe
 
@@ -38,6 +38,7 @@ def environment(device: torch.device, dtype: str, model: Optional[ScoreModel] = 
             "version.harness": version(DISTRIBUTION), "version.torch": torch.__version__,
             "version.python": platform.python_version(), "version.mlflow": version("mlflow"),
             "platform": platform.platform(), "world_size": str(distributed.world_size()),
+            "host_allocator": host_allocator.describe(),
             **({"distributed_backend": torch.distributed.get_backend()}
                if distributed.is_distributed() else {}),
             **{k: str(v) for k, v in (describe(model) if model is not None else {}).items()}}

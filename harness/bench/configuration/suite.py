@@ -43,7 +43,7 @@ from .suite_files import (DEFAULT_SUITE, SUITES_DIR, apply_overrides, load_suite
 from .suite_schema import (DEVICES, DTYPES, MAX_NFE, MAX_NUM_SAMPLES, MAX_SEED, MAX_STEPS,
                            MAX_THREADS, MAX_TRIALS, NETWORK_DTYPES, SamplerEntry, Suite,
                            SuiteError, SuiteFile, build_suite, check_conditional,
-                           default_threads)
+                           check_trained, default_threads)
 from .trials import (Trial, network_config, resolve_trials, short_value, steps_for_budget,
                      trial_name)
 
@@ -51,8 +51,8 @@ __all__ = [
     "DEFAULT_SUITE", "DEVICES", "DTYPES", "MAX_NFE", "MAX_NUM_SAMPLES", "MAX_SEED",
     "MAX_STEPS", "MAX_THREADS", "MAX_TRIALS", "NETWORK_DTYPES", "SUITES_DIR", "SamplerEntry",
     "Suite", "SuiteError", "SuiteFile", "Trial", "apply_overrides", "build_suite",
-    "canonical_hash", "check_conditional", "default_threads", "flatten", "load_suite", "model_identity",
-    "network_config", "packaged_suites", "parse_list", "parse_value", "read_toml",
-    "resolve_trials", "short_value", "steps_for_budget", "suite_path", "trial_name",
-    "weights_hash",
+    "canonical_hash", "check_conditional", "check_trained", "default_threads", "flatten",
+    "load_suite", "model_identity", "network_config", "packaged_suites", "parse_list",
+    "parse_value", "read_toml", "resolve_trials", "short_value", "steps_for_budget",
+    "suite_path", "trial_name", "weights_hash",
 ]

@@ -33,6 +33,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, Field, Validat
 from ...core.time_grid import ChosenSchedule
 from ...core.validation import STRICT, dotted, join, one_line
 from ...errors import HarnessError, ParameterError, UnknownNameError, unknown_name
+from ...metrics.metric import untrained_refusal
 from ...models.precision import NETWORK_DTYPES as PRECISIONS, STATE_DTYPES
 from ...plugin.adapted import why_not_adapted
 from ...plugin.manager import LoadedPlugins
@@ -402,6 +403,8 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
                 kind = f"option of metric {metric_name!r}"
                 raise refuse(f"metrics.{metric_name}", unknown_name(kind, key, known))
     _check_guidance(refuse, file, spec, plugins)
+    if not spec.trained:
+        _check_trained(refuse, file.model, file.metrics, plugins)
     schedules = _schedules(refuse, plugins, file.schedule)
     trials = len(file.seeds) * len(schedules) * sum(
         math.prod(len(_listed(v)) for v in entry.params.values())
@@ -552,6 +555,23 @@ def check_conditional(suite: Suite, num_classes: int) -> None:
         if wrong:
             raise SuiteError(f"suite {suite.source}: labels: model {suite.model!r} has "
                              f"classes 0 .. {num_classes - 1}, got {wrong[0]}")
+
+
+def check_trained(suite: Suite, plugins: LoadedPlugins, trained: bool) -> None:
+    """After loading: no metric that needs a trained network on a model whose loaded
+    weights are untrained (for a spec that did not say so before loading)."""
+    if not trained:
+        _check_trained(_Refusal(f"suite {suite.source}"), suite.model, suite.metrics,
+                       plugins)
+
+
+def _check_trained(refuse: Any, model: str, metrics: Mapping[str, Any],
+                   plugins: LoadedPlugins) -> None:
+    """A benchmark-only model (untrained weights) is refused every metric of quality."""
+    why = untrained_refusal(model, (plugins.metrics.get(name) for name in metrics),
+                            (entry.item for _, entry in plugins.metrics.entries()))
+    if why is not None:
+        raise refuse("metrics", why)
 
 
 def _unknown_parameter(key: str, known: Mapping[str, Any],

@@ -71,6 +71,8 @@ from ...core.sampler import Sampler
 
 #: Per-sample |captured - eager| / |eager| that 90 % of a batch must not exceed.
 CAPTURE_RTOL = {torch.float32: 1e-4, torch.float64: 1e-9}
+#: How a captured trial's noise is drawn (its logged `noise_backend`).
+CAPTURED_NOISE = "eager (one opaque operator a draw, inside the captured loop)"
 #: The share of a batch held to CAPTURE_RTOL.
 CHECKED_SHARE = 0.9
 #: Enough compiled graphs for a suite's trials x batch sizes, which all share one frame.

@@ -36,7 +36,8 @@ from ...plugin.manager import LoadedPlugins
 from .floor import floor_trials
 from .guards import plan_memory
 from ..recording.sinks import strict_json
-from ..configuration.suite import Suite, SuiteError, Trial, check_conditional, model_identity, resolve_trials
+from ..configuration.suite import (Suite, SuiteError, Trial, check_conditional,
+                                   check_trained, model_identity, resolve_trials)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def resolve_plan(suite: Suite, plugins: LoadedPlugins, model: ScoreModel,
         raise SuiteError(f"num_samples = {suite.num_samples} cannot be shared by {world} "
                          f"processes")
     check_conditional(suite, model.num_classes)
+    check_trained(suite, plugins, model.trained)
     samples = tuple(distributed.shard(range(suite.num_samples)))
     identity = model_identity(suite, model)
     trials = resolve_trials(suite, plugins, identity, lands_on_zero(model), model.sde)

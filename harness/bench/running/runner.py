@@ -44,6 +44,8 @@ from ...core import distributed
 from ...metrics.bootstrap import Bootstrap
 from ...metrics.metric import Metric, SuiteContext, TrialContext
 from ...core.guidance import guided
+from ...core.fused_noise import draw_numbers, noise_backend
+from ...core.host_allocator import keep_freed_memory
 from ...core.labels import sample_labels
 from ...core.counting import CountedModel, NFECounter
 from ...core.model import NULL_LABEL, ScoreModel
@@ -54,7 +56,7 @@ from ...plugin.manager import LoadedPlugins
 from ...models.precision import STATE_DTYPES, configure_model
 from ...core.sampling import generate
 from ...core.schedules import make_grid
-from .capture import CapturedDraw, CapturedLoop
+from .capture import CAPTURED_NOISE, CapturedDraw, CapturedLoop
 from .floor import held_out
 from .progress import EtaEstimate, progress_line
 from ..configuration.environment import environment
@@ -122,6 +124,7 @@ def run_plan(plan: Plan, sinks: Sinks, artifacts_dir: Optional[Path] = None,
     """Run every entry of `plan` (`harness.bench.running.plan.resolve_plan`), recorded through
     `sinks`; sample grids go to `artifacts_dir` when given. Returns the trials' results
     (the sinks have them too). The library call behind `harness run`."""
+    keep_freed_memory()  # before the first trial: see `harness.core.host_allocator`
     runner = SuiteRunner(plan, sinks, artifacts_dir=artifacts_dir, quiet=quiet)
     prepared = runner.prepare()
     for name, reason in prepared.skipped.items():
@@ -299,11 +302,15 @@ class SuiteRunner:
                             dtype=self.dtype)
 
         self._warm_sampler(entry)
+        batches = self.plan.batches()
+        result.params["noise_backend"] = noise_backend(
+            self.device, draw_numbers(max(map(len, batches), default=0), self.model.data.dim))
         timed = self._captured(entry, draw, result) if self.suite.capture != "off" else draw
         samples = self._sample_timed(trial, timed, result)
         if isinstance(timed, CapturedDraw) and timed.captured:
             # One graph: the network's share of it cannot be timed (`capture`).
             del result.metrics["network_s"], result.metrics["overhead_ratio"]
+            result.params["noise_backend"] = CAPTURED_NOISE
         self._check_nfe(trial, result)
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
                                seed=trial.seed, samples=samples,

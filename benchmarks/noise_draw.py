@@ -1,0 +1,142 @@
+"""Eager against compiled noise on the 64-D mixture oracle, in one process, interleaved.
+
+Two tables, CPU seconds of this single-threaded process (`time.process_time`):
+
+- one `SampleNoise` draw / one bare `model.score` call, per path, at batch 256 and 4096;
+- the loop overhead of the samplers that draw noise, and of two that draw only x_T:
+  generate / the same number of bare network calls, as `test_oracle_overhead.py` measures
+  it (10 steps, karras grid, VP), per path.
+
+Each round times every path back to back, so both see the same machine; medians over
+rounds, with their range. The compile time is that of the probe, paid before any round.
+
+    python benchmarks/noise_draw.py [--rounds 5] [--out results/microbench/noise_draw.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from machine_load import load_average, load_line
+
+from harness.core import fused_noise
+from harness.core.host_allocator import keep_freed_memory
+from harness.core.counting import CountedModel
+from harness.core.noise import SampleNoise
+from harness.core.sampling import generate
+from harness.core.schedules import make_grid
+from harness.core.sde import make_sde
+from harness.models.oracle import mixture_64d
+from harness.plugin.manager import get_plugins
+
+SAMPLERS = ("euler", "heun", "euler_maruyama", "langevin", "predictor_corrector")
+BATCHES = (256, 4096)
+STEPS = 10
+PATHS = ("eager", "compiled")
+CLOCK = time.process_time
+
+
+def use(path: str) -> str:
+    """Make the next `SampleNoise` draw on `path`; the backend's description."""
+    os.environ[fused_noise.NOISE_ENV] = path
+    fused_noise.forget_probes()
+    return fused_noise.noise_backend("cpu")
+
+
+def draws_seconds(noise: SampleNoise, draws: int) -> float:
+    start = CLOCK()
+    for _ in range(draws):
+        noise()
+    return CLOCK() - start
+
+
+def calls_seconds(model, x: torch.Tensor, times: list[float]) -> float:
+    """Bare `model.score` calls at each of `times`, back to back."""
+    start = CLOCK()
+    for t in times:
+        model.score(x, t)
+    return CLOCK() - start
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def draw_ratios(model, batch: int, rounds: int) -> dict[str, list[float]]:
+    """Per path: one draw / one network call, each round timing both paths and a call."""
+    x = model.sde.prior_std * torch.randn(batch, model.data.shape[0], dtype=model.dtype)
+    sources = {}
+    for path in PATHS:
+        use(path)
+        sources[path] = SampleNoise(0, range(batch), model.data.shape, dtype=model.dtype)
+        sources[path]()  # warm: first-use allocations
+    ratios: dict[str, list[float]] = {path: [] for path in PATHS}
+    for _ in range(rounds):
+        for path, noise in sources.items():
+            draws = draws_seconds(noise, 10)
+            ratios[path].append(draws / calls_seconds(model, x, [0.5] * 10))
+    return ratios
+
+
+def overheads(model, name: str, batch: int, rounds: int) -> dict[str, list[float]]:
+    """Per path: generate / its bare network calls, as `test_oracle_overhead.py`."""
+    sampler = get_plugins().samplers.get(name)
+    params = sampler.make_params()
+    grid = make_grid(model.sde, "karras", STEPS)
+    x = model.sde.prior_std * torch.randn(batch, model.data.shape[0], dtype=model.dtype)
+    ratios: dict[str, list[float]] = {path: [] for path in PATHS}
+    for round_ in range(rounds + 1):  # round 0 warms up
+        for path in PATHS:
+            use(path)
+            counted = CountedModel(model)
+            start = CLOCK()
+            generate(counted, sampler, grid, seed=0, indices=range(batch), params=params)
+            run = CLOCK() - start
+            calls = counted.nfe.calls
+            times = [grid.t[i * len(grid.t) // calls] for i in range(calls)]
+            if round_:
+                ratios[path].append(run / calls_seconds(model, x, times))
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    keep_freed_memory()  # as `harness run` does
+    start_load = load_average()
+    start = time.perf_counter()
+    compiled = use("compiled")  # the probe: compiles once, before anything is timed
+    model = mixture_64d(make_sde("vp"))
+    lines = ["# Eager and compiled noise on the 64-D mixture oracle", "",
+             (f"CPU, 1 torch thread, CPU seconds of the process; median [min-max] over "
+             f"{args.rounds} rounds, paths interleaved. Compiled: {compiled}; "
+             f"eager: {use('eager')}."), "",
+             "| case | batch | eager | compiled |", "|---|---|---|---|"]
+    for batch in BATCHES:
+        ratios = draw_ratios(model, batch, 3 * args.rounds)
+        lines.append(f"| one noise draw / one network call | {batch} | "
+                     f"{spread(ratios['eager'])} | {spread(ratios['compiled'])} |")
+    for name in SAMPLERS:
+        for batch in BATCHES:
+            ratios = overheads(model, name, batch, args.rounds)
+            lines.append(f"| {name}: run / its network calls | {batch} | "
+                         f"{spread(ratios['eager'])} | {spread(ratios['compiled'])} |")
+    lines += ["", load_line(start_load, load_average()),
+              f"Wall time of this script: {time.perf_counter() - start:.0f} s."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
