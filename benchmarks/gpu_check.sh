@@ -30,11 +30,15 @@ DEVICE=${GPU_CHECK_DEVICE:-cuda}
 BATCH=${GPU_CHECK_BATCH:-4096}
 STEPS=${GPU_CHECK_STEPS:-10}
 MODELS=${GPU_CHECK_MODELS:-digits gmm-64d}
-MODES=${GPU_CHECK_MODES:-fp32:no fp32:yes bf16:no bf16:yes}   # network dtype : compile
+# network dtype : compile (yes: the network through torch.compile; capture: each sampler
+# call compiled whole, CUDA graphs, `--capture compiled`)
+MODES=${GPU_CHECK_MODES:-fp32:no fp32:yes fp32:capture bf16:no bf16:yes}
 OUT_DIR=${GPU_CHECK_OUT:-results/microbench}
 WORK=$(mktemp -d)
 REPORT="$OUT_DIR/gpu.md"
 SAMPLERS=euler,heun,euler_maruyama,predictor_corrector,langevin,lambda_sde
+# Captured: ~15-30 s of compilation per sampler and batch size, so three of them.
+CAPTURE_SAMPLERS=euler,heun,euler_maruyama
 mkdir -p "$OUT_DIR"
 export MPLBACKEND=Agg
 
@@ -142,6 +146,9 @@ section "4. Every sampler at batch $BATCH, $STEPS steps"
 cat >> "$REPORT" <<EOF
 overhead = wall / (NFE calls x bare network call), from each trial's own measurement
 (\`overhead_ratio\`); samples/s = $BATCH / wall-clock. One seed, no quality metric.
+compile = capture: each sampler call compiled whole (CUDA graphs); its network time cannot
+be told apart inside the graph, so network and overhead are blank: compare its wall-clock
+with the same sampler's eager row.
 
 | model | network | compile | sampler | NFE | wall (s) | network (s) | overhead | samples/s |
 |---|---|---|---|---|---|---|---|---|
@@ -153,9 +160,11 @@ for model in $MODELS; do
   for mode in $modes; do
     ndtype=${mode%%:*}; compile=${mode##*:}
     flag=--no-compile; [ "$compile" = yes ] && flag=--compile
+    samplers=$SAMPLERS
+    [ "$compile" = capture ] && { flag="--no-compile --capture compiled"; samplers=$CAPTURE_SAMPLERS; }
     exp="gpu-$model-$ndtype-$compile"
     if "$PY" -m harness.cli run default --model "$model" --device "$DEVICE" \
-        --network-dtype "$ndtype" $flag --samplers "$SAMPLERS" --steps "$STEPS" \
+        --network-dtype "$ndtype" $flag --samplers "$samplers" --steps "$STEPS" \
         --seeds 0 --num-samples "$BATCH" --batch-size "$BATCH" --set 'metrics={}' --quiet \
         --experiment "$exp" --tracking-uri "sqlite:///$WORK/mlflow.db" \
         --out "$WORK/results" > "$WORK/$exp.log" 2>&1; then
@@ -163,6 +172,8 @@ for model in $MODELS; do
           >> "$REPORT" <<'EOF'
 import json, sys
 path, model, ndtype, compile, batch = sys.argv[1:]
+def blank_or(value, spec):
+    return "-" if value is None else format(value, spec)
 for line in open(path):
     r = json.loads(line)
     if r.get("kind") != "trial":
@@ -173,8 +184,8 @@ for line in open(path):
               f"| | | | |")
         continue
     print(f"| {model} | {ndtype} | {compile} | {r['sampler']} | {m['nfe']:.0f} | "
-          f"{m['wall_clock_s']:.4f} | {m.get('network_s', float('nan')):.4f} | "
-          f"{m.get('overhead_ratio', float('nan')):.3f} | "
+          f"{m['wall_clock_s']:.4f} | {blank_or(m.get('network_s'), '.4f')} | "
+          f"{blank_or(m.get('overhead_ratio'), '.3f')} | "
           f"{int(batch) / m['wall_clock_s']:.0f} |")
 EOF
     else
@@ -249,6 +260,7 @@ RN_COMPARED=euler,heun,dpmpp_2m
 RN_DEADLINE=$((SECONDS + 300))
 section "6. A network of realistic size (untrained-unet-32), batch ${RN_SIZE[1]}"
 for mode in $MODES; do
+  [ "${mode##*:}" = capture ] && continue   # section 4's mode only
   samplers=$RN_ALL; [ "${mode##*:}" = yes ] && samplers=$RN_COMPARED
   tag=${mode/:/-}
   if [ $((RN_DEADLINE - SECONDS)) -lt 20 ]; then

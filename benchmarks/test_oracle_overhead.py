@@ -42,6 +42,7 @@ from harness.core import host_allocator
 from harness.core.counting import CountedModel
 from harness.core.fused_noise import draw_numbers, noise_backend
 from harness.core.noise import SampleNoise
+from harness.bench.running.capture import CapturedLoop
 from harness.core.sampling import generate
 from harness.core.schedules import make_grid
 from harness.core.sde import make_sde
@@ -244,3 +245,65 @@ def test_against_k_diffusion(benchmark, table, ours, theirs):
            "max_abs_difference": agreement, "k_diffusion": loaded}
     benchmark.extra_info.update(row, steps=STEPS, goal=1.0)
     table[f"zz-kdiffusion-{ours}"] = row
+
+
+CAPTURED = ("euler", "heun", "euler_maruyama")
+
+
+@pytest.mark.parametrize("name", CAPTURED)
+def test_captured_loop(benchmark, table, name):
+    """The loop compiled whole (`--capture compiled`), at batch 4096, two ratios:
+
+    - captured run / eager run (the same `generate`, interleaved): what capture saves;
+    - captured run / the same number of calls of the network compiled alone (inductor,
+      one graph per level, as the captured loop holds them): the loop's overhead when
+      the network is compiled too. It can fall below 1: the compiled loop fuses the state
+      updates into the network's own first and last passes, which the network compiled
+      alone still makes.
+
+    Compile times (one per sampler, paid at warm-up) are in the JSON, not in the ratios.
+    """
+    batch = KD_BATCH
+    model = mixture_64d(make_sde("vp"))
+    sampler = get_plugins().samplers.get(name)
+    loop = CapturedLoop(sampler, torch.device("cpu"))
+    params = sampler.make_params()
+    grid = make_grid(model.sde, "karras", STEPS)
+    indices = list(range(batch))
+    calls = CountedModel(model)
+    generate(calls, sampler, grid, seed=0, indices=indices, params=params)
+    times = [grid.t[i * len(grid.t) // calls.nfe.calls] for i in range(calls.nfe.calls)]
+    x = model.sde.prior_std * torch.randn(batch, model.data.shape[0], dtype=model.dtype)
+    with torch._dynamo.config.patch(recompile_limit=2 * STEPS):
+        network = torch.compile(model.score, fullgraph=True)
+        compile_s = _seconds(lambda: [network(x, t) for t in times])
+    start = time.perf_counter()
+    eager = generate(model, sampler, grid, seed=0, indices=indices, params=params)
+    captured = generate(model, loop, grid, seed=0, indices=indices, params=params)
+    compile_s += time.perf_counter() - start
+    assert loop.captured, loop.mode
+    error = ((captured - eager).norm(dim=1) / eager.norm(dim=1)).median()
+    assert error < 1e-9, error  # float64: the same samples to rounding
+
+    runs: list[tuple[float, float, float]] = []
+
+    def interleaved():
+        with torch._dynamo.config.patch(recompile_limit=2 * STEPS):
+            runs.append((
+                _seconds(lambda: generate(model, loop, grid, seed=0, indices=indices,
+                                          params=params)),
+                _seconds(lambda: generate(model, sampler, grid, seed=0, indices=indices,
+                                          params=params)),
+                _seconds(lambda: [network(x, t) for t in times])))
+
+    benchmark.pedantic(interleaved, rounds=ROUNDS[batch], warmup_rounds=1, iterations=1)
+    runs = runs[-ROUNDS[batch]:]
+    for key, ratios in (("eager run", [c / e for c, e, _ in runs]),
+                        ("compiled network calls", [c / n for c, _, n in runs])):
+        row = {"case": f"{name} captured / {key}", "batch": batch,
+               "nfe_calls": calls.nfe.calls, "ratios": ratios,
+               "network_s": statistics.median(n / calls.nfe.calls for _, _, n in runs),
+               "wall_s": statistics.median(c for c, _, _ in runs),
+               "compile_s": compile_s, "median_relative_difference": float(error)}
+        benchmark.extra_info.setdefault("rows", []).append(row)
+        table[f"zx-captured-{name}-{key}"] = row

@@ -176,7 +176,7 @@ def test_compiled_on_demand_fails_loudly_and_unknown_modes_are_refused(fresh_pro
     fresh_probe.setattr(torch, "compile", _failing_compile)
     fresh_probe.setenv(NOISE_ENV, "compiled")
     with pytest.raises(RuntimeError, match="HARNESS_NOISE=compiled, but .* no C"):
-        SampleNoise(3, range(5), (6,))
+        SampleNoise(3, range(5), (6,)).draw(0)
     fresh_probe.setenv(NOISE_ENV, "fast")
     with pytest.raises(ValueError, match="expected one of auto, eager, compiled"):
         noise_backend("cpu")

@@ -99,10 +99,12 @@ def normals_from(radius: Tensor, cos: Tensor, sin: Tensor, dtype: torch.dtype) -
     return torch.stack((radius * cos, radius * sin), -1).flatten(1).to(dtype)
 
 
-def round_key_tensor(seed: int, device: torch.device) -> Tensor:
+def round_key_tensor(seed: int, device: torch.device | str) -> Tensor:
     """The round keys of `seed` (key (seed mod 2^32, seed // 2^32)), (rounds, 2) int64."""
-    keys = key_schedule((seed & MASK32, seed >> 32))
-    return torch.tensor(keys, dtype=torch.int64, device=device)
+    keys = torch.tensor(key_schedule((seed & MASK32, seed >> 32)), dtype=torch.int64)
+    if torch.device(device).type == "cuda":  # an asynchronous copy needs page-locked memory
+        keys = keys.pin_memory()
+    return keys.to(device, non_blocking=True)
 
 
 @dataclass(frozen=True)

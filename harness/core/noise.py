@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .fused_noise import draw_numbers, fused_draw, round_key_tensor
-from .philox import MASK32, WORDS, normal_from_bits, philox_words
+from .philox import MASK32, WORDS, normal_from_bits, philox_rounds
 
 _LIMIT = 2**64
 
@@ -63,21 +63,15 @@ class SampleNoise:
             raise ValueError(f"seed must be in [0, 2^64), got {self.seed}")
         if any(not 0 <= i < _LIMIT for i in self.indices):
             raise ValueError("sample indices must be in [0, 2^64)")
-        self._key = (self.seed & MASK32, self.seed >> 32)
         self._numel = 1
         for n in self.shape:
             self._numel *= n
-        self._groups = -(-self._numel // WORDS)
-        self._index = self._index_words()
-        self._fused = fused_draw(self.device, draw_numbers(len(self.indices), self._numel))
-        if self._fused is None:
-            self._counter = self._base_counter()
-        else:
-            self._round_keys = round_key_tensor(self.seed, self.device)
-            self._draw = torch.zeros((), dtype=torch.int64, device=self.device)
+        #: (B, 2) int64 words (i mod 2^32, i // 2^32) of the indices, on the device.
+        self.index_words = self._index_words()
+        #: The seed's Philox round keys, (rounds, 2) int64 on the device.
+        self.round_keys = round_key_tensor(self.seed, self.device)
 
     def _index_words(self) -> Tensor:
-        """(B, 2) int64 words (i mod 2^32, i // 2^32) of the indices, on the device."""
         # Split on the host (exact for any 64-bit index); one copy to the device.
         indices = np.array(self.indices, dtype=np.uint64)
         words = np.stack((indices & np.uint64(MASK32), indices >> np.uint64(32)), 1)
@@ -86,35 +80,13 @@ class SampleNoise:
             index = index.pin_memory()
         return index.to(self.device, non_blocking=True)
 
-    def _base_counter(self) -> Tensor:
-        """(4, B, G) counters of draw 0: G = ceil(numel / 4) per sample, built once."""
-        counter = torch.empty((WORDS, len(self.indices), self._groups), dtype=torch.int64,
-                              device=self.device)
-        counter[0] = torch.arange(self._groups, dtype=torch.int64, device=self.device)
-        counter[1] = 0
-        counter[2] = self._index[:, 0, None]
-        counter[3] = self._index[:, 1, None]
-        return counter
-
     def __len__(self) -> int:
         return len(self.indices)
 
     def draw(self, k: int) -> Tensor:
         """Draw k of every sample's stream, shape (B, *shape); does not advance `draws`."""
-        if not 0 <= k < MASK32:  # 2^32 - 1 is the labels' counter word (`labels.py`)
-            raise ValueError(f"draw number must be in [0, 2^32 - 1), got {k}")
-        if self._fused is None:
-            self._counter[1] = k
-            normals = normal_from_bits(philox_words(self._counter, self._key), self.dtype)
-        else:
-            self._draw.fill_(k)  # a tensor, not a constant: no recompilation per draw
-            normals = self._fused(self._index, self._round_keys, self._draw, self._groups,
-                                  self.dtype)
-        batch = len(self.indices)
-        flat = normals.reshape(batch, self._groups * WORDS)
-        if flat.shape[1] != self._numel:  # the last counter's unused words
-            flat = flat[:, :self._numel]
-        return flat.reshape(batch, *self.shape)
+        normals = normals_at(self.index_words, self.round_keys, k, self._numel, self.dtype)
+        return normals.reshape(len(self.indices), *self.shape)
 
     def __call__(self, like: Tensor | None = None) -> Tensor:
         """The next standard-normal draw, shape (B, *shape); `like` is checked if given."""
@@ -125,3 +97,27 @@ class SampleNoise:
         draw = self.draw(self.draws)
         self.draws += 1
         return draw
+
+
+def normals_at(index: Tensor, round_keys: Tensor, k: int, numel: int,
+               dtype: torch.dtype = torch.float32) -> Tensor:
+    """Draw k of the samples whose index words are `index` ((B, 2) int64), under a seed's
+    `round_keys` ((rounds, 2) int64, `harness.core.fused_noise.round_key_tensor`): the
+    (B, numel) normals of the module docstring, on `index`'s device, by the compiled draw
+    where `harness.core.fused_noise` chooses it. Every operation is on the device (no
+    host copy), so that a captured loop can hold it (`harness.bench.running.capture`)."""
+    if not 0 <= k < MASK32:  # 2^32 - 1 is the labels' counter word (`labels.py`)
+        raise ValueError(f"draw number must be in [0, 2^32 - 1), got {k}")
+    batch, groups = index.shape[0], -(-numel // WORDS)
+    fused = fused_draw(index.device, draw_numbers(batch, numel))
+    if fused is None:
+        counter = torch.empty((WORDS, batch, groups), dtype=torch.int64, device=index.device)
+        counter[0] = torch.arange(groups, dtype=torch.int64, device=index.device)
+        counter[1] = k
+        counter[2:] = index.T[:, :, None]
+        normals = normal_from_bits(philox_rounds(*counter.unbind(0), round_keys), dtype)
+    else:  # k as a tensor, not a constant: one compilation for every draw
+        draw = torch.full((), k, dtype=torch.int64, device=index.device)
+        normals = fused(index, round_keys, draw, groups, dtype)
+    flat = normals.reshape(batch, groups * WORDS)
+    return flat if numel == groups * WORDS else flat[:, :numel]  # the last counter's rest

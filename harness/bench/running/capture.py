@@ -14,13 +14,13 @@ branch on a tensor's value (`if x.max() > 1`, `bool(x)`), printing, I/O, a per-s
 callback. Such a sampler runs eagerly, with the reason recorded in the trial's `capture`
 parameter; so does one whose captured output disagrees with the eager one (below).
 
-Noise. `SampleNoise` writes its normals through `out=` into a strided view, which dynamo
-refuses, and advances its counter tensor in place, which would keep a CUDA graph from
-replaying. Inside a captured loop each draw is instead one opaque operator,
-`harness::sample_noise`, running the same Philox and Box-Muller functions on the same
-counters (built from the source's seed and indices, a graph input): the noise is
-bit-identical to the eager draws; only the sampler's own arithmetic may be fused and
-reordered.
+Noise. Traced by dynamo, a draw would be compiled with inductor's own log, cos and sin,
+which differ from ATen's in the last bits (`harness.core.fused_noise`), and the eager
+draw writes through `out=` into a strided view, which dynamo refuses. Inside a captured
+loop each draw is instead one opaque operator, `harness::sample_noise`, running the very
+draw of `harness.core.noise.normals_at` (its fused kernels where they are used) on the
+source's index words and round keys, graph inputs: the noise is bit-identical to the
+eager draws; only the sampler's own arithmetic may be fused and reordered.
 
 Counting. Inside the graph the sampler sees the bare model: a counter there would be a
 Python side effect that dynamo guards on (its value changes, so every call would
@@ -59,14 +59,12 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ...core.counting import CountedModel, NFECounter
 from ...core.model import ScoreModel
-from ...core.noise import SampleNoise
-from ...core.philox import MASK32, WORDS, normal_from_bits, philox_words
+from ...core.noise import SampleNoise, normals_at
 from ...core.sampler import Sampler
 
 #: Per-sample |captured - eager| / |eager| that 90 % of a batch must not exceed.
@@ -84,44 +82,28 @@ Draw = Callable[..., Tensor]
 
 
 @torch.library.custom_op("harness::sample_noise", mutates_args=())
-def sample_noise(counter: Tensor, draw: int, key0: int, key1: int, numel: int,
+def sample_noise(index: Tensor, round_keys: Tensor, draw: int, numel: int,
                  dtype: torch.dtype) -> Tensor:
-    """Draw `draw` of the (4, B, G) base `counter` under key (key0, key1): (B, numel)."""
-    counter = counter.clone()
-    counter[1] = draw
-    normals = normal_from_bits(philox_words(counter, (key0, key1)), dtype)
-    return normals.reshape(counter.shape[1], -1)[:, :numel].contiguous()
+    """Draw `draw` of the samples with index words `index` under `round_keys`: (B, numel),
+    as `harness.core.noise` draws it."""
+    return normals_at(index, round_keys, draw, numel, dtype).contiguous()
 
 
 @sample_noise.register_fake
-def _(counter: Tensor, draw: int, key0: int, key1: int, numel: int,
+def _(index: Tensor, round_keys: Tensor, draw: int, numel: int,
       dtype: torch.dtype) -> Tensor:
-    return counter.new_empty((counter.shape[1], numel), dtype=dtype)
-
-
-def _base_counter(indices: list[int], numel: int, device: torch.device) -> Tensor:
-    """(4, B, G) counters (j, 0, i mod 2^32, i // 2^32) of draw 0, j < ceil(numel / 4)."""
-    index = np.array(indices, dtype=np.uint64)
-    words = np.stack((index & np.uint64(MASK32), index >> np.uint64(32))).astype(np.int64)
-    words = torch.from_numpy(words).to(device)
-    groups = -(-numel // WORDS)
-    counter = torch.empty((WORDS, len(indices), groups), dtype=torch.int64, device=device)
-    counter[0] = torch.arange(groups, dtype=torch.int64, device=device)
-    counter[1] = 0
-    counter[2:] = words[:, :, None]
-    return counter
+    return index.new_empty((index.shape[0], numel), dtype=dtype)
 
 
 class CapturableNoise:
     """The draws of `noise` (after its own, the initial state's) through one opaque op
-    each, so that a compiled loop can hold them: the same Philox counters (the layout of
-    `harness.core.noise`), built from its public seed and indices, as a graph input."""
+    each, so that a compiled loop can hold them: its index words and round keys as graph
+    inputs, the draw number a constant."""
 
     def __init__(self, noise: SampleNoise):
         self.shape = (len(noise), *noise.shape)
         self.numel = math.prod(noise.shape)
-        self.counter = _base_counter(noise.indices, self.numel, noise.device)
-        self.key = (noise.seed & MASK32, noise.seed >> 32)
+        self.index, self.round_keys = noise.index_words, noise.round_keys
         self.dtype = noise.dtype
         self.draws = noise.draws
 
@@ -129,7 +111,7 @@ class CapturableNoise:
         if like is not None and tuple(like.shape) != self.shape:
             raise ValueError(f"noise requested for shape {tuple(like.shape)}, but this "
                              f"source draws {self.shape}")
-        out = sample_noise(self.counter, self.draws, *self.key, self.numel, self.dtype)
+        out = sample_noise(self.index, self.round_keys, self.draws, self.numel, self.dtype)
         self.draws += 1
         return out.reshape(self.shape)
 
