@@ -36,6 +36,7 @@ from harness import (
     hookimpl,
 )
 from harness.metrics import (
+    FEATURE_SPACE_DEFAULTS,
     PRECISION_RECALL_K,
     accuracy_replicates,
     class_fid_replicates,
@@ -55,9 +56,8 @@ from harness.metrics.feature_space import feature_space
 harness_api_version = 1
 
 #: The options of the feature space and the reference set, with FID's defaults.
-FEATURE_DEFAULTS = {"extractor": "auto", "inception_weights": None, "split": "test",
-                    "num_reference": None, "seed": 0, "postprocess": "clamp",
-                    "cache_dir": None}
+FEATURE_DEFAULTS = {**FEATURE_SPACE_DEFAULTS, "split": "test", "num_reference": None,
+                    "seed": 0, "postprocess": "clamp", "cache_dir": None}
 
 NO_LABELS = ("no labels: the trial is not class-conditional (an unguided trial, or real "
              "data without labels), so there is no intended class to compare with")

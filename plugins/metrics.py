@@ -24,12 +24,15 @@ from torch import Tensor
 
 from harness import (
     Metric,
+    ParameterError,
     SuiteContext,
     TrialContext,
     hookimpl,
 )
 from harness.metrics import (
+    FEATURE_SPACE_DEFAULTS,
     KID,
+    feature_info,
     fid_replicates,
     gaussian_mmd2,
     kid_replicates,
@@ -40,6 +43,7 @@ from harness.metrics import (
 )
 from harness.metrics.feature_space import feature_space
 from harness.metrics.fid_infinity import fid_infinity
+from harness.metrics.reference_npz import reference_npz
 
 harness_api_version = 1
 
@@ -72,23 +76,35 @@ class _FeatureMetric(_Configured):
     """
 
     on_real_data = True
-    DEFAULTS = {"extractor": "auto", "inception_weights": None, "split": "test",
-                "num_reference": None, "seed": 0, "postprocess": "clamp", "cache_dir": None}
+    DEFAULTS = {**FEATURE_SPACE_DEFAULTS, "split": "test", "num_reference": None, "seed": 0,
+                "postprocess": "clamp", "cache_dir": None, "reference_npz": None}
+    #: Whether published moments (`reference_npz`) suffice: FID's; the others need the
+    #: reference set's features.
+    from_moments = False
 
     def applies_to(self, suite: SuiteContext) -> bool:
         return bool(suite.model.reference_splits)
 
     def prepare(self, suite: SuiteContext) -> None:
         opts = self.options(suite)
+        if opts["reference_npz"] and not self.from_moments:
+            raise ParameterError(f"metric {self.name!r} needs the reference set's "
+                                 f"features; reference_npz gives only their mean and "
+                                 f"covariance (use it with fid alone)")
         kind, extractor = feature_space(suite, opts)
-        ref = suite.model.reference_data(opts["split"], opts["num_reference"], opts["seed"])
-        stats = reference_stats(ref.data_id, lambda: ref.data, extractor,
-                                keep_features=True, cache_dir=opts["cache_dir"])
+        if opts["reference_npz"]:
+            stats = reference_npz(opts["reference_npz"], extractor.num_features)
+            reference = {f"{self.name}_reference_npz": stats.path,
+                         f"{self.name}_reference_npz_sha256": stats.sha256}
+        else:
+            ref = suite.model.reference_data(opts["split"], opts["num_reference"],
+                                             opts["seed"])
+            stats = reference_stats(ref.data_id, lambda: ref.data, extractor,
+                                    keep_features=True, cache_dir=opts["cache_dir"])
+            reference = {f"{self.name}_num_reference": stats.n}
         suite.cache[f"metrics.{self.name}"] = (extractor, stats, opts)
-        self.info = {f"{self.name}_extractor": kind,
-                     f"{self.name}_extractor_sha256": stats.extractor_sha256,
-                     f"{self.name}_reference": ref.data_id,
-                     f"{self.name}_num_reference": stats.n,
+        self.info = {**feature_info(self.name, kind, extractor),
+                     f"{self.name}_reference": stats.data_id, **reference,
                      f"{self.name}_postprocess": opts["postprocess"],
                      f"{self.name}_accumulation": "float64"}
 
@@ -131,11 +147,15 @@ class FIDMetric(_FeatureMetric):
     higher_is_better = False
     description = "Frechet distance of feature Gaussians to the reference data (lower is better)"
 
+    from_moments = True
+
     def compute(self, trial: TrialContext) -> dict[str, float]:
         features, stats, _ = self._features(trial)
         out = {"fid": features.stats.fid_against(stats),
-               "fid_num_samples": float(features.stats.n),
-               "fid_num_reference": float(stats.n)}
+               "fid_num_samples": float(features.stats.n)}
+        if stats.features is None:  # published moments: no set to resample, no interval
+            return out
+        out["fid_num_reference"] = float(stats.n)
         if trial.bootstrap is not None:
             out.update(self._record(trial, self._replicates(trial, features.matrix, stats,
                                                             fid_replicates)))

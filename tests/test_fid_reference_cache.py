@@ -112,8 +112,11 @@ def test_inception_extractor_loads_the_local_weights_it_is_named_after(tmp_path,
     expected_feature = 2048 if feature is None else feature   # pool3, FID's layer
     inception.assert_called_once_with(name="inception-v3-compat",
                                       features_list=[str(expected_feature)],
-                                      feature_extractor_weights_path=str(weights))
-    assert extractor.sha256 == hashlib.sha256(b"not really weights").hexdigest()
+                                      feature_extractor_weights_path=str(weights),
+                                      antialias=False)  # the reference graph's resize
+    assert extractor.weights_sha256 == hashlib.sha256(b"not really weights").hexdigest()
+    # The feature space is the weights and the preprocessing: the cache is keyed by both.
+    assert extractor.sha256 != extractor.weights_sha256
     assert extractor.num_features == expected_feature
     assert extractor.extractor.inception is inception.return_value
 

@@ -3,8 +3,10 @@ exported by `harness`) and the measurement back-ends a metric can build on, expo
 as the documented namespace `harness.metrics`:
 
 * feature distances: FID and KID (`FID`, `KID`, `frechet_distance`, `reference_stats`,
-  `ReferenceStats`, the extractors), the suite's feature space (`feature_space`,
-  `postprocess`), a trial's features taken once (`TrialFeatures`), their bootstrap
+  `ReferenceStats`, the extractors), the suite's feature space (`feature_space`, its
+  options `FEATURE_SPACE_DEFAULTS` and logged `feature_info`, `postprocess`; Inception
+  and DINOv2 in `docs/feature_spaces.md`), published reference moments (`reference_npz`),
+  a trial's features taken once (`TrialFeatures`), their bootstrap
   replicates, FID_inf, class-conditional FID, class accuracy, improved precision and
   recall;
 * the probability-flow likelihood (`ode_nll`, `NLLResult`) and its sharded form;
@@ -14,7 +16,7 @@ as the documented namespace `harness.metrics`:
   (`discrete_kl`), with the store that shares reference solves (`ReferenceStore`).
 
 A function named as its module (`ode_error`, `discrete_kl`, `fid_infinity`, `class_fid`,
-`class_accuracy`, `precision_recall`, `feature_space`) is reached through that module, e.g.
+`class_accuracy`, `precision_recall`, `feature_space`, `reference_npz`) is reached through that module, e.g.
 `from harness.metrics.ode_error import ode_error`: exported here it would hide the
 module of the same name.
 
@@ -28,6 +30,7 @@ from .class_fid import ClassFID, class_fid_replicates, class_statistics
 from .discrete_kl import MAX_DIM as DISCRETE_KL_MAX_DIM
 from .discrete_kl import DiscreteDensity, NotInvertibleError, sampler_log_density
 from .feature_replicates import fid_replicates, kid_replicates
+from .feature_space import FEATURE_SPACE_DEFAULTS, feature_info
 from .fid import (
     FID,
     KID,
@@ -70,6 +73,7 @@ __all__ = [
     "FID", "KID", "Float64Features", "IdentityFeatures", "ReferenceStats", "TrialFeatures",
     "extract", "frechet_distance", "inception_extractor", "postprocess", "reference_stats",
     "fid_replicates", "kid_replicates", "FIDInfinity", "sharded_fid",
+    "FEATURE_SPACE_DEFAULTS", "feature_info",
     # class-conditional samples; precision and recall
     "accuracy_replicates", "class_hits", "classify", "labelled_accuracy", "ClassFID",
     "class_fid_replicates", "class_statistics", "PRECISION_RECALL_K", "PrecisionRecall",

@@ -14,9 +14,17 @@ are drawn by torchmetrics (`KernelInceptionDistance`, from features). The extrac
 * `digits_extractor`: the shipped digits classifier (`harness.models.pretrained`), imported only
   when asked for;
 * `inception_extractor`: InceptionV3 from a weights file the user has locally
-  (torchmetrics' `feature_extractor_weights_path`); nothing is ever downloaded.
+  (torchmetrics' `feature_extractor_weights_path`); nothing is ever downloaded. Its
+  preprocessing is the reference pipeline's (EDM's `fid.py`, whose TF-ported network
+  torch-fidelity reproduces): samples quantised as EDM saves them
+  (`harness.metrics.pixels.edm_uint8`), resized to 299 x 299 by TensorFlow 1's bilinear
+  resize (align_corners=False without half-pixel centres, no antialias), then scaled to
+  (x - 128) / 128. clean-fid (mode "clean") resizes each channel of the uint8 image with
+  PIL's bicubic filter in float32 instead, which moves FID: numbers from the two
+  pipelines are not comparable.
 
-Every extractor here returns float64 features. Each has a `sha256` naming its weights:
+Every extractor here returns float64 features. Each has a `sha256` naming its weights
+(for Inception and DINOv2 the weights and the preprocessing; `weights_sha256` the file):
 reference statistics are cached on disk per (data identity, extractor hash), so a change
 of either recomputes them (pitfall: "pipeline drift"). FID is biased upward at small N:
 compare at equal N only; N is returned with every value.
@@ -35,7 +43,9 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ..errors import ParameterError
 from ..models.checkpoint import file_sha256
+from .pixels import EDM_UINT8, edm_uint8
 
 PathLike = Union[str, Path]
 CACHE_ENV = "HARNESS_CACHE_DIR"
@@ -63,7 +73,9 @@ class IdentityFeatures(nn.Module):
 class Float64Features(nn.Module):
     """Wraps a feature extractor so that its features come out as float64, eval mode always.
 
-    `sha256` and `num_features` are taken from the wrapped module (which must have them).
+    `sha256` and `num_features` are taken from the wrapped module (which must have them),
+    and so are `preprocess` (how samples become its input) and `weights_sha256` where it
+    has them (else None).
     """
 
     def __init__(self, extractor: nn.Module, sha256: Optional[str] = None,
@@ -72,6 +84,8 @@ class Float64Features(nn.Module):
         self.extractor = extractor.eval()
         self.sha256 = sha256 or getattr(extractor, "sha256")
         self.num_features = int(num_features or getattr(extractor, "num_features"))
+        self.preprocess = getattr(extractor, "preprocess", None)
+        self.weights_sha256 = getattr(extractor, "weights_sha256", None)
 
     def train(self, mode: bool = True) -> "Float64Features":
         return super().train(False)
@@ -88,43 +102,60 @@ def digits_extractor(device: Union[str, torch.device] = "cpu") -> Float64Feature
     return Float64Features(load_feature_extractor(device))
 
 
+def checked_sha256(path: Path, expected: Optional[str], what: str) -> str:
+    """The sha256 of weights file `path`, refused when `expected` is given and differs:
+    other weights give other features, and so a silently different FID."""
+    actual = file_sha256(path)
+    if expected is not None and actual != expected.strip().lower():
+        raise ParameterError(f"{what} weights {path} have sha256 {actual}, not the "
+                             f"expected {expected}: refusing another network's features")
+    return actual
+
+
+#: The logged name of the Inception preprocessing (the reference pipeline's, module doc).
+INCEPTION_PREPROCESS = (f"{EDM_UINT8}, TF1 bilinear resize to 299 (no antialias), "
+                        f"(x - 128) / 128")
+
+
 class _InceptionInput(nn.Module):
-    """Images in [-1, 1], (N, C, H, W) with C in {1, 3} -> uint8 RGB, what InceptionV3 takes.
+    """Images in [-1, 1] -> the 8-bit RGB images that InceptionV3 takes (`edm_uint8`)."""
 
-    Quantised to uint8 (round half up of (x + 1) 127.5, clipped), grey repeated to RGB;
-    the resizing to 299 x 299 is torchmetrics' (bilinear with antialias).
-    """
+    preprocess = INCEPTION_PREPROCESS
 
-    def __init__(self, inception: nn.Module):
+    def __init__(self, inception: nn.Module, weights_sha256: Optional[str] = None):
         super().__init__()
-        self.inception = inception
+        self.inception, self.weights_sha256 = inception, weights_sha256
 
     def forward(self, x: Tensor) -> Tensor:
-        images = ((x.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().to(torch.uint8)
-        if images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)
-        return self.inception(images)
+        return self.inception(edm_uint8(x))
 
 
-def inception_extractor(weights_path: PathLike, feature: int = 2048) -> Float64Features:
+def inception_extractor(weights_path: PathLike, feature: int = 2048,
+                        expected_sha256: Optional[str] = None) -> Float64Features:
     """InceptionV3 (torch-fidelity's FID network) from a local weights file; no download.
 
-    Needs the `torch-fidelity` package (torchmetrics' image extra). The extractor's hash
-    is the weight file's sha256.
+    Needs the `torch-fidelity` package (torchmetrics' image extra). `weights_sha256` is
+    the weight file's sha256 (refused before loading when `expected_sha256` differs),
+    `sha256` names it with the preprocessing (the feature space, by which reference
+    statistics are cached).
     """
     path = Path(weights_path)
     if not path.is_file():
         raise FileNotFoundError(f"InceptionV3 weights not found at {path}; this harness "
                                 f"never downloads them: pass a local file")
+    weights_sha256 = checked_sha256(path, expected_sha256, "InceptionV3")
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
+        # antialias=False: the TF1 resize of the reference graph, not torchmetrics' default.
         inception = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(feature)],
-                                       feature_extractor_weights_path=str(path))
+                                       feature_extractor_weights_path=str(path),
+                                       antialias=False)
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError(f"InceptionV3 features need torch-fidelity "
                                   f"(pip install torch-fidelity): {err}") from None
-    return Float64Features(_InceptionInput(inception), sha256=file_sha256(path),
-                           num_features=feature)
+    space = hashlib.sha256(f"inception\n{INCEPTION_PREPROCESS}\n{weights_sha256}".encode())
+    return Float64Features(_InceptionInput(inception, weights_sha256),
+                           sha256=space.hexdigest(), num_features=feature)
 
 
 # --- reference statistics, cached on disk ------------------------------------------------
@@ -164,8 +195,10 @@ class ReferenceStats:
                    x if keep_features else None)
 
     def fid_against(self, reference: ReferenceStats) -> float:
-        """FID of this set's Gaussian against `reference`'s (at least two of each)."""
-        if min(self.n, reference.n) < 2:
+        """FID of this set's Gaussian against `reference`'s (at least two of each), or
+        against published moments of unrecorded size (`reference.n` None,
+        `harness.metrics.reference_npz`)."""
+        if self.n < 2 or (reference.n is not None and reference.n < 2):
             raise ValueError(f"FID needs at least two samples a side, got {self.n} "
                              f"against {reference.n}")
         return frechet_distance(reference.mean, reference.cov, self.mean, self.cov)
