@@ -120,6 +120,10 @@ def harness_register_models(register: Callable[["ModelSpec"], None]) -> None:
         it) and implements ``ScoreModel._denoise_labelled(x, sigma, labels)``, a label
         ``NULL_LABEL`` asking for the unconditional denoiser; suites may then guide it
         (``harness.GuidedModel``), and ``ScoreModel.classifier`` serves class accuracy.
+        A network with untrained (random) weights, registered to time samplers on a
+        network of realistic size, says so with ``trained=False`` on its spec and its
+        ``ScoreModel``: every metric with ``needs_trained_model`` is then refused on it
+        before any compute.
     """
 
 
