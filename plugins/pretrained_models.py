@@ -1,5 +1,5 @@
 """Built-in models: the shipped digits score networks (unconditional and class-conditional),
-and users' diffusers checkpoints."""
+and users' diffusers checkpoints: a UNet2DModel, or a latent model (DiT or UNet + VAE)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ def _load_digits_cond(device="cpu", path=None):
     return load_conditional_digits_model(device, path)
 
 
+def _class_index(model, null_class):
+    from harness.errors import ParameterError
+
+    if null_class is None:
+        return None
+    if isinstance(null_class, bool) or not str(null_class).lstrip("-").isdigit():
+        raise ParameterError(f"model {model!r}: null_class must be an integer class "
+                             f"index, got {null_class!r}")
+    return int(null_class)
+
+
 def _load_diffusers(device="cpu", path=None, null_class=None):
     from harness.models.diffusers_model import load_diffusers_unet
     from harness.errors import ParameterError
@@ -27,12 +38,19 @@ def _load_diffusers(device="cpu", path=None, null_class=None):
     if path is None:
         raise ParameterError("model 'diffusers' needs option path=<local directory of a "
                              "saved UNet2DModel>")
-    if null_class is not None:
-        if isinstance(null_class, bool) or not str(null_class).lstrip("-").isdigit():
-            raise ParameterError(f"model 'diffusers': null_class must be an integer class "
-                                 f"index, got {null_class!r}")
-        null_class = int(null_class)
+    null_class = _class_index("diffusers", null_class)
     return load_diffusers_unet(path, device, null_class=null_class)
+
+
+def _load_latent(device="cpu", path=None, null_class=None, sha256=None):
+    from harness.models.latent_model import load_latent_model
+    from harness.errors import ParameterError
+
+    if path is None:
+        raise ParameterError("model 'latent' needs option path=<local directory of a "
+                             "saved pipeline: transformer/ or unet/, vae/, scheduler/>")
+    return load_latent_model(path, device, null_class=_class_index("latent", null_class),
+                             sha256=sha256)
 
 
 @hookimpl
@@ -58,4 +76,16 @@ def harness_register_models(register):
         {"path": "local directory written by save_pretrained (no hub access)",
          "null_class": "for a UNet with num_class_embeds: the class index of the "
                        "unconditional (null) class; default: the last"},
+        num_classes=None))
+    register(ModelSpec(
+        "latent", _load_latent,
+        "a latent diffusion model from a local pipeline folder: a DiT (class-conditional) "
+        "or UNet2DModel denoising latents, decoded by its AutoencoderKL before metrics "
+        "and grids; safetensors only; needs pip install .[diffusers]",
+        {"path": "local pipeline folder: transformer/ or unet/, vae/, optional scheduler/ "
+                 "(docs/models.md)",
+         "null_class": "the denoiser's class index of the unconditional class; default: "
+                       "DiT's num_embeds_ada_norm, a UNet's last",
+         "sha256": "pins 'FILE:HEX,FILE:HEX' (paths relative to path), each checked "
+                   "before the file is read"},
         num_classes=None))

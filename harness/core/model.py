@@ -203,6 +203,21 @@ class ScoreModel(nn.Module, ABC):
                                  f"but reference_is_exact = {self.reference_is_exact}")
         return ref
 
+    # --- what the samples become (latent models) ----------------------------------------
+    #: True for a model whose states are latents that `decode` maps to the samples.
+    decodes: bool = False
+
+    def decode(self, x: Tensor) -> Tensor:
+        """The samples for final states x of shape (B, *data.shape): x itself, or a
+        latent model's decoded images (`output_spec`). The runner applies it after
+        sampling, timed apart (`decode_s`): no part of the sampler's wall-clock or NFE."""
+        return x
+
+    @property
+    def output_spec(self) -> DataSpec:
+        """What the samples look like after `decode`: `data`, unless the model decodes."""
+        return self.data
+
     def feature_extractor(self, device: Any = "cpu") -> Optional[nn.Module]:
         """The network whose features FID/KID compare for this model's data, or None
         (the default) when the flattened samples themselves serve (low-dimensional data).

@@ -181,19 +181,24 @@ def _class_embeddings(unet: nn.Module) -> int:
 
 class DiffusersUNetModel(ScoreModel):
     """A diffusers `UNet2DModel` trained with a discrete DDPM schedule, as a ScoreModel;
-    class-conditional when the UNet has class embeddings (see the module docstring)."""
+    class-conditional when the UNet has class embeddings (see the module docstring).
+
+    Any diffusers network called as `net(x_t, timestep, class_labels=...)` serves (a
+    `DiTTransformer2DModel` too, `harness.models.latent_model`); `num_class_embeds`
+    (K + 1) then says how many class indices it embeds, else the UNet's config does."""
 
     def __init__(self, unet: nn.Module, alphas_cumprod: Union[Sequence[float], Tensor],
                  prediction_type: str = "epsilon", data: Optional[DataSpec] = None,
                  timestep_mode: TimestepMode = "fractional",
-                 null_class: Optional[int] = None):
+                 null_class: Optional[int] = None,
+                 num_class_embeds: Optional[int] = None):
         if prediction_type not in PREDICTIONS:
             raise ParameterError(f"prediction_type must be one of {', '.join(PREDICTIONS)}, "
                                  f"got {prediction_type!r}")
         if timestep_mode not in ("fractional", "nearest"):
             raise ParameterError(f"timestep_mode must be 'fractional' or 'nearest', "
                                  f"got {timestep_mode!r}")
-        embeddings = _class_embeddings(unet)
+        embeddings = _class_embeddings(unet) if num_class_embeds is None else num_class_embeds
         if embeddings:
             null = embeddings - 1 if null_class is None else null_class
             if isinstance(null, bool) or not isinstance(null, int) \

@@ -312,10 +312,11 @@ class SuiteRunner:
             del result.metrics["network_s"], result.metrics["overhead_ratio"]
             result.params["noise_backend"] = CAPTURED_NOISE
         self._check_nfe(trial, result)
+        samples = self._decoded(samples, result)
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
                                seed=trial.seed, samples=samples,
-                               generate=lambda indices: draw(list(indices),
-                                                             self.model).cpu(),
+                               generate=lambda indices: self.model.decode(
+                                   draw(list(indices), self.model)).cpu(),
                                bootstrap=Bootstrap(samples.shape[0]),
                                labels=self._labels(trial, range(samples.shape[0])),
                                guidance=trial.guidance)
@@ -326,6 +327,20 @@ class SuiteRunner:
         torch.manual_seed(_trial_seed(trial))
         self._compute_metrics(self.metrics.per_trial, context, result)
         self._write_sample_grid(trial, samples, result)
+
+    def _decoded(self, samples: Tensor, result: TrialResult) -> Tensor:
+        """What metrics and the grid see: a latent model's samples through its decoder
+        (`ScoreModel.decode`) in batches of the plan's size on the run's device, timed
+        apart as `decode_s` (after the sampler's clock and its NFE count were read);
+        other models' samples as they are."""
+        if not self.model.decodes:
+            return samples
+        size = self.plan.batch_size
+        start = clock(self.device)
+        images = torch.cat([self.model.decode(samples[i:i + size].to(self.device)).cpu()
+                            for i in range(0, samples.shape[0], size)])
+        result.metrics["decode_s"] = clock(self.device) - start
+        return images
 
     def _warm_sampler(self, run: SamplerRun) -> None:
         """The first trial of each sampler (guided or not) is preceded by an untimed
@@ -415,7 +430,7 @@ class SuiteRunner:
             from ..reporting import plots  # matplotlib: only when a trial is drawn
 
             with atomic_path(path) as temporary:
-                plots.sample_grid(samples, self.model.data.value_range, temporary,
+                plots.sample_grid(samples, self.model.output_spec.value_range, temporary,
                                   title=f"{trial.name} ({self.suite.model}{where})")
             result.artifacts["samples.png"] = path
         except Exception as err:
