@@ -1,5 +1,6 @@
 """Built-in models: the shipped digits score networks (unconditional and class-conditional),
-and users' diffusers checkpoints: a UNet2DModel, or a latent model (DiT or UNet + VAE)."""
+users' diffusers checkpoints (a UNet2DModel, or a latent model: DiT or UNet + VAE) and
+k-diffusion image_v1 models."""
 
 from __future__ import annotations
 
@@ -53,6 +54,16 @@ def _load_latent(device="cpu", path=None, null_class=None, sha256=None):
                              sha256=sha256)
 
 
+def _load_kdiffusion(device="cpu", path=None, config=None, sha256=None):
+    from harness.models.kdiffusion_model import load_kdiffusion_model
+    from harness.errors import ParameterError
+
+    if path is None:
+        raise ParameterError("model 'kdiffusion' needs option path=<a k-diffusion "
+                             "checkpoint (.pth) or .safetensors>")
+    return load_kdiffusion_model(path, config, device, sha256=sha256)
+
+
 @hookimpl
 def harness_register_models(register):
     register(ModelSpec(
@@ -89,3 +100,12 @@ def harness_register_models(register):
          "sha256": "pins 'FILE:HEX,FILE:HEX' (paths relative to path), each checked "
                    "before the file is read"},
         num_classes=None))
+    register(ModelSpec(
+        "kdiffusion", _load_kdiffusion,
+        "a k-diffusion image_v1 model (its training config + weights), built by "
+        "k-diffusion's own model code, EMA weights, Karras preconditioning on the EDM SDE; "
+        "needs pip install --no-deps k-diffusion",
+        {"path": "weights: k-diffusion's training checkpoint (.pth, read with "
+                 "weights_only) or .safetensors",
+         "config": "the training config JSON; default: the one the weights embed",
+         "sha256": "the weights file's sha256, checked before it is read"}))
