@@ -337,8 +337,9 @@ class SuiteRunner:
             return samples
         size = self.plan.batch_size
         start = clock(self.device)
-        images = torch.cat([self.model.decode(samples[i:i + size].to(self.device)).cpu()
-                            for i in range(0, samples.shape[0], size)])
+        with torch.no_grad():
+            images = torch.cat([self.model.decode(samples[i:i + size].to(self.device)).cpu()
+                                for i in range(0, samples.shape[0], size)])
         result.metrics["decode_s"] = clock(self.device) - start
         return images
 
