@@ -78,6 +78,7 @@ def draw_ratios(model, batch: int, rounds: int) -> dict[str, list[float]]:
     ratios: dict[str, list[float]] = {path: [] for path in PATHS}
     for _ in range(rounds):
         for path, noise in sources.items():
+            use(path)  # the path is chosen at each draw
             draws = draws_seconds(noise, 10)
             ratios[path].append(draws / calls_seconds(model, x, [0.5] * 10))
     return ratios

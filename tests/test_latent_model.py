@@ -16,6 +16,8 @@ import math
 import shutil
 import time
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -29,6 +31,8 @@ from harness.core.guidance import GuidedModel
 from harness.core.labels import sample_labels
 from harness.core.model import NULL_LABEL
 from harness.core.sampling import generate
+from harness.metrics.feature_space import FEATURE_SPACE_DEFAULTS, feature_space
+from harness.metrics.trial_features import postprocess
 from harness.models.checkpoint import CheckpointError, ChecksumError, file_sha256
 from harness.plugin.manager import load_plugins
 
@@ -101,6 +105,17 @@ def test_decode_is_the_vae_decoder_of_unscaled_latents(pipeline):
     with torch.no_grad():
         expected = vae.decode(z / 0.5).sample.clamp(-1, 1)
     assert torch.allclose(model.decode(z), expected, rtol=0, atol=1e-6)
+
+
+def test_metrics_clamp_and_compare_decoded_images_not_latents(pipeline):
+    folder = pipeline[0]
+    model = _load(folder)
+    images = torch.linspace(-1.5, 1.5, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
+    # The latent's own spec has no finite range: nothing would be clamped.
+    assert torch.equal(postprocess(images, model, "clamp"), images.clamp(-1, 1))
+    context = SimpleNamespace(model=model, cache={}, device="cpu")
+    _, extractor = feature_space(context, {**FEATURE_SPACE_DEFAULTS, "extractor": "identity"})
+    assert extractor(images).shape == (2, 3 * 8 * 8)
 
 
 class _SamplesSeen(Metric):

@@ -78,7 +78,7 @@ def feature_space(suite: SuiteContext, opts: dict[str, Any]) -> tuple[str, nn.Mo
     key = ("metrics.extractor", kind, weights, expected)
     if key not in suite.cache:
         if kind == "identity":
-            suite.cache[key] = IdentityFeatures(suite.model.data.dim)
+            suite.cache[key] = IdentityFeatures(suite.model.output_spec.dim)
         elif not weights:
             raise ParameterError(f"extractor {kind!r} needs {kind}_weights = PATH (a local "
                                  f"file: weights are never downloaded)")

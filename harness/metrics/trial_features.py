@@ -41,13 +41,15 @@ from .sharded import FeatureMoments
 
 
 def postprocess(samples: Tensor, model: ScoreModel, how: str) -> Tensor:
-    """Samples clamped (and for "quantize", rounded to the levels) as the model's data."""
-    lo, hi = model.data.value_range
+    """Samples clamped (and for "quantize", rounded to the levels) as the model's data
+    (its decoded images for a latent model: `ScoreModel.output_spec`)."""
+    spec = model.output_spec
+    lo, hi = spec.value_range
     if how == "none" or not (math.isfinite(lo) and math.isfinite(hi)):
         return samples
     samples = samples.clamp(lo, hi)
-    if how == "quantize" and model.data.levels is not None:
-        width = model.data.bin_width
+    if how == "quantize" and spec.levels is not None:
+        width = spec.bin_width
         samples = lo + ((samples - lo) / width).round() * width
     elif how not in ("clamp", "quantize"):
         raise ParameterError(f"postprocess must be none, clamp or quantize, got {how!r}")
