@@ -83,7 +83,10 @@ class _FeatureMetric(_Configured):
     from_moments = False
 
     def applies_to(self, suite: SuiteContext) -> bool:
-        return bool(suite.model.reference_splits)
+        # Published moments stand in for a model without reference data (a latent
+        # model's images): FID's alone.
+        return bool(suite.model.reference_splits) or bool(
+            self.from_moments and self.options(suite)["reference_npz"])
 
     def prepare(self, suite: SuiteContext) -> None:
         opts = self.options(suite)

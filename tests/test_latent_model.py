@@ -18,7 +18,9 @@ import time
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 from harness import Metric, hookimpl
@@ -39,6 +41,7 @@ from harness.plugin.manager import load_plugins
 diffusers = pytest.importorskip("diffusers")
 
 CLASSES, LATENT = 3, (4, 4, 4)
+IMAGE_DIM = 3 * 8 * 8  # the decoded images, (3, 8, 8)
 
 
 def _tiny_pipeline(folder):
@@ -193,6 +196,41 @@ def test_a_guided_suite_samples_latents_and_measures_decoded_images(pipeline, tm
                            list(range(5)), euler.params)
     # (batches of 2 against one of 5: float32 matmuls sum in another order)
     assert torch.allclose(probe.metric.seen[0], decode(latents), rtol=0, atol=1e-5)
+
+
+def test_fid_against_published_moments_needs_no_reference_data(pipeline, tmp_path):
+    folder = pipeline[0]
+    generator = torch.Generator().manual_seed(5)
+    mu = 0.1 * torch.randn(IMAGE_DIM, dtype=torch.float64, generator=generator)
+    root = torch.randn(IMAGE_DIM, IMAGE_DIM, dtype=torch.float64, generator=generator)
+    sigma = root @ root.T / IMAGE_DIM + 0.05 * torch.eye(IMAGE_DIM, dtype=torch.float64)
+    npz = tmp_path / "reference.npz"
+    np.savez(npz, mu=mu.numpy(), sigma=sigma.numpy())
+    probe = _Probe()
+    plugins = _plugins(("probe", probe))
+    suite = build_suite({
+        "model": "latent", "model_options": {"path": str(folder)},
+        "samplers": {"euler": {}}, "steps": [3], "num_samples": 40, "batch_size": 16,
+        "device": "cpu", "dtype": "float32", "seeds": [0],
+        "metrics": {"samples_seen": {}, "fid": {"extractor": "identity",
+                                                "reference_npz": str(npz)}}}, plugins)
+    device = resolve_device("cpu")
+    model = load_model(suite, plugins, device)
+    assert not model.reference_splits
+    plan = resolve_plan(suite, plugins, model, device)
+    [result] = run_plan(plan, Sinks([]), quiet=True)
+    assert result.status == FINISHED, result.error
+
+    # The Frechet distance of the decoded images' moments to the published ones, by
+    # scipy's matrix square root (EDM's formula), not the harness's.
+    images = probe.metric.seen[0].flatten(1).double().numpy()
+    mean, cov = images.mean(0), np.cov(images, rowvar=False)
+    root = scipy.linalg.sqrtm(cov @ sigma.numpy()).real
+    expected = float(((mean - mu.numpy()) ** 2).sum()
+                     + np.trace(cov + sigma.numpy() - 2 * root))
+    assert result.metrics["fid"] == pytest.approx(expected, rel=1e-6)
+    assert result.metrics["fid_num_samples"] == 40
+    assert result.params["fid_reference_npz"] == str(npz)
 
 
 def _copy(pipeline, tmp_path):
