@@ -28,6 +28,7 @@ from ..bench.running.runner import load_model, run_plan, summary
 from ..bench.recording.sinks import SinkContext, Sinks, describe, finished_hashes, make_sinks
 from ..bench.reporting.publish import publish_report
 from ..bench.configuration.suite import Suite, SuiteError, load_suite, parse_list
+from ..bench.recording.sample_images import check_image_data
 from ..bench.recording.tracking import (
     DEFAULT_TRACKING_URI,
     connect,
@@ -93,6 +94,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="skip trials whose config hash has a FINISHED run already")
     add_out_option(parser)
+    parser.add_argument("--save-samples", type=Path, metavar="DIR",
+                        help="also write every sample of every trial as a PNG file, as EDM "
+                             "does (DIR/<trial>/<thousands>/<index>.png), after the trial "
+                             "is measured; image models only")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -179,6 +184,8 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
     distributed.on_rank0(connect_tracking)
     plan = resolve_plan(suite, plugins, load_model(suite, plugins, device), device,
                         finished=finished if args.resume else set)
+    if args.save_samples is not None:
+        check_image_data(plan.model.output_spec, suite.model)
     if plan.memory_note:
         distributed.print0(f"note: {plan.memory_note}", file=sys.stderr)
     # Taken once nothing can refuse the run any more (a refused run leaves no folder),
@@ -198,7 +205,7 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
                        f"({device}{processes}), {len(plan.skipped)} skipped; tracking {uri}, "
                        f"experiment {suite.experiment!r}", file=sys.stderr)
     results = run_plan(plan, sinks, artifacts_dir=out_dir / "samples" if lead else None,
-                       quiet=args.quiet)
+                       quiet=args.quiet, samples_dir=args.save_samples if lead else None)
     if not lead:
         # torchrun stops every process as soon as one exits non-zero, which would cut
         # rank 0's report short; rank 0's exit status is the run's.

@@ -51,6 +51,7 @@ from ...core.counting import CountedModel, NFECounter
 from ...core.model import NULL_LABEL, ScoreModel
 from ...core.network_clock import NetworkClock
 from ..recording.atomic import atomic_path
+from ..recording.sample_images import check_image_data, write_sample_images
 from .shield import interrupts_raise, shielded
 from ...plugin.manager import LoadedPlugins
 from ...models.precision import STATE_DTYPES, configure_model
@@ -120,12 +121,15 @@ def is_per_suite(metric: Metric) -> bool:
 
 
 def run_plan(plan: Plan, sinks: Sinks, artifacts_dir: Optional[Path] = None,
-             quiet: bool = False) -> list[TrialResult]:
+             quiet: bool = False, samples_dir: Optional[Path] = None) -> list[TrialResult]:
     """Run every entry of `plan` (`harness.bench.running.plan.resolve_plan`), recorded through
     `sinks`; sample grids go to `artifacts_dir` when given. Returns the trials' results
     (the sinks have them too). The library call behind `harness run`."""
     keep_freed_memory()  # before the first trial: see `harness.core.host_allocator`
-    runner = SuiteRunner(plan, sinks, artifacts_dir=artifacts_dir, quiet=quiet)
+    if samples_dir is not None:  # refused before anything is computed
+        check_image_data(plan.model.output_spec, plan.suite.model)
+    runner = SuiteRunner(plan, sinks, artifacts_dir=artifacts_dir, quiet=quiet,
+                         samples_dir=samples_dir)
     prepared = runner.prepare()
     for name, reason in prepared.skipped.items():
         distributed.print0(f"note: metric {name!r} left out: {reason}", file=sys.stderr)
@@ -142,7 +146,7 @@ class SuiteRunner:
     """Runs the entries of one plan on its loaded model and reports to the sinks."""
 
     def __init__(self, plan: Plan, sinks: Sinks, artifacts_dir: Optional[Path] = None,
-                 quiet: bool = False):
+                 quiet: bool = False, samples_dir: Optional[Path] = None):
         self.plan = plan
         self.suite = suite = plan.suite
         self.plugins = plan.plugins
@@ -153,6 +157,8 @@ class SuiteRunner:
         self.entries: dict[str, Entry] = {e.trial.config_hash: e for e in plan.entries}
         self.sinks = sinks
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
+        #: Where every sample of every trial is written as PNG (`--save-samples`), or None.
+        self.samples_dir = Path(samples_dir) if samples_dir is not None else None
         self.quiet = quiet or distributed.rank() != 0
         # A terminal gets tqdm bars; a log (CI, `tox ... > log`) one line per trial.
         self.progress = not self.quiet and sys.stderr.isatty()
@@ -327,6 +333,7 @@ class SuiteRunner:
         torch.manual_seed(_trial_seed(trial))
         self._compute_metrics(self.metrics.per_trial, context, result)
         self._write_sample_grid(trial, samples, result)
+        self._write_sample_images(trial, samples, result)
 
     def _decoded(self, samples: Tensor, result: TrialResult) -> Tensor:
         """What metrics and the grid see: a latent model's samples through its decoder
@@ -436,6 +443,25 @@ class SuiteRunner:
             result.artifacts["samples.png"] = path
         except Exception as err:
             message = f"sample grid not written to {path}: {type(err).__name__}: {err}"
+            result.warnings.append(message)
+            result.unrecorded.append(message)
+            print(f"warning: {trial.name}: {message}", file=sys.stderr)
+
+    def _write_sample_images(self, trial: Trial, samples: Tensor, result: TrialResult
+                             ) -> None:
+        """Every sample as a PNG file (`--save-samples`), after everything is measured;
+        as for the grid, a failure to write is a warning, never a failed trial."""
+        if self.samples_dir is None:  # not asked for, or not rank 0
+            return
+        folder = self.samples_dir / portable_file_name(trial.name)
+        try:
+            written = write_sample_images(samples, list(range(samples.shape[0])),
+                                          self.model.output_spec, folder)
+            # A path in the params, not an artefact: the tracking store is not a copy
+            # of tens of thousands of images.
+            result.params["sample_images"] = f"{folder} ({written} PNG files, EDM's layout)"
+        except Exception as err:
+            message = f"sample images not written to {folder}: {type(err).__name__}: {err}"
             result.warnings.append(message)
             result.unrecorded.append(message)
             print(f"warning: {trial.name}: {message}", file=sys.stderr)
