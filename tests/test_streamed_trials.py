@@ -27,10 +27,11 @@ import torch
 from harness import Metric, TrialContext, hookimpl
 from harness.bench.configuration.suite import SuiteError, build_suite
 from harness.bench.recording.sinks import FINISHED, Sinks
-from harness.bench.running.guards import plan_memory
+from harness.bench.running.guards import MemoryGuardError, plan_memory
 from harness.bench.running.plan import resolve_plan
 from harness.bench.running.runner import load_model, run_plan
 from harness.metrics.streamed_features import StreamedFeatures
+from harness.metrics.trial_features import TrialFeatures
 from harness.plugin import manager as plugin_manager
 from tests.plugins import gaussian_images
 
@@ -164,12 +165,16 @@ def test_a_declared_subset_is_what_the_metric_gets(plugins, tmp_path):
     # More than the grid keeps, fewer than the trial has.
     SubsetMetric.SUBSET = 100
     try:
-        [result] = _run(plugins, tmp_path, True, {"subset_mean": {}},
-                        samplers={"euler": {}}, num_samples=150)
+        [held] = _run(plugins, tmp_path, False, {"subset_mean": {}},
+                      samplers={"euler": {}}, num_samples=150)
+        [streamed] = _run(plugins, tmp_path, True, {"subset_mean": {}},
+                          samplers={"euler": {}}, num_samples=150)
     finally:
         SubsetMetric.SUBSET = 5
-    assert result.status == FINISHED, result.error
+    assert streamed.status == FINISHED, streamed.error
     assert SubsetMetric.seen == 100
+    # The first 100 samples, as a held trial has them (batches of 16 cut them at 96).
+    assert streamed.metrics["subset_mean"] == held.metrics["subset_mean"]
 
 
 def test_the_streams_time_is_no_part_of_the_sampling_time(plugins, tmp_path, monkeypatch):
@@ -190,6 +195,46 @@ def test_the_streams_time_is_no_part_of_the_sampling_time(plugins, tmp_path, mon
     assert result.metrics["stream_s"] >= 4 * pause
     assert result.metrics["wall_clock_s"] < pause
     assert result.metrics["overhead_ratio"] >= 1 - 1e-6
+
+
+class BatchMeanFeatures(torch.nn.Module):
+    """Features that depend on a row's batch-mates (each row minus its batch's mean):
+    equal to held extraction's only when cut into the same chunks."""
+
+    sha256 = "batch-mean-features"
+    num_features = 2
+
+    def forward(self, x):
+        flat = x.flatten(1)[:, :2].double()
+        return flat - flat.mean(0)
+
+
+def test_streamed_features_are_cut_into_held_extractions_chunks():
+    model = gaussian_images.GaussianImages()
+    rows = 2 * torch.rand(1_100, *gaussian_images.SHAPE) - 1.5  # some clamped away
+    extractor = BatchMeanFeatures()
+    held = TrialFeatures(rows, model).get(extractor, "clamp")
+    streamed = StreamedFeatures([(extractor, "clamp")], model)
+    for first in range(0, rows.shape[0], 48):  # batches that straddle the chunks
+        streamed.add(rows[first:first + 48])
+    [features] = streamed.finish().values()
+    assert torch.equal(features.local, held.local)
+    assert torch.equal(features.stats.features_sum, held.stats.features_sum)
+
+
+def test_the_guard_suggests_streaming_when_held_samples_would_not_fit():
+    model = gaussian_images.GaussianImages()
+    per_sample = math.prod(gaussian_images.SHAPE) * 4
+    # FID-50k-like: 50,000 samples, 4 GB of memory; held they need 3 copies of 2.5 GB.
+    available = {"cpu": 4 * 2.0**30}
+    with pytest.raises(MemoryGuardError, match="--stream: about"):
+        plan_memory(model, torch.float32, 50_000, BATCH, torch.device("cpu"),
+                    available=available)
+    plan = plan_memory(model, torch.float32, 50_000, BATCH, torch.device("cpu"),
+                       available=available, stream=True)
+    # Written out from the guard's docstring: the grid's 64, a chunk, a batch; features.
+    assert plan.bytes_held == (64 + 500 + BATCH) * per_sample * 3 + 50_000 * 2 * 2048 * 8
+    assert plan.note.startswith("streamed: about 1.7 GiB held on the host")
 
 
 def _memory_trial(num: int, stream: bool, cache_dir: str) -> dict:

@@ -12,7 +12,10 @@ is a warning on a FINISHED trial). A trial that raises (any exception, or a plug
 SystemExit), returns NaN/Inf, the wrong shape, dtype or device is recorded as FAILED with
 its error and the suite goes on. Ctrl-C and SIGTERM (turned into an exception here) end
 the current trial as KILLED and the suite as KILLED, never FINISHED; that clean-up is
-shielded from a second Ctrl-C (`harness.bench.running.shield`).
+shielded from a second Ctrl-C (`harness.bench.running.shield`). A streamed trial (the
+suite's `stream`) hands each batch as it is drawn to `harness.bench.running.stream`
+(decoding, feature extraction, PNG files, the first samples kept), timed apart as
+`stream_s` and out of the wall-clock; its metrics read the features extracted there.
 
 Under torchrun (`harness.core.distributed`) every process runs this same code on its own
 share of the sample indices (indices[rank::world]); the samples are gathered back into
