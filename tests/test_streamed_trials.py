@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,6 +150,51 @@ def test_streamed_and_held_trials_give_the_same_values_and_grids(plugins, tmp_pa
         assert [f.read_bytes() for f in images[0]] == [f.read_bytes() for f in images[1]]
         assert b.params["sample_images"].endswith("(60 PNG files, EDM's layout)")
     assert SubsetMetric.seen == 60  # the grid keeps up to 64: all 60, the 5 among them
+
+
+def test_a_latent_models_streamed_images_are_its_held_decoded_images(tmp_path):
+    """The decoder runs on each batch as it comes, in the batches a held trial decodes."""
+    pytest.importorskip("diffusers")
+    from tests.test_latent_model import IMAGE_DIM, _tiny_pipeline
+
+    folder = tmp_path / "tiny_dit"
+    _tiny_pipeline(folder)
+    generator = torch.Generator().manual_seed(5)
+    mu = 0.1 * torch.randn(IMAGE_DIM, dtype=torch.float64, generator=generator)
+    npz = tmp_path / "reference.npz"
+    np.savez(npz, mu=mu.numpy(), sigma=torch.eye(IMAGE_DIM, dtype=torch.float64).numpy())
+    plugins = plugin_manager.load_plugins()
+    values = []
+    for stream in (False, True):
+        suite = build_suite({
+            "model": "latent", "model_options": {"path": str(folder)},
+            "samplers": {"euler": {}}, "steps": [3], "num_samples": 40, "batch_size": 16,
+            "device": "cpu", "seeds": [0], "stream": stream,
+            "metrics": {"fid": {"extractor": "identity", "reference_npz": str(npz)}}},
+            plugins)
+        device = torch.device("cpu")
+        plan = resolve_plan(suite, plugins, load_model(suite, plugins, device), device)
+        [result] = run_plan(plan, Sinks([]), quiet=True)
+        assert result.status == FINISHED, result.error
+        assert result.metrics["decode_s"] > 0 and result.metrics["fid_num_samples"] == 40
+        values.append(result.metrics["fid"])
+    assert values[1] == pytest.approx(values[0], rel=1e-12, abs=0)
+
+
+def test_a_guided_streamed_trial_gives_the_class_metrics_of_a_held_one(plugins, tmp_path):
+    """Class FID reads the intended labels beside the streamed features."""
+    metrics = {"class_fid": {"cache_dir": str(tmp_path), "num_reference": 600},
+               "precision": {"cache_dir": str(tmp_path), "k": 3}}
+    runs = [[r for r in _run(plugins, tmp_path, stream, metrics, model="gmm-cond-2d",
+                             model_options={"sde": "edm"}, guidance=[2.0],
+                             samplers={"heun": {}}, steps=[4], num_samples=200,
+                             batch_size=64, dtype="float64")
+             if r.trial.kind != "floor"] for stream in (False, True)]
+    [held], [streamed] = runs
+    assert held.status == streamed.status == FINISHED, (held.error, streamed.error)
+    for key in ("class_fid", "precision"):
+        assert streamed.metrics[key] == pytest.approx(held.metrics[key], rel=1e-12, abs=0)
+    assert held.metrics["class_fid"] > 0
 
 
 def test_a_metric_of_every_sample_is_refused_before_anything_runs(plugins, tmp_path):
