@@ -197,6 +197,55 @@ def test_a_guided_streamed_trial_gives_the_class_metrics_of_a_held_one(plugins, 
     assert held.metrics["class_fid"] > 0
 
 
+TORCHRUN_SUITE = """
+model = "digits"
+steps = [2]
+num_samples = 61
+batch_size = 8
+seeds = [3]
+device = "cpu"
+tracking_uri = "sqlite:///mlflow.db"
+[samplers.euler]
+[metrics.fid]
+[metrics.kid]
+subset_size = 20
+subsets = 5
+[metrics.precision]
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_stream_their_shares_to_the_values_of_a_held_run(tmp_path):
+    """Under torchrun each process streams its share (indices rank::2, batches of 8):
+    the values and the PNG files are those of the same two processes holding them."""
+    (tmp_path / "suite.toml").write_text(TORCHRUN_SUITE)
+    runs = {}
+    for how in ("held", "streamed"):
+        folder = tmp_path / how
+        folder.mkdir()
+        extra = ["--stream"] if how == "streamed" else []
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc_per_node=2", str(ROOT / "tests" / "harness_run_worker.py"), "run",
+             str(tmp_path / "suite.toml"), "--out", "out", "--save-samples", "images",
+             "--quiet", *extra], cwd=folder, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = (folder / "out" / "suite" / "trials.jsonl").read_text().splitlines()
+        runs[how] = {r["name"]: r for r in map(json.loads, lines) if r["kind"] == "trial"
+                     and not r["floor"]}
+    held, streamed = runs["held"]["euler-2nfe-seed3"], runs["streamed"]["euler-2nfe-seed3"]
+    assert held["status"] == streamed["status"] == FINISHED
+    for key, value in held["metrics"].items():
+        if key not in TIMINGS and not key.endswith("_s"):
+            assert streamed["metrics"][key] == pytest.approx(value, rel=1e-12, abs=0), key
+    assert held["metrics"]["fid_num_samples"] == 61
+    pictures = {how: sorted((tmp_path / how / "images").rglob("*.png"))
+                for how in runs}
+    assert len(pictures["held"]) == len(pictures["streamed"]) == 61
+    assert ([p.read_bytes() for p in pictures["held"]]
+            == [p.read_bytes() for p in pictures["streamed"]])
+
+
 def test_a_metric_of_every_sample_is_refused_before_anything_runs(plugins, tmp_path):
     EverySampleMetric.computed = False
     with pytest.raises(SuiteError, match="every_sample reads every sample"):
