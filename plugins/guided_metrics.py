@@ -214,6 +214,13 @@ class ClassFIDMetric(_Configured):
         suite.cache[f"metrics.{self.name}"] = (extractor, reference, opts, info)
         self.info = dict(info)
 
+    def feature_spaces(self, suite: SuiteContext) -> list[tuple[Any, str]]:
+        extractor, _, opts, _ = suite.cache[f"metrics.{self.name}"]
+        return [(extractor, opts["postprocess"])]
+
+    def samples_read(self, suite: SuiteContext) -> int:
+        return 0  # the features and the intended labels alone
+
     def compute(self, trial: TrialContext) -> dict[str, float]:
         extractor, reference, opts, info = self._state(trial)
         if trial.labels is None:
@@ -283,6 +290,13 @@ class _ManifoldMetric(_Configured):
                 f"{self.name}_bootstrap": self.bootstrap}
         suite.cache[f"metrics.{self.name}"] = (extractor, stats.features, radii, opts, info)
         self.info = dict(info)
+
+    def feature_spaces(self, suite: SuiteContext) -> list[tuple[Any, str]]:
+        extractor, _, _, opts, _ = suite.cache[f"metrics.{self.name}"]
+        return [(extractor, opts["postprocess"])]
+
+    def samples_read(self, suite: SuiteContext) -> int:
+        return 0  # the features alone
 
     def _features(self, trial: TrialContext, extractor, opts: dict[str, Any]):
         return trial.features(extractor, opts["postprocess"]).matrix

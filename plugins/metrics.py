@@ -111,6 +111,13 @@ class _FeatureMetric(_Configured):
                      f"{self.name}_postprocess": opts["postprocess"],
                      f"{self.name}_accumulation": "float64"}
 
+    def feature_spaces(self, suite: SuiteContext) -> list[tuple[Any, str]]:
+        extractor, _, opts = suite.cache[f"metrics.{self.name}"]
+        return [(extractor, opts["postprocess"])]
+
+    def samples_read(self, suite: SuiteContext) -> int:
+        return 0  # the features alone
+
     def _state(self, trial: TrialContext):
         key = f"metrics.{self.name}"
         if key not in trial.suite.cache:

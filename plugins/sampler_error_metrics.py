@@ -102,6 +102,10 @@ class _SamplerErrorMetric(Metric):
     def params(self) -> dict[str, Any]:
         return dict(self.info)
 
+    def samples_read(self, suite: SuiteContext) -> Optional[int]:
+        # The first num_samples of them (`indices`); all when it is absent.
+        return self.options(suite)["num_samples"]
+
     @staticmethod
     def working_model(suite: SuiteContext, dtype: str) -> tuple[ScoreModel, torch.dtype]:
         """The model to measure with and its state dtype; a float64 copy is made once."""

@@ -78,6 +78,11 @@ def add_parser(subparsers: Any) -> None:
     over.add_argument("--trial-time-limit", type=float, metavar="SECONDS",
                       help="a trial taking longer (sampling and metrics) is FAILED and the "
                            "suite goes on; not hashed")
+    over.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                      help="streamed trials: samples go batch by batch through the decoder "
+                           "and the feature extractors; only the sample grid's and what "
+                           "metrics read of the raw samples are held (the same numbers; "
+                           "not hashed)")
     over.add_argument("--experiment", help="MLflow experiment name")
     over.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any other field, dotted for tables, value as TOML "
@@ -118,7 +123,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model, "schedule": listed("--schedule", args.schedule),
         "device": args.device,
         "dtype": args.dtype, "network_dtype": args.network_dtype, "compile": args.compile,
-        "capture": args.capture,
+        "capture": args.capture, "stream": args.stream,
         "threads": args.threads, "trial_time_limit": args.trial_time_limit,
         "experiment": args.experiment, "set": args.set,
     }
@@ -205,7 +210,9 @@ def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,
                        f"({device}{processes}), {len(plan.skipped)} skipped; tracking {uri}, "
                        f"experiment {suite.experiment!r}", file=sys.stderr)
     results = run_plan(plan, sinks, artifacts_dir=out_dir / "samples" if lead else None,
-                       quiet=args.quiet, samples_dir=args.save_samples if lead else None)
+                       quiet=args.quiet,
+                       # Streamed, each process writes its own share as it draws it.
+                       samples_dir=args.save_samples if lead or suite.stream else None)
     if not lead:
         # torchrun stops every process as soon as one exits non-zero, which would cut
         # rank 0's report short; rank 0's exit status is the run's.

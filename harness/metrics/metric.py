@@ -34,6 +34,12 @@ different numbers of steps). These work unchanged in a single process; they are
 of the samples' features reads them from `trial.features(extractor, postprocess)`: each
 process extracts its own share once per trial and feature space, whatever the number of
 metrics that read them.
+
+A streamed trial (the suite's `stream`) never holds all of its samples: each batch goes,
+as it is drawn, through the extractors of every feature space the metrics declare
+(`feature_spaces`), and only the first samples are kept, as many as the metrics declare
+they read (`samples_read`). A metric that would read every sample is refused there
+before anything runs: no value is ever computed on fewer samples than were recorded.
 """
 
 from __future__ import annotations
@@ -100,7 +106,8 @@ class TrialContext:
     params: Params
     grid: TimeGrid
     seed: int
-    #: The generated samples, (N, *data.shape), on the CPU; all N on every process.
+    #: The generated samples, (N, *data.shape), on the CPU; all N on every process
+    #: (in a streamed trial the first `Metric.samples_read` of them: `streamed`).
     samples: Tensor
     #: Generates more samples of this trial on demand: f(indices) -> tensor.
     generate: Optional[Callable[[list[int]], Tensor]] = None
@@ -114,6 +121,11 @@ class TrialContext:
     #: The guidance scale w of the trial (1: purely conditional; 0: unconditional);
     #: None for an unguided trial.
     guidance: Optional[float] = None
+    #: In a streamed trial, the features of every declared feature space, keyed by
+    #: (extractor sha256, postprocess), extracted as the batches were drawn
+    #: (`harness.metrics.streamed_features`); `samples` then holds only the first
+    #: samples, as many as the metrics read (`Metric.samples_read`). None otherwise.
+    streamed: Optional[dict[tuple[str, str], SampleFeatures]] = None
     #: The samples' features in each feature space asked for so far (`features`); made
     #: on first use, never passed in.
     feature_cache: TrialFeatures | None = field(default=None, init=False, repr=False,
@@ -127,7 +139,8 @@ class TrialContext:
         own share; `.stats` (float64 moments) and `.matrix` (every sample's features,
         in index order) are the same on every process."""
         if self.feature_cache is None:
-            self.feature_cache = TrialFeatures(self.samples, self.suite.model)
+            self.feature_cache = TrialFeatures(self.samples, self.suite.model,
+                                               self.streamed)
         return self.feature_cache.get(extractor, postprocess)
 
     def guide(self, model: ScoreModel, indices: Sequence[int]) -> ScoreModel:
@@ -196,6 +209,19 @@ class Metric(ABC):
     def params(self) -> dict[str, Any]:
         """Conventions to log with the values (units, estimator, sample counts...)."""
         return {}
+
+    def feature_spaces(self, suite: SuiteContext) -> list[tuple[nn.Module, str]]:
+        """The (extractor, postprocess) pairs `compute` reads through `trial.features`,
+        after `prepare`: a streamed trial extracts exactly these as its batches are
+        drawn, and refuses any other (default: none)."""
+        return []
+
+    def samples_read(self, suite: SuiteContext) -> Optional[int]:
+        """How many of a trial's samples, the first in index order, `compute` reads from
+        `trial.samples`: 0 for a metric of features alone, None (the default, the safe
+        assumption) for all of them. A streamed trial holds only the most any metric
+        declares; a metric that reads them all is refused there before anything runs."""
+        return None
 
 
 def untrained_refusal(model: str, asked: Iterable[Metric], installed: Iterable[Metric]

@@ -24,12 +24,18 @@ reference cache names it) and by the `postprocess` applied to the samples first
 torchrun: every process runs every metric in the same order (`harness.metrics.metric`),
 so every process first reads them in the same metric. Extraction is wrapped in
 `shared_failure`, so that an extractor failing on one process stops them all.
+
+A streamed trial's features were extracted as its batches were drawn
+(`harness.metrics.streamed_features`), in the same chunks of this process's rows, so they
+are the very numbers extraction here would give; only the spaces its metrics declared
+exist, and asking for another is refused (its samples are gone).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import Optional
 
 from torch import Tensor, nn
 
@@ -77,15 +83,22 @@ class SampleFeatures:
 class TrialFeatures:
     """The features of one trial's samples, per feature space, each extracted once."""
 
-    def __init__(self, samples: Tensor, model: ScoreModel):
+    def __init__(self, samples: Tensor, model: ScoreModel,
+                 streamed: Optional[dict[tuple[str, str], SampleFeatures]] = None):
         self.samples, self.model = samples, model
-        self.spaces: dict[tuple[str, str], SampleFeatures] = {}
+        self.streamed = streamed is not None
+        self.spaces: dict[tuple[str, str], SampleFeatures] = dict(streamed or {})
         #: Passes of the samples through an extractor so far: one per feature space.
         self.extractions = 0
 
     def get(self, extractor: nn.Module, how: str = "clamp") -> SampleFeatures:
         """The samples' features in `extractor`'s space after `postprocess(.., how)`."""
         key = (str(extractor.sha256), how)
+        if key not in self.spaces and self.streamed:
+            raise ParameterError(
+                f"a streamed trial has no features in the space of extractor "
+                f"{key[0][:12]} with postprocess {how!r}: a metric that reads features "
+                f"declares their spaces (`Metric.feature_spaces`)")
         if key not in self.spaces:
             with shared_failure():  # before any collective, on every process
                 rows = postprocess(local_rows(self.samples), self.model, how)

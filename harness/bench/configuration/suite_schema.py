@@ -274,6 +274,11 @@ class SuiteFile(_Table):
         "off", description="compiled: each sampler call compiled whole per batch shape "
         "(CUDA graphs on a GPU), checked against the eager call at warm-up; a sampler "
         "that cannot be captured runs eagerly, saying why")
+    stream: bool = Field(False, description="streamed trials: each batch goes through the "
+                         "decoder and the metrics' feature extractors as it is drawn, and "
+                         "only the samples the grid and the metrics read are held (memory "
+                         "O(batch + features), not O(num_samples)); the same numbers, so "
+                         "not part of a trial's configuration")
     threads: Optional[Annotated[int, Field(ge=1, le=MAX_THREADS)]] = Field(
         None, description="torch threads per process (default: $OMP_NUM_THREADS, else 1); "
                           "not part of a trial's configuration")
@@ -357,6 +362,10 @@ class Suite:
     trial_time_limit: Optional[float] = None
     #: "off" or "compiled": how the sampler loop runs (`harness.bench.running.capture`).
     capture: str = "off"
+    #: Streamed trials (`harness.bench.running.stream`): where the samples are held, never
+    #: what is measured (features bit-identical to a held trial's), so, like threads, no
+    #: part of any config hash.
+    stream: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(dataclasses.replace(self, schedules=()))
@@ -428,7 +437,7 @@ def build_suite(raw: Mapping[str, Any], plugins: LoadedPlugins, name: str = "sui
         compile=file.compile,
         threads=file.threads if file.threads is not None else default_threads(),
         tracking_uri=file.tracking_uri, trial_time_limit=file.trial_time_limit,
-        capture=file.capture)
+        capture=file.capture, stream=file.stream)
 
 
 def _sampler_entry(refuse: Any, plugins: LoadedPlugins, name: str, entry: SamplerFile,

@@ -10,10 +10,23 @@ The estimate, per batch of B samples of D values in the state's dtype:
   + N x D x itemsize x HELD_COPIES    all N samples of a trial, held on the CPU while the
                                       batches are concatenated, gathered and measured
 
-compared with `HEADROOM` of what is available (the device's free memory for a GPU, the
-system's available memory for the CPU). A batch size is a memory setting, not part of a
-result (samples are seeded per sample), so a batch that is too large is split to the
-largest that fits; only samples that cannot be held at all are refused.
+A streamed trial (`harness.bench.running.stream`) holds no N samples: in place of the
+last term,
+
+  + (G + CHUNK + B) x D x itemsize x HELD_COPIES
+                                      the samples it keeps (the grid's G), the rows
+                                      waiting for a full chunk of the extractors, the batch
+  + N x STREAM_FEATURE_BYTES          the features of one feature space, float64: this
+                                      process's and the gathered matrix
+
+which is O(batch + features), not O(N x D): FID-50k of 3x256x256 images is 39 GB per
+held copy, and streamed about 1.6 GB of features. (A metric that reads raw samples keeps
+the subset it declares on top: `Metric.samples_read`.)
+
+Either is compared with `HEADROOM` of what is available (the device's free memory for a
+GPU, the system's available memory for the CPU). A batch size is a memory setting, not
+part of a result (samples are seeded per sample), so a batch that is too large is split
+to the largest that fits; only samples that cannot be held at all are refused.
 """
 
 from __future__ import annotations
@@ -29,11 +42,16 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ...metrics.streamed_features import CHUNK
 from ..configuration.suite import SuiteError
+from .stream import grid_samples
 
 LIVE_STATES = 6
 HELD_COPIES = 3
 PROBE_BATCH = 4
+#: Bytes per sample of one feature space: InceptionV3's 2,048 features (the widest
+#: built-in), float64, held twice (this process's and the gathered matrix).
+STREAM_FEATURE_BYTES = 2 * 2048 * 8
 #: Plan for at most this share of the memory available now.
 HEADROOM = 0.8
 GIB = 2.0 ** 30
@@ -131,24 +149,34 @@ def available_bytes(device: torch.device) -> float:
 def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: int,
                 device: torch.device, samples_here: Optional[int] = None,
                 available: Optional[dict[str, float]] = None,
-                guided: bool = False) -> MemoryPlan:
+                guided: bool = False, stream: bool = False) -> MemoryPlan:
     """The batch size that fits (`batch_size` or smaller), or `MemoryGuardError`.
 
     `samples_here` is this process's share of the samples (default: all);
     `available` overrides the measured memory ({"cpu": bytes, "device": bytes});
     `guided`: a guided evaluation runs the network on a doubled batch (its activations
-    and its input count twice per sample).
+    and its input count twice per sample); `stream`: streamed trials (module docstring).
     """
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_sample = math.prod(model.data.shape) * itemsize
-    held = float(num_samples) * per_sample * HELD_COPIES
+    kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
+    streamed = kept * per_sample * HELD_COPIES + float(num_samples) * STREAM_FEATURE_BYTES
+    held = streamed if stream else float(num_samples) * per_sample * HELD_COPIES
     cpu = (available or {}).get("cpu", available_bytes(torch.device("cpu")))
     if held > HEADROOM * cpu:
+        if stream:
+            raise MemoryGuardError(
+                f"num_samples = {num_samples:,} streamed needs about {_size(held)} of CPU "
+                f"memory (one feature space's float64 features and {kept:,} samples), "
+                f"but {_size(cpu)} is available; "
+                f"lower num_samples (nothing was allocated)")
+        fits = streamed <= HEADROOM * cpu
         raise MemoryGuardError(
             f"num_samples = {num_samples:,} needs about {_size(held)} of CPU memory "
             f"to hold the samples ({num_samples:,} x {per_sample:,} bytes x {HELD_COPIES} "
-            f"copies), but {_size(cpu)} is available; lower num_samples "
-            f"(nothing was allocated)")
+            f"copies), but {_size(cpu)} is available; lower num_samples"
+            + (f", or stream the trials (--stream: about {_size(streamed)})" if fits
+               else "") + " (nothing was allocated)")
     network = activation_bytes_per_sample(model, dtype) + (per_sample if guided else 0)
     per_batch_sample = per_sample * LIVE_STATES + network * (2 if guided else 1)
     if device.type == "cuda":
@@ -158,7 +186,12 @@ def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: in
         room, where = HEADROOM * cpu - held, "of CPU memory"
     batch = min(batch_size, samples_here if samples_here is not None else num_samples)
     need = batch * per_batch_sample
-    plan = MemoryPlan(batch_size, per_batch_sample, held, room / HEADROOM, where)
+    streaming = (f"streamed: about {_size(held)} held on the host (one feature space's "
+                 f"features and {kept:,} samples), not "
+                 f"{_size(float(num_samples) * per_sample * HELD_COPIES)}; "
+                 if stream else "")
+    plan = MemoryPlan(batch_size, per_batch_sample, held, room / HEADROOM, where,
+                      streaming.removesuffix("; "))
     if need <= room:
         return plan
     fits = int(room // per_batch_sample)
@@ -167,8 +200,8 @@ def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: in
             f"one sample needs about {_size(per_batch_sample)} {where} "
             f"(sampler state and network activations), more than the "
             f"{_size(room)} available; nothing was allocated")
-    note = (f"batch_size = {batch_size:,} would need about {_size(need)} {where} "
-            f"({_size(per_batch_sample)} per sample: sampler state and network "
+    note = (f"{streaming}batch_size = {batch_size:,} would need about {_size(need)} "
+            f"{where} ({_size(per_batch_sample)} per sample: sampler state and network "
             f"activations), {_size(room)} is available: using batch_size = "
             f"{fits:,} (batches change memory, not results)")
     return MemoryPlan(fits, per_batch_sample, held, room / HEADROOM, where, note)

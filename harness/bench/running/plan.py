@@ -186,7 +186,8 @@ def resolve_plan(suite: Suite, plugins: LoadedPlugins, model: ScoreModel,
         with distributed.shared_failure():  # before any large allocation, on every rank
             memory = plan_memory(model, STATE_DTYPES[suite.dtype], suite.num_samples,
                                  suite.batch_size, device, len(samples),
-                                 guided=any(run.network_rows > 1 for run in runs))
+                                 guided=any(run.network_rows > 1 for run in runs),
+                                 stream=suite.stream)
         memory_note, batch_size = memory.note, memory.batch_size
     floor = [FloorDraw(trial, trial.seed)
              for trial in floor_trials(suite, plugins, model, identity)]

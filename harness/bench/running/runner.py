@@ -12,7 +12,10 @@ is a warning on a FINISHED trial). A trial that raises (any exception, or a plug
 SystemExit), returns NaN/Inf, the wrong shape, dtype or device is recorded as FAILED with
 its error and the suite goes on. Ctrl-C and SIGTERM (turned into an exception here) end
 the current trial as KILLED and the suite as KILLED, never FINISHED; that clean-up is
-shielded from a second Ctrl-C (`harness.bench.running.shield`).
+shielded from a second Ctrl-C (`harness.bench.running.shield`). A streamed trial (the
+suite's `stream`) hands each batch as it is drawn to `harness.bench.running.stream`
+(decoding, feature extraction, PNG files, the first samples kept), timed apart as
+`stream_s` and out of the wall-clock; its metrics read the features extracted there.
 
 Under torchrun (`harness.core.distributed`) every process runs this same code on its own
 share of the sample indices (indices[rank::world]); the samples are gathered back into
@@ -53,6 +56,9 @@ from ...core.network_clock import NetworkClock
 from ..recording.atomic import atomic_path
 from ..recording.sample_images import check_image_data, write_sample_images
 from .shield import interrupts_raise, shielded
+from .stream import TrialStream, samples_kept
+from ...metrics.streamed_features import StreamedFeatures
+from ...metrics.trial_features import SampleFeatures
 from ...plugin.manager import LoadedPlugins
 from ...models.precision import STATE_DTYPES, configure_model
 from ...core.sampling import generate
@@ -168,6 +174,8 @@ class SuiteRunner:
                                     options={k: dict(v) for k, v in suite.metrics.items()},
                                     announce=self._announce)
         self.metrics = PreparedMetrics()
+        #: How many of the first samples a streamed trial holds (`prepare`).
+        self.keep = 0
         #: (sampler, guided) pairs already run once untimed (`_warm_sampler`).
         self._warmed: set[tuple[str, bool]] = set()
 
@@ -178,15 +186,22 @@ class SuiteRunner:
 
     # --- once per suite ----------------------------------------------------------------
     def prepare(self) -> PreparedMetrics:
-        """Prepare every metric once (reference statistics, test data) and warm up."""
+        """Prepare every metric once (reference statistics, test data) and warm up; in
+        a streamed suite, first refuse a metric that would read every sample."""
+        applicable = []
         for name in self.suite.metrics:
             metric = self.plugins.metrics.get(name)
             if not metric.applies_to(self.context):
                 self.metrics.skipped[name] = f"does not apply to model {self.suite.model!r}"
                 continue
-            metric.prepare(self.context)
+            applicable.append(metric)
             (self.metrics.per_suite if is_per_suite(metric) else self.metrics.per_trial
              ).append(metric)
+        if self.suite.stream:
+            self.keep = samples_kept(self.metrics.per_trial, self.context,
+                                     self.suite.num_samples)
+        for metric in applicable:
+            metric.prepare(self.context)
         self._warm_up()
         return self.metrics
 
@@ -312,20 +327,24 @@ class SuiteRunner:
         result.params["noise_backend"] = noise_backend(
             self.device, draw_numbers(max(map(len, batches), default=0), self.model.data.dim))
         timed = self._captured(entry, draw, result) if self.suite.capture != "off" else draw
-        samples = self._sample_timed(trial, timed, result)
+        stream = self._stream(trial) if self.suite.stream else None
+        samples = self._sample_timed(trial, timed, result, stream)
         if isinstance(timed, CapturedDraw) and timed.captured:
             # One graph: the network's share of it cannot be timed (`capture`).
             del result.metrics["network_s"], result.metrics["overhead_ratio"]
             result.params["noise_backend"] = CAPTURED_NOISE
         self._check_nfe(trial, result)
-        samples = self._decoded(samples, result)
+        if stream is None:
+            samples, streamed = self._decoded(samples, result), None
+        else:
+            streamed = self._streamed(trial, stream, result)
+        n = self.suite.num_samples
         context = TrialContext(suite=self.context, sampler=sampler, params=params, grid=grid,
                                seed=trial.seed, samples=samples,
                                generate=lambda indices: self.model.decode(
                                    draw(list(indices), self.model)).cpu(),
-                               bootstrap=Bootstrap(samples.shape[0]),
-                               labels=self._labels(trial, range(samples.shape[0])),
-                               guidance=trial.guidance)
+                               bootstrap=Bootstrap(n), labels=self._labels(trial, range(n)),
+                               guidance=trial.guidance, streamed=streamed)
         if trial.guidance is not None:
             result.params.update(guidance_conventions(trial))
         # The timing above drew from the global generator as much as this process's
@@ -333,7 +352,38 @@ class SuiteRunner:
         torch.manual_seed(_trial_seed(trial))
         self._compute_metrics(self.metrics.per_trial, context, result)
         self._write_sample_grid(trial, samples, result)
-        self._write_sample_images(trial, samples, result)
+        if stream is None:  # a streamed trial wrote them as they came
+            self._write_sample_images(trial, samples, result)
+
+    def _stream(self, trial: Trial) -> TrialStream:
+        """Where a streamed trial's batches go (`harness.bench.running.stream`): the
+        feature spaces every metric declares, the first `keep` samples, the PNG files."""
+        spaces = [space for metric in self.metrics.per_trial
+                  for space in metric.feature_spaces(self.context)]
+        images = (None if self.samples_dir is None
+                  else self.samples_dir / portable_file_name(trial.name))
+        return TrialStream(self.model, self.device, StreamedFeatures(spaces, self.model),
+                           self.keep, images)
+
+    def _streamed(self, trial: Trial, stream: TrialStream, result: TrialResult
+                  ) -> dict[tuple[str, str], SampleFeatures]:
+        """A streamed trial's features (its last rows extracted), with its decoding
+        time, its PNG files and their warnings recorded in `result`."""
+        with distributed.shared_failure():
+            features = stream.features.finish()
+        if self.model.decodes:
+            result.metrics["decode_s"] = stream.decode_seconds
+        written = distributed.all_reduce_sum(torch.tensor([stream.written],
+                                                          dtype=torch.float64))
+        if self.samples_dir is not None and not stream.warnings:
+            folder = self.samples_dir / portable_file_name(trial.name)
+            result.params["sample_images"] = (f"{folder} ({int(written)} PNG files, "
+                                              f"EDM's layout)")
+        for message in stream.warnings:
+            result.warnings.append(message)
+            result.unrecorded.append(message)
+            print(f"warning: {trial.name}: {message}", file=sys.stderr)
+        return features
 
     def _decoded(self, samples: Tensor, result: TrialResult) -> Tensor:
         """What metrics and the grid see: a latent model's samples through its decoder
@@ -479,9 +529,11 @@ class SuiteRunner:
 
     def _sample_timed(self, trial: Trial,
                       draw: Callable[[list[int], ScoreModel, NFECounter], Tensor],
-                      result: TrialResult) -> Tensor:
+                      result: TrialResult, stream: Optional[TrialStream] = None) -> Tensor:
         """Every sample of the trial (this process draws its share), with NFE, wall-clock,
-        overhead and memory recorded in `result`. The model is wrapped for this trial
+        overhead and memory recorded in `result`; for a streamed trial the first
+        `stream.keep` samples, the time spent in `stream` taken out of the wall-clock and
+        logged as `stream_s`. The model is wrapped for this trial
         alone: `network` counts and times what the network ran; `evaluations` counts
         what the sampler called (the network's own counter, or under guidance the guided
         models')."""
@@ -493,10 +545,12 @@ class SuiteRunner:
         start = clock(self.device)
         with distributed.shared_failure():
             local = self._sample(trial, lambda indices: draw(indices, network, evaluations),
-                                 self.plan.batches())
-            local_wall = clock(self.device) - start
+                                 self.plan.batches(), stream)
+            local_wall = clock(self.device) - start - (stream.seconds if stream else 0.0)
             # Before the gather, whose buffers are no part of sampling.
             memory, memory_kind = peak_memory(self.device)
+            if stream is not None:
+                memory = max(memory, stream.sampling_peak)
         local_network = network.clock.seconds()
         samples = distributed.gather_concat(local)
         wall = distributed.all_reduce_max(local_wall)
@@ -516,6 +570,8 @@ class SuiteRunner:
             "overhead_ratio": overhead,
             "peak_memory_mb": distributed.all_reduce_max(memory) / 2**20,
         })
+        if stream is not None:
+            result.metrics["stream_s"] = distributed.all_reduce_max(stream.seconds)
         if trial.guidance is not None:  # what the network ran, beside what was asked of it
             result.metrics.update({"network_evals": network_rows / n,
                                    "network_calls": network_calls})
@@ -524,9 +580,10 @@ class SuiteRunner:
         return samples
 
     def _sample(self, trial: Trial, draw: Callable[[list[int]], Tensor],
-                batches: list[list[int]]) -> Tensor:
+                batches: list[list[int]], stream: Optional[TrialStream] = None) -> Tensor:
         """The samples of this process's `batches` of indices, each batch checked for
-        shape and finiteness."""
+        shape and finiteness; streamed, each batch goes to `stream`, which keeps the
+        first samples alone."""
         shape = tuple(self.model.data.shape)
         parts = []
         bar = tqdm(batches, desc=trial.name, unit="batch", file=sys.stderr, leave=False,
@@ -543,8 +600,11 @@ class SuiteRunner:
                 raise TrialFailure(f"sampler returned NaN/Inf in {int(bad.sum())} of "
                                    f"{len(indices)} samples (batch from sample "
                                    f"{indices[0]})")
-            parts.append(x.detach().to("cpu"))
-        return torch.cat(parts)
+            if stream is None:
+                parts.append(x.detach().to("cpu"))
+            else:
+                stream.add(indices, x)
+        return torch.cat(parts) if stream is None else stream.kept_rows()
 
     def _check_dtype_device(self, x: Tensor) -> None:
         """Samples in another dtype or on another device than the run's were not made
