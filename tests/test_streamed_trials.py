@@ -224,11 +224,19 @@ def test_two_processes_stream_their_shares_to_the_values_of_a_held_run(tmp_path)
         folder = tmp_path / how
         folder.mkdir()
         extra = ["--stream"] if how == "streamed" else []
+        # The worker imports the test plugins from the repository (as in
+        # test_distributed_run.py); no launcher variables or tracking server inherited.
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+                   HARNESS_CACHE_DIR=str(folder / "cache"))
+        for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+                     "MLFLOW_TRACKING_URI"):
+            env.pop(name, None)
         done = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone",
              "--nproc_per_node=2", str(ROOT / "tests" / "harness_run_worker.py"), "run",
              str(tmp_path / "suite.toml"), "--out", "out", "--save-samples", "images",
-             "--quiet", *extra], cwd=folder, capture_output=True, text=True, timeout=300)
+             "--quiet", *extra], cwd=folder, env=env, capture_output=True, text=True,
+            timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         lines = (folder / "out" / "suite" / "trials.jsonl").read_text().splitlines()
         runs[how] = {r["name"]: r for r in map(json.loads, lines) if r["kind"] == "trial"
