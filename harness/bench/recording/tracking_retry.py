@@ -11,8 +11,10 @@ it: a wrong address still fails in seconds.
 Transient: an HTTP answer 408, 429 or 5xx other than 501, or no usable answer at all (a
 refused or dropped connection, a timeout). MLflow reports these as an `MlflowException`
 whose cause is the `requests` error, or a `RestException` whose error code maps to the
-status; a `requests.HTTPError` (artifact uploads) carries its response. Anything else (a
-4xx such as a bad parameter, an error of a local store) is raised at once.
+status, or (MLflow >= 3.18, an answer that is not MLflow's JSON, a proxy's error page)
+an `MlflowException` that names the status in its message; a `requests.HTTPError`
+(artifact uploads) carries its response. Anything else (a 4xx such as a bad parameter,
+an error of a local store) is raised at once.
 
 Each attempt is one MLflow call with MLflow's own retries inside it (urllib3: for the
 statuses above and connection errors, `MLFLOW_HTTP_REQUEST_MAX_RETRIES` times, each
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -92,14 +95,26 @@ def one_request_per_call() -> Iterator[None]:
 
 def http_status(err: BaseException) -> int | None:
     """The HTTP status an error reports, if it carries one."""
-    from mlflow.exceptions import RestException
+    from mlflow.exceptions import MlflowException, RestException
     from requests.exceptions import HTTPError
 
     if isinstance(err, RestException):
         return err.get_http_status_code()
     if isinstance(err, HTTPError) and err.response is not None:
         return err.response.status_code
+    if isinstance(err, MlflowException):
+        # A server's answer that is not MLflow's JSON (a proxy's 502 or 503 page):
+        # MLflow >= 3.18 raises it at once, saying the status only in its message
+        # (its error code keeps 503 but turns 502 into a 500); earlier versions
+        # retried it in urllib3 and raised a RetryError, a connection failure here.
+        answer = _NON_JSON_ANSWER.search(str(err))
+        return int(answer.group(1)) if answer else None
     return None
+
+
+#: MLflow's message for a non-JSON answer (`mlflow.utils.rest_utils`).
+_NON_JSON_ANSWER = re.compile(r"^API request to endpoint \S+ failed with error code "
+                              r"(\d{3}) != \d{3}")
 
 
 def is_transient(err: BaseException) -> bool:
