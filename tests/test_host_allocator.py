@@ -17,7 +17,7 @@ from harness.core.host_allocator import ALLOCATOR_ENV
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 
 #: Euler on the 64-D oracle at batch 4096 (a 2 MiB float64 state, 16 MiB temporaries in
-#: the network): the minor page faults of ten 10-step runs after two warm ones, and the
+#: the network): the minor page faults of thirty 10-step runs after two warm ones, and the
 #: allocator's state.
 LOOP = """
 import json, resource, torch
@@ -35,7 +35,7 @@ grid = make_grid(model.sde, "karras", 10)
 for _ in range(2):
     generate(model, euler, grid, seed=0, indices=range(4096))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+for _ in range(30):
     generate(model, euler, grid, seed=0, indices=range(4096))
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 print(json.dumps({"faults": faults, "state": state, "described": host_allocator.describe()}))
@@ -56,10 +56,11 @@ def _loop(monkeypatch, choice: str | None) -> dict:
 @glibc
 def test_kept_memory_stops_the_page_faults_of_a_sampling_loop(monkeypatch):
     kept = _loop(monkeypatch, None)
-    # glibc's defaults fault 4-40 thousand pages here, growing with the runs (0.2-1.8 MiB
-    # of fresh memory a step: `HARNESS_HOST_ALLOCATOR=system`, or this module with
-    # `mallopt` not called); kept, 0-1600 once (what is still first touched).
-    assert kept["faults"] <= 3000, kept
+    # glibc's defaults fault 400-8000 pages a run here, growing with the runs (0.2-1.8
+    # MiB of fresh memory a step: `HARNESS_HOST_ALLOCATOR=system`, or this module with
+    # `mallopt` not called), so at least 12,000 in thirty runs; kept, 0-3300 once (what
+    # is still first touched, however many runs follow).
+    assert kept["faults"] <= 8000, kept
     assert kept["state"] == kept["described"]
     assert kept["state"] == ("glibc malloc, freed memory kept (mmap threshold 32 MiB, "
                              "trim threshold 1024 MiB)")
