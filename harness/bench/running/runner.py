@@ -380,9 +380,7 @@ class SuiteRunner:
             result.params["sample_images"] = (f"{folder} ({int(written)} PNG files, "
                                               f"EDM's layout)")
         for message in stream.warnings:
-            result.warnings.append(message)
-            result.unrecorded.append(message)
-            print(f"warning: {trial.name}: {message}", file=sys.stderr)
+            _file_not_written(trial, result, message)
         return features
 
     def _decoded(self, samples: Tensor, result: TrialResult) -> Tensor:
@@ -492,10 +490,8 @@ class SuiteRunner:
                                   title=f"{trial.name} ({self.suite.model}{where})")
             result.artifacts["samples.png"] = path
         except Exception as err:
-            message = f"sample grid not written to {path}: {type(err).__name__}: {err}"
-            result.warnings.append(message)
-            result.unrecorded.append(message)
-            print(f"warning: {trial.name}: {message}", file=sys.stderr)
+            _file_not_written(trial, result, f"sample grid not written to {path}: "
+                                             f"{type(err).__name__}: {err}")
 
     def _write_sample_images(self, trial: Trial, samples: Tensor, result: TrialResult
                              ) -> None:
@@ -511,10 +507,8 @@ class SuiteRunner:
             # of tens of thousands of images.
             result.params["sample_images"] = f"{folder} ({written} PNG files, EDM's layout)"
         except Exception as err:
-            message = f"sample images not written to {folder}: {type(err).__name__}: {err}"
-            result.warnings.append(message)
-            result.unrecorded.append(message)
-            print(f"warning: {trial.name}: {message}", file=sys.stderr)
+            _file_not_written(trial, result, f"sample images not written to {folder}: "
+                                             f"{type(err).__name__}: {err}")
 
     def _check_nfe(self, trial: Trial, result: TrialResult) -> None:
         """Flag (not fail) a trial whose counted NFE per sample is not what its sampler
@@ -646,3 +640,11 @@ def summary(results: list[TrialResult], skipped: int = 0) -> str:
              + (f", {skipped} skipped (already finished; --resume)" if skipped else "")]
     lines += [f"  FAILED {r.trial.name}: {r.error}" for r in failed]
     return "\n".join(lines)
+
+
+def _file_not_written(trial: Trial, result: TrialResult, message: str) -> None:
+    """A file made from the samples that could not be written: a warning of the trial
+    (in its record, and among what the run did not keep), never a failure."""
+    result.warnings.append(message)
+    result.unrecorded.append(message)
+    print(f"warning: {trial.name}: {message}", file=sys.stderr)
