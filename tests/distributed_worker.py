@@ -121,8 +121,10 @@ def main() -> None:
     torch.set_num_threads(1)  # two processes on a small machine: one thread each
     try:
         run(args.out)
-    finally:
-        distributed.shutdown()
+    except BaseException:
+        distributed.shutdown(clean=False)
+        raise
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

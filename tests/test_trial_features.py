@@ -187,8 +187,10 @@ def main() -> None:
         torch.distributed.all_gather_object(every, mine)
         if distributed.rank() == 0:
             torch.save(every, args.out)
-    finally:
-        distributed.shutdown()
+    except BaseException:
+        distributed.shutdown(clean=False)
+        raise
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -160,12 +160,15 @@ def _run(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite) -> int:
         return 0
     device = distributed.resolve_device(suite.device)
     created = distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
+    clean = False
     try:
         with contextlib.ExitStack() as holding:  # the report folder, once taken
-            return _run_suite(args, plugins, suite, device, out_dir, holding)
+            status = _run_suite(args, plugins, suite, device, out_dir, holding)
+        clean = True
+        return status
     finally:
         if created:
-            distributed.shutdown()
+            distributed.shutdown(clean)
 
 
 def _run_suite(args: argparse.Namespace, plugins: LoadedPlugins, suite: Suite,

@@ -104,10 +104,19 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
-    """Leave the process group (at the end of a run); a no-op for a single process."""
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group (at the end of a run); a no-op for a single process.
+
+    After a clean run every rank waits for the others first: a rank that tears its
+    group down while a peer is still finishing (writing a file after the last
+    collective) can make gloo abort the slower process at exit, which once failed a
+    clean two-process run. A rank leaving on an error does not wait: its peers may
+    never reach the barrier.
+    """
     global _CPU_GROUP
     if is_distributed():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
     _CPU_GROUP = None
 
