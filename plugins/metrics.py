@@ -1,4 +1,4 @@
-"""Built-in metrics: FID, FID_inf, KID, the model's NLL and oracle distances.
+"""Built-in metrics: FID, FD_DINOv2, FID_inf, KID, the model's NLL and oracle distances.
 
 Each is a `harness.Metric` registered through `harness_register_metrics`, the same door
 a third-party metric uses, and written against the public API (`from harness import
@@ -161,18 +161,44 @@ class FIDMetric(_FeatureMetric):
 
     def compute(self, trial: TrialContext) -> dict[str, float]:
         features, stats, _ = self._features(trial)
-        out = {"fid": features.stats.fid_against(stats),
-               "fid_num_samples": float(features.stats.n)}
+        name = self.name
+        out = {name: features.stats.fid_against(stats),
+               f"{name}_num_samples": float(features.stats.n)}
         if stats.features is None:  # published moments: no set to resample, no interval
             return out
-        out["fid_num_reference"] = float(stats.n)
+        out[f"{name}_num_reference"] = float(stats.n)
         if trial.bootstrap is not None:
             out.update(self._record(trial, self._replicates(trial, features.matrix, stats,
                                                             fid_replicates)))
             # FID at a distance of 0, its small-N bias: where its interval's variance
             # is the second-order part alone (`harness.metrics.bootstrap`).
-            out["fid_bias"] = fid_infinity(features.matrix, stats.features).slope
+            out[f"{name}_bias"] = fid_infinity(features.matrix, stats.features).slope
         return out
+
+
+class FDDINOv2Metric(FIDMetric):
+    """FD_DINOv2 (Stein et al. 2023; EDM2's second metric): the Frechet distance of FID
+    in the feature space of DINOv2 ViT-L/14 (`harness.metrics.dinov2`), beside FID in a
+    suite's `metrics` (`[metrics.fd_dinov2] dinov2_weights = ...`): each has its own
+    extractor, options, reference statistics and interval."""
+
+    name = "fd_dinov2"
+    unit = "FD_DINOv2"
+    description = ("Frechet distance of DINOv2 ViT-L/14 feature Gaussians to the "
+                   "reference data (lower is better)")
+    DEFAULTS = {**FIDMetric.DEFAULTS, "extractor": "dinov2"}
+
+    def applies_to(self, suite: SuiteContext) -> bool:
+        shape = suite.model.data.shape  # DINOv2 sees RGB (or grey) images
+        return len(shape) == 3 and shape[0] in (1, 3) and super().applies_to(suite)
+
+    def prepare(self, suite: SuiteContext) -> None:
+        extractor = self.options(suite)["extractor"]
+        if extractor != "dinov2":
+            raise ParameterError(f"metric 'fd_dinov2' is FID in DINOv2's feature space: "
+                                 f"its extractor is 'dinov2', not {extractor!r} (for "
+                                 f"another space use fid's extractor option)")
+        super().prepare(suite)
 
 
 class FIDInfinityMetric(_FeatureMetric):
@@ -362,7 +388,7 @@ class MMDOracleMetric(_OracleMetric):
         return {self.name: result.mmd2, f"{self.name}_bandwidth": result.bandwidth}
 
 
-METRICS = (FIDMetric, FIDInfinityMetric, KIDMetric, NLLMetric, SlicedWassersteinMetric,
+METRICS = (FIDMetric, FDDINOv2Metric, FIDInfinityMetric, KIDMetric, NLLMetric, SlicedWassersteinMetric,
            MMDOracleMetric)
 
 

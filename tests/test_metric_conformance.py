@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from unittest import mock
 
 import pytest
 import torch
@@ -19,11 +21,14 @@ from harness.testing import (
     check_metric,
     metric_conformance_test,
 )
-from tests.plugins import broken_metrics
+from harness.metrics.dinov2 import load_dinov2
+from tests.plugins import broken_metrics, gaussian_images
+from tests.test_feature_extractors import TINY, random_state
 
 #: Small options, so that each built-in metric's kit run takes seconds.
 OPTIONS = {
     "fid": {"num_reference": 500},
+    "fd_dinov2": {"num_reference": 256},
     "fid_inf": {"num_reference": 500},
     "kid": {"num_reference": 500, "subset_size": 100, "subsets": 5},
     "nll": {"num_points": 8, "num_probes": 1, "rtol": 1e-3, "atol": 1e-3},
@@ -38,9 +43,19 @@ OPTIONS = {
                          ids=lambda c: c.name)
 def test_every_builtin_metric_passes_the_kit(cls, tmp_path):
     options = dict(OPTIONS[cls.name])
-    if cls.name in ("fid", "kid", "fid_inf"):
+    if cls.name in ("fid", "kid", "fid_inf", "fd_dinov2"):
         options["cache_dir"] = str(tmp_path)  # no statistics from another run
-    report = check_metric(cls, options=options)
+    model = None  # the kit's
+    with contextlib.ExitStack() as stack:
+        if cls.name == "fd_dinov2":  # a small DINOv2 of the real code, random weights
+            options["dinov2_weights"] = str(tmp_path / "dinov2_tiny.pth")
+            torch.save(random_state(TINY), options["dinov2_weights"])
+            stack.enter_context(mock.patch(
+                "harness.metrics.feature_space.load_dinov2",
+                lambda weights, expected_sha256: load_dinov2(weights, TINY,
+                                                             expected_sha256)))
+            model = gaussian_images.GaussianImages()  # it applies to images alone
+        report = check_metric(cls, options=options, model=model)
     assert report.passed and [r.name for r in report.results] == list(METRIC_CHECKS)
 
 

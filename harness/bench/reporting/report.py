@@ -32,7 +32,7 @@ from ..recording.record import FLOOR_NAME, TrialRecord, finite_number
 from ..recording.sinks import FINISHED, read_lines
 
 #: Leaderboard columns first in this order when present; other main values follow.
-PRIMARY_METRICS = ("fid", "fid_inf", "kid", "ode_error", "discrete_kl", "nll", "nfe",
+PRIMARY_METRICS = ("fid", "fd_dinov2", "fid_inf", "kid", "ode_error", "discrete_kl", "nll", "nfe",
                    "network_evals", "wall_clock_s", "overhead_ratio")
 #: Per-trial values kept in trials.csv but left out of the Markdown leaderboard.
 DETAIL_METRICS = {"nfe_expected", "samples_per_s", "s_per_nfe", "network_s",
