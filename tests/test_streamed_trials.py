@@ -28,7 +28,11 @@ import torch
 from harness import Metric, TrialContext, hookimpl
 from harness.bench.configuration.suite import SuiteError, build_suite
 from harness.bench.recording.sinks import FINISHED, Sinks
-from harness.bench.running.guards import MemoryGuardError, plan_memory
+from harness.bench.running.guards import (
+    MemoryGuardError,
+    check_streamed_host_memory,
+    plan_memory,
+)
 from harness.bench.running.plan import resolve_plan
 from harness.bench.running.runner import load_model, run_plan
 from harness.metrics.streamed_features import StreamedFeatures
@@ -338,6 +342,44 @@ def test_the_guard_suggests_streaming_when_held_samples_would_not_fit():
     # Written out from the guard's docstring: the grid's 64, a chunk, a batch; features.
     assert plan.bytes_held == (64 + 500 + BATCH) * per_sample * 3 + 50_000 * 2 * 2048 * 8
     assert plan.note.startswith("streamed: about 1.7 GiB held on the host")
+
+
+def test_fid_and_fd_dinov2_streamed_hold_both_spaces_features():
+    model = gaussian_images.GaussianImages()
+    per_sample = math.prod(gaussian_images.SHAPE) * 4
+    # Written out from the guard's docstring: Inception's 2,048 and DINOv2's 1,024.
+    expected = (64 + 500 + BATCH) * per_sample * 3 + 50_000 * (2048 + 1024) * 8 * 2
+    held = check_streamed_host_memory(model, torch.float32, 50_000, BATCH, [2048, 1024],
+                                      available=4 * 2.0**30)
+    assert held == expected
+    with pytest.raises(MemoryGuardError, match=r"2 feature space\(s\), 2,048 \+ 1,024 wide"):
+        check_streamed_host_memory(model, torch.float32, 50_000, BATCH, [2048, 1024],
+                                   available=expected / 0.8 - 1)
+
+
+def test_a_feature_space_wider_than_planned_is_refused_before_any_trial(
+        plugins, tmp_path, monkeypatch):
+    """The plan assumes one space of 2,048 features; FID of the raw 3x64x64 pixels
+    (`identity`) has 12,288. With memory for the first but not the second, the runner
+    refuses once the metric has loaded its extractor, before any trial runs."""
+    import harness.bench.running.guards as guards
+    num = 600  # features: 600 x 2,048 x 16 B = 20 MB assumed, 118 MB at 12,288 wide
+    monkeypatch.setattr(guards, "available_bytes", lambda device: 200 * 2.0**20)
+
+    def suite(extractor):
+        raw = {"model": "gaussian-images", "samplers": {"euler": {}}, "steps": [2],
+               "num_samples": num, "batch_size": 32, "device": "cpu", "stream": True,
+               "metrics": {"fid": {"cache_dir": str(tmp_path), "extractor": extractor}}}
+        built = build_suite(raw, plugins)
+        device = torch.device("cpu")
+        return resolve_plan(built, plugins, load_model(built, plugins, device), device)
+
+    plan = suite("identity")  # the plan passes: it assumes 2,048 features
+    with pytest.raises(MemoryGuardError, match=r"1 feature space\(s\), 12,288 wide"):
+        run_plan(plan, Sinks([Recorder()]), quiet=True)
+    [result] = [r for r in run_plan(suite("model"), Sinks([Recorder()]), quiet=True)
+                if r.trial.kind != "floor"]
+    assert result.status == FINISHED, result.error
 
 
 def _memory_trial(num: int, stream: bool, cache_dir: str) -> dict:

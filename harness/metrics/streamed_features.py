@@ -67,6 +67,11 @@ class StreamedFeatures:
         for extractor, how in spaces:
             self.spaces.setdefault((str(extractor.sha256), how), _Space(extractor, how))
 
+    @property
+    def widths(self) -> list[int]:
+        """The number of features of each space, as its extractor declares it."""
+        return [int(space.extractor.num_features) for space in self.spaces.values()]
+
     def add(self, rows: Tensor) -> None:
         """Feed this process's next rows (on the CPU, as a held trial keeps them)."""
         for space in self.spaces.values():

@@ -16,12 +16,17 @@ last term,
   + (G + CHUNK + B) x D x itemsize x HELD_COPIES
                                       the samples it keeps (the grid's G), the rows
                                       waiting for a full chunk of the extractors, the batch
-  + N x STREAM_FEATURE_BYTES          the features of one feature space, float64: this
-                                      process's and the gathered matrix
+  + N x sum(F) x 8 x 2                 the features of every feature space (F values
+                                      each), float64: this process's and the gathered
+                                      matrix
 
 which is O(batch + features), not O(N x D): FID-50k of 3x256x256 images is 39 GB per
-held copy, and streamed about 1.6 GB of features. (A metric that reads raw samples keeps
-the subset it declares on top: `Metric.samples_read`.)
+held copy, and streamed with FID and FD_DINOv2 (2,048 + 1,024 features) about 2.5 GB.
+The plan, made before the metrics load their extractors, assumes one space as wide as
+InceptionV3's (`ASSUMED_FEATURE_WIDTHS`); once they are loaded the runner checks again
+with the widths they declare (`check_streamed_host_memory`), before any sample is drawn.
+(A metric that reads raw samples keeps the subset it declares on top:
+`Metric.samples_read`.)
 
 Either is compared with `HEADROOM` of what is available (the device's free memory for a
 GPU, the system's available memory for the CPU). A batch size is a memory setting, not
@@ -36,7 +41,7 @@ import os
 import sys
 import weakref
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -49,9 +54,11 @@ from .stream import grid_samples
 LIVE_STATES = 6
 HELD_COPIES = 3
 PROBE_BATCH = 4
-#: Bytes per sample of one feature space: InceptionV3's 2,048 features (the widest
-#: built-in), float64, held twice (this process's and the gathered matrix).
-STREAM_FEATURE_BYTES = 2 * 2048 * 8
+#: The feature spaces a streamed plan assumes before the metrics are loaded: one of
+#: InceptionV3's 2,048 features (the widest built-in).
+ASSUMED_FEATURE_WIDTHS = (2048,)
+#: Copies of a streamed trial's features: this process's and the gathered matrix.
+FEATURE_COPIES = 2
 #: Plan for at most this share of the memory available now.
 HEADROOM = 0.8
 GIB = 2.0 ** 30
@@ -146,6 +153,39 @@ def available_bytes(device: torch.device) -> float:
         return math.inf
 
 
+def streamed_host_bytes(model: Any, dtype: torch.dtype, num_samples: int,
+                        batch_size: int, feature_widths: Sequence[int]) -> float:
+    """What a streamed trial holds on the host (module docstring): the samples it keeps
+    and the float64 features of spaces `feature_widths` wide."""
+    per_sample = math.prod(model.data.shape) * torch.empty((), dtype=dtype).element_size()
+    kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
+    features = float(num_samples) * sum(feature_widths) * 8 * FEATURE_COPIES
+    return kept * per_sample * HELD_COPIES + features
+
+
+def check_streamed_host_memory(model: Any, dtype: torch.dtype, num_samples: int,
+                               batch_size: int, feature_widths: Sequence[int],
+                               available: Optional[float] = None) -> float:
+    """The streamed plan's check again, with the widths of the feature spaces the loaded
+    metrics declare; the bytes held, or `MemoryGuardError` (nothing drawn yet)."""
+    held = streamed_host_bytes(model, dtype, num_samples, batch_size, feature_widths)
+    cpu = available if available is not None else available_bytes(torch.device("cpu"))
+    if held > HEADROOM * cpu:
+        kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
+        raise MemoryGuardError(_streamed_refusal(num_samples, held, kept, cpu,
+                                                 feature_widths))
+    return held
+
+
+def _streamed_refusal(num_samples: int, held: float, kept: int, cpu: float,
+                      widths: Sequence[int]) -> str:
+    spaces = " + ".join(f"{w:,}" for w in widths)
+    return (f"num_samples = {num_samples:,} streamed needs about {_size(held)} of CPU "
+            f"memory (float64 features of {len(widths)} feature space(s), {spaces} wide, "
+            f"and {kept:,} samples), but {_size(cpu)} is available; lower num_samples "
+            f"(nothing was sampled)")
+
+
 def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: int,
                 device: torch.device, samples_here: Optional[int] = None,
                 available: Optional[dict[str, float]] = None,
@@ -160,16 +200,14 @@ def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: in
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_sample = math.prod(model.data.shape) * itemsize
     kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
-    streamed = kept * per_sample * HELD_COPIES + float(num_samples) * STREAM_FEATURE_BYTES
+    streamed = streamed_host_bytes(model, dtype, num_samples, batch_size,
+                                   ASSUMED_FEATURE_WIDTHS)
     held = streamed if stream else float(num_samples) * per_sample * HELD_COPIES
     cpu = (available or {}).get("cpu", available_bytes(torch.device("cpu")))
     if held > HEADROOM * cpu:
         if stream:
-            raise MemoryGuardError(
-                f"num_samples = {num_samples:,} streamed needs about {_size(held)} of CPU "
-                f"memory (one feature space's float64 features and {kept:,} samples), "
-                f"but {_size(cpu)} is available; "
-                f"lower num_samples (nothing was allocated)")
+            raise MemoryGuardError(_streamed_refusal(num_samples, held, kept, cpu,
+                                                     ASSUMED_FEATURE_WIDTHS))
         fits = streamed <= HEADROOM * cpu
         raise MemoryGuardError(
             f"num_samples = {num_samples:,} needs about {_size(held)} of CPU memory "
@@ -186,8 +224,8 @@ def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: in
         room, where = HEADROOM * cpu - held, "of CPU memory"
     batch = min(batch_size, samples_here if samples_here is not None else num_samples)
     need = batch * per_batch_sample
-    streaming = (f"streamed: about {_size(held)} held on the host (one feature space's "
-                 f"features and {kept:,} samples), not "
+    streaming = (f"streamed: about {_size(held)} held on the host (the features of a "
+                 f"space as wide as InceptionV3's and {kept:,} samples), not "
                  f"{_size(float(num_samples) * per_sample * HELD_COPIES)}; "
                  if stream else "")
     plan = MemoryPlan(batch_size, per_batch_sample, held, room / HEADROOM, where,

@@ -56,6 +56,7 @@ from ...core.network_clock import NetworkClock
 from ..recording.atomic import atomic_path
 from ..recording.sample_images import check_image_data, write_sample_images
 from .shield import interrupts_raise, shielded
+from .guards import check_streamed_host_memory
 from .stream import TrialStream, samples_kept
 from ...metrics.streamed_features import StreamedFeatures
 from ...metrics.trial_features import SampleFeatures
@@ -202,8 +203,17 @@ class SuiteRunner:
                                      self.suite.num_samples)
         for metric in applicable:
             metric.prepare(self.context)
+        if self.suite.stream:  # the guard's plan assumed one space; now they are known
+            check_streamed_host_memory(self.model, self.dtype, self.suite.num_samples,
+                                       self.plan.batch_size, self._feature_spaces().widths)
         self._warm_up()
         return self.metrics
+
+    def _feature_spaces(self) -> StreamedFeatures:
+        """The feature spaces a streamed trial extracts: every metric's declared ones."""
+        return StreamedFeatures([space for metric in self.metrics.per_trial
+                                 for space in metric.feature_spaces(self.context)],
+                                self.model)
 
     def _warm_up(self) -> None:
         """Forward passes at the batch sizes the trials use, untimed, so that lazy
@@ -358,12 +368,10 @@ class SuiteRunner:
     def _stream(self, trial: Trial) -> TrialStream:
         """Where a streamed trial's batches go (`harness.bench.running.stream`): the
         feature spaces every metric declares, the first `keep` samples, the PNG files."""
-        spaces = [space for metric in self.metrics.per_trial
-                  for space in metric.feature_spaces(self.context)]
         images = (None if self.samples_dir is None
                   else self.samples_dir / portable_file_name(trial.name))
-        return TrialStream(self.model, self.device, StreamedFeatures(spaces, self.model),
-                           self.keep, images)
+        return TrialStream(self.model, self.device, self._feature_spaces(), self.keep,
+                           images)
 
     def _streamed(self, trial: Trial, stream: TrialStream, result: TrialResult
                   ) -> dict[tuple[str, str], SampleFeatures]:
