@@ -286,8 +286,9 @@ ESTIMATE = {
          "CosineDPMSolverMultistepScheduler"), "convert_model_output"),
 }
 #: float32 levels and coefficients, the cancellation in x_0 = (x_t - sigma eps) / alpha
-#: at sigma ~ 150 included.
-ESTIMATE_RTOL = 2e-5
+#: at sigma ~ 150 included: up to 2.2e-5 (LCMScheduler, epsilon, on an AVX-512 Xeon). A
+#: wrong parametrisation or sign is off by order 1.
+ESTIMATE_RTOL = 1e-4
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATE))

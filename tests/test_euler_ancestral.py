@@ -45,4 +45,5 @@ def test_is_ddim_with_the_same_eta(plugins, eta):
     ddim = plugins.samplers.get("ddim_eta")
     a = generate(model, ancestral, grid, 0, range(8), ancestral.make_params({"eta": eta}))
     b = generate(model, ddim, grid, 0, range(8), ddim.make_params({"eta": eta}))
-    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # Float64 rounding, amplified over 12 noisy steps: 1.5e-12 apart on one CPU.
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -1,18 +1,17 @@
 """The built-in metrics give the values they gave before: a tiny suite on the ring oracle
-and on the shipped digits model, pinned to 1e-9 relative.
+and on the shipped digits model, pinned to 1e-5 relative.
 
 The pins are taken in float64 end to end (the oracle, the digits network and the digits
 feature extractor, whose weights are float32 on disk), because in float32 they do not
 hold from one CPU to the next: convolution and matmul kernels sum in an order that
 depends on the vendor's instruction set, and the same FID differed by 9e-7 relative, the
-NLL's standard error by up to 4e-4, between an Intel Xeon and an AMD EPYC (and between 1
-and 2 threads, or oneDNN on and off, on one machine) — more than the 1e-4 change the pins
-must catch. In float64 the same variations (oneDNN on/off, 1 or 2 threads, measured on an
-AMD EPYC) move no value by more than 7e-13 relative, so 1e-9 leaves three orders of
-magnitude for another CPU and still catches any real change: a metric moved by 1e-4
-relative fails here. The float64 values agree with the float32 ones measured before to
-float32 accuracy (FID 145.6819 against 145.6828). The reference data identities must
-match exactly: they key the on-disk statistics caches.
+NLL's standard error by up to 4e-4, between an Intel Xeon and an AMD EPYC. Float64 is not
+enough to make them equal to the last digit either: the pins below, taken on one
+machine, came out on a Sapphire Rapids Xeon (AVX-512) up to 8e-7 relative away
+(mmd_oracle, a difference of nearly equal sums; FID 8e-8, the digits FID moving by 1e-8
+with ATen's instruction set alone), where an earlier tolerance of 1e-9 failed CI. 1e-5
+leaves an order of magnitude above that and still fails a metric moved by 1e-4 relative.
+The reference data identities must match exactly: they key the on-disk statistics caches.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from harness.models.oracle import ring_2d
 from harness.models.pretrained import load_digits_model
 from harness.plugin.manager import get_sampler
 
-RTOL = 1e-9
+RTOL = 1e-5
 
 BEFORE = {
     "digits:fid": {"fid": 145.6818894869566, "fid_num_reference": 355.0,
