@@ -340,15 +340,17 @@ def test_the_guard_suggests_streaming_when_held_samples_would_not_fit():
     plan = plan_memory(model, torch.float32, 50_000, BATCH, torch.device("cpu"),
                        available=available, stream=True)
     # Written out from the guard's docstring: the grid's 64, a chunk, a batch; features.
-    assert plan.bytes_held == (64 + 500 + BATCH) * per_sample * 3 + 50_000 * 2 * 2048 * 8
-    assert plan.note.startswith("streamed: about 1.7 GiB held on the host")
+    assert plan.bytes_held == ((64 + 500 + BATCH) * per_sample * 3 + 50_000 * 2 * 2048 * 8
+                               + (12 * 2048**2 + 2 * 2**24) * 8)
+    assert plan.note.startswith("streamed: about 2.3 GiB held on the host")
 
 
 def test_fid_and_fd_dinov2_streamed_hold_both_spaces_features():
     model = gaussian_images.GaussianImages()
     per_sample = math.prod(gaussian_images.SHAPE) * 4
     # Written out from the guard's docstring: Inception's 2,048 and DINOv2's 1,024.
-    expected = (64 + 500 + BATCH) * per_sample * 3 + 50_000 * (2048 + 1024) * 8 * 2
+    expected = ((64 + 500 + BATCH) * per_sample * 3 + 50_000 * (2048 + 1024) * 8 * 2
+                + (12 * 2048**2 + 2 * 2**24) * 8)  # FID's matrices and replicate blocks
     held = check_streamed_host_memory(model, torch.float32, 50_000, BATCH, [2048, 1024],
                                       available=4 * 2.0**30)
     assert held == expected
@@ -363,8 +365,10 @@ def test_a_feature_space_wider_than_planned_is_refused_before_any_trial(
     (`identity`) has 12,288. With memory for the first but not the second, the runner
     refuses once the metric has loaded its extractor, before any trial runs."""
     import harness.bench.running.guards as guards
-    num = 600  # features: 600 x 2,048 x 16 B = 20 MB assumed, 118 MB at 12,288 wide
-    monkeypatch.setattr(guards, "available_bytes", lambda device: 200 * 2.0**20)
+    # Planned: 0.8 GB (FID's 2,048 x 2,048 matrices most of it); at 12,288 features
+    # those matrices alone are 14 GB.
+    num = 600
+    monkeypatch.setattr(guards, "available_bytes", lambda device: 1.2 * 2.0**30)
 
     def suite(extractor):
         raw = {"model": "gaussian-images", "samplers": {"euler": {}}, "steps": [2],

@@ -40,7 +40,10 @@ KID's derivatives (N generated and M reference samples, kernel matrices K):
     g_i = 2 sum_{j != i} K_xx[i, j] / (N (N - 1)) - 2 sum_a K_xy[i, a] / (N M),
 
 and h_a alike, from the kernel matrices' row sums. FID's replicates are computed in
-chunks, so that its temporary arrays stay near `CHUNK_ELEMENTS` whatever B.
+chunks, so that its temporary arrays stay near `CHUNK_ELEMENTS` whatever B and N: beside
+the features themselves, FID's replicates hold a few F x F matrices per replicate of a
+chunk, never a copy of the (N, F) features (at FID-50k in InceptionV3's space, 800 MB
+each).
 """
 
 from __future__ import annotations
@@ -103,8 +106,13 @@ def _weighted_moments(x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     if size * dim * dim <= CHUNK_ELEMENTS:  # one matrix product with every x_i x_i'
         outer = (x[:, :, None] * x[:, None, :]).reshape(size, dim * dim)
         second = (c @ outer).reshape(-1, dim, dim)
-    else:
-        second = torch.matmul((c[:, :, None] * x).transpose(1, 2), x)
+    else:  # sum_i c_i x_i x_i' over blocks of rows: no (B, N, F) copy of the features
+        second = x.new_zeros(c.shape[0], dim, dim)
+        rows = max(1, CHUNK_ELEMENTS // (c.shape[0] * dim))
+        for start in range(0, size, rows):
+            part = x[start:start + rows]
+            second += torch.matmul((c[:, start:start + rows, None] * part).transpose(1, 2),
+                                   part)
     return mean, ((second - n[:, :, None] * mean[:, :, None] * mean[:, None, :])
                   / (n[:, :, None] - 1))
 
@@ -131,11 +139,15 @@ def _trace_sqrt_quadratic(cov_own: Tensor, cov_other: Tensor) -> Tensor:
 def _fid_derivative(x: Tensor, mean: Tensor, cov: Tensor, mean_other: Tensor,
                     cov_other: Tensor) -> Tensor:
     """d FID / d c_i for the set x (mean, cov) against the other set (see above)."""
-    n = x.shape[0]
-    centred = x - mean
+    n, dim = x.shape
     quadratic = _trace_sqrt_quadratic(cov, cov_other)
-    return (2 * centred @ (mean - mean_other) / n
-            + ((centred @ quadratic) * centred).sum(1) / (n - 1))
+    out = x.new_empty(n)
+    rows = max(1, CHUNK_ELEMENTS // dim)  # blocks of rows: no (N, F) temporaries
+    for start in range(0, n, rows):
+        centred = x[start:start + rows] - mean
+        out[start:start + rows] = (2 * centred @ (mean - mean_other) / n
+                                   + ((centred @ quadratic) * centred).sum(1) / (n - 1))
+    return out
 
 
 def fid_replicates(features: Tensor, reference: Tensor, sample_sets: Tensor,

@@ -29,14 +29,13 @@ NUM_REFERENCE = 256
 class RandomProjection(nn.Module):
     """Features: the flattened image times a fixed Gaussian matrix (seed 0)."""
 
-    sha256 = "gaussian-images-random-projection-64"
-    num_features = FEATURES
-
-    def __init__(self) -> None:
+    def __init__(self, features: int = FEATURES) -> None:
         super().__init__()
+        self.num_features = features
+        self.sha256 = f"gaussian-images-random-projection-{features}"
         generator = torch.Generator().manual_seed(0)
         dim = math.prod(SHAPE)
-        self.register_buffer("weight", torch.randn(dim, FEATURES, generator=generator)
+        self.register_buffer("weight", torch.randn(dim, features, generator=generator)
                              / math.sqrt(dim))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -48,16 +47,18 @@ class GaussianImages(ScoreModel):
 
     reference_splits = ("test",)
 
-    def __init__(self) -> None:
+    def __init__(self, features: int = FEATURES, num_reference: int = NUM_REFERENCE
+                 ) -> None:
         super().__init__(make_sde("edm"), DataSpec(SHAPE, (-1.0, 1.0)))
-        self.extractor = RandomProjection()
+        self.extractor = RandomProjection(features)
+        self.num_reference = num_reference
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         shrink = SCALE**2 / (SCALE**2 + sigma.to(x.dtype) ** 2)
         return x * shrink.reshape(-1, *([1] * (x.ndim - 1)))
 
     def _reference_data(self, split: str, num, seed: int) -> ReferenceData:
-        count = NUM_REFERENCE if num is None else min(num, NUM_REFERENCE)
+        count = self.num_reference if num is None else min(num, self.num_reference)
         generator = torch.Generator().manual_seed(seed)
         data = SCALE * torch.randn(count, *SHAPE, generator=generator)
         return ReferenceData(f"gaussian-images:{split}:n={count}:seed={seed}", data)

@@ -19,6 +19,9 @@ last term,
   + N x sum(F) x 8 x 2                 the features of every feature space (F values
                                       each), float64: this process's and the gathered
                                       matrix
+  + METRIC_MATRICES x max(F)^2 x 8     FID's working memory: covariances, their roots
+    + 2 x CHUNK_ELEMENTS x 8           and eigenvectors, and its replicates' blocks
+                                      (`harness.metrics.feature_replicates`)
 
 which is O(batch + features), not O(N x D): FID-50k of 3x256x256 images is 39 GB per
 held copy, and streamed with FID and FD_DINOv2 (2,048 + 1,024 features) about 2.5 GB.
@@ -47,6 +50,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ...metrics.feature_replicates import CHUNK_ELEMENTS as REPLICATE_CHUNK_ELEMENTS
 from ...metrics.streamed_features import CHUNK
 from ..configuration.suite import SuiteError
 from .stream import grid_samples
@@ -59,6 +63,10 @@ PROBE_BATCH = 4
 ASSUMED_FEATURE_WIDTHS = (2048,)
 #: Copies of a streamed trial's features: this process's and the gathered matrix.
 FEATURE_COPIES = 2
+#: F x F float64 matrices alive at once while FID and its replicates are computed (the
+#: two covariances, a root, an eigendecomposition and its product, the quadratic form of
+#: the derivative, a replicate's moments), counted generously.
+METRIC_MATRICES = 12
 #: Plan for at most this share of the memory available now.
 HEADROOM = 0.8
 GIB = 2.0 ** 30
@@ -160,7 +168,9 @@ def streamed_host_bytes(model: Any, dtype: torch.dtype, num_samples: int,
     per_sample = math.prod(model.data.shape) * torch.empty((), dtype=dtype).element_size()
     kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
     features = float(num_samples) * sum(feature_widths) * 8 * FEATURE_COPIES
-    return kept * per_sample * HELD_COPIES + features
+    working = (METRIC_MATRICES * max(feature_widths, default=0) ** 2
+               + 2 * REPLICATE_CHUNK_ELEMENTS) * 8
+    return kept * per_sample * HELD_COPIES + features + working
 
 
 def check_streamed_host_memory(model: Any, dtype: torch.dtype, num_samples: int,
