@@ -17,8 +17,9 @@ and what the real networks cost per sample.
    metric's reference images, drawn again in `prepare`, included; glibc returning every
    freed block above 128 KiB, `LIVE_MEMORY_ENV`, so that the peak is what was live at
    once) against
-   the guard's prediction for the same suite (`harness.bench.running.guards`: what is
-   held plus one batch's working memory), the trial's wall time, its sampling rate and
+   the guard's prediction for the same suite once its metrics are loaded
+   (`harness.bench.running.guards.trial_host_bytes`: samples, features and FID's working
+   matrices, plus one batch's working memory), the trial's wall time, its sampling rate and
    the time spent streaming and in the metric. FID's interval comes from `--replicates`
    resamples, not the runner's 200, and its small-N bias (`fid_bias`, an FID_inf fit)
    from 2 subset sizes drawn once, not 5 drawn 32 times: at this width each of those
@@ -121,7 +122,7 @@ def worker(samples: int, stream: bool, cache_dir: str, replicates: int) -> dict:
 
     from harness.bench.recording.sinks import Sinks
     from harness.bench.running import runner
-    from harness.bench.running.guards import plan_memory, streamed_host_bytes
+    from harness.bench.running.guards import plan_memory, trial_host_bytes
     from harness.bench.running.plan import resolve_plan
     from harness.metrics.bootstrap import Bootstrap
 
@@ -132,8 +133,7 @@ def worker(samples: int, stream: bool, cache_dir: str, replicates: int) -> dict:
     plan = resolve_plan(suite, plugins, model, device)
     guard = plan_memory(model, torch.float32, samples, BATCH, device, stream=stream,
                         available={"cpu": math.inf})
-    held = (streamed_host_bytes(model, torch.float32, samples, BATCH, [FEATURES])
-            if stream else guard.bytes_held)
+    held = trial_host_bytes(model, torch.float32, samples, BATCH, [FEATURES], stream)
     runner.Bootstrap = functools.partial(Bootstrap, replicates=replicates)
     import harness_plugins.metrics as builtin_metrics  # fid_bias from 2 x 1 subsets
     builtin_metrics.fid_infinity = functools.partial(builtin_metrics.fid_infinity,
@@ -260,7 +260,7 @@ def report(rows: list[dict], nets: dict, args, start_load) -> str:
               f"{nets['dinov2_parameters'] / 1e6:.1f} M | {nets['dinov2_s']:.3f} |", "",
               f"FID-50k + FD_DINOv2 of one sampler here: {per[10]:,.0f} CPU hours at NFE 10, "
               f"{per[35]:,.0f} at NFE 35 (sampling and DINOv2; InceptionV3, not installed "
-              f"here, adds its own). On a GPU, `benchmarks/gpu_check.sh` runs part 1.",
+              f"here, adds its own).",
               "", f"Part 3: one float64 Frechet distance at 2,048 features takes "
                   f"{args.frechet_s:.1f} s here, so FID's interval (200 resamples) and its "
                   f"bias (5 x 32 subsets) cost about {args.frechet_s * 360 / 60:.0f} min "

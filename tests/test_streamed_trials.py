@@ -30,7 +30,7 @@ from harness.bench.configuration.suite import SuiteError, build_suite
 from harness.bench.recording.sinks import FINISHED, Sinks
 from harness.bench.running.guards import (
     MemoryGuardError,
-    check_streamed_host_memory,
+    check_trial_host_memory,
     plan_memory,
 )
 from harness.bench.running.plan import resolve_plan
@@ -351,12 +351,16 @@ def test_fid_and_fd_dinov2_streamed_hold_both_spaces_features():
     # Written out from the guard's docstring: Inception's 2,048 and DINOv2's 1,024.
     expected = ((64 + 500 + BATCH) * per_sample * 3 + 50_000 * (2048 + 1024) * 8 * 2
                 + (12 * 2048**2 + 2 * 2**24) * 8)  # FID's matrices and replicate blocks
-    held = check_streamed_host_memory(model, torch.float32, 50_000, BATCH, [2048, 1024],
-                                      available=4 * 2.0**30)
+    held = check_trial_host_memory(model, torch.float32, 50_000, BATCH, [2048, 1024],
+                                   stream=True, available=4 * 2.0**30)
     assert held == expected
     with pytest.raises(MemoryGuardError, match=r"2 feature space\(s\), 2,048 \+ 1,024 wide"):
-        check_streamed_host_memory(model, torch.float32, 50_000, BATCH, [2048, 1024],
-                                   available=expected / 0.8 - 1)
+        check_trial_host_memory(model, torch.float32, 50_000, BATCH, [2048, 1024],
+                                stream=True, available=expected / 0.8 - 1)
+    # Held, the same features on top of all 50,000 samples (three copies).
+    assert check_trial_host_memory(model, torch.float32, 50_000, BATCH, [2048, 1024],
+                                   stream=False) == (50_000 * per_sample * 3 + expected
+                                                     - (64 + 500 + BATCH) * per_sample * 3)
 
 
 def test_a_feature_space_wider_than_planned_is_refused_before_any_trial(

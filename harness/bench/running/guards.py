@@ -26,8 +26,10 @@ last term,
 which is O(batch + features), not O(N x D): FID-50k of 3x256x256 images is 39 GB per
 held copy, and streamed with FID and FD_DINOv2 (2,048 + 1,024 features) about 2.5 GB.
 The plan, made before the metrics load their extractors, assumes one space as wide as
-InceptionV3's (`ASSUMED_FEATURE_WIDTHS`); once they are loaded the runner checks again
-with the widths they declare (`check_streamed_host_memory`), before any sample is drawn.
+InceptionV3's (`ASSUMED_FEATURE_WIDTHS`) for a streamed trial, and counts only the
+samples of a held one; once the metrics are loaded the runner checks again with the
+widths they declare (`check_trial_host_memory`), adding to a held trial's samples the
+same features and working matrices, before any sample is drawn.
 (A metric that reads raw samples keeps the subset it declares on top:
 `Metric.samples_read`.)
 
@@ -161,39 +163,56 @@ def available_bytes(device: torch.device) -> float:
         return math.inf
 
 
-def streamed_host_bytes(model: Any, dtype: torch.dtype, num_samples: int,
-                        batch_size: int, feature_widths: Sequence[int]) -> float:
-    """What a streamed trial holds on the host (module docstring): the samples it keeps
-    and the float64 features of spaces `feature_widths` wide."""
-    per_sample = math.prod(model.data.shape) * torch.empty((), dtype=dtype).element_size()
-    kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
+def feature_bytes(num_samples: int, feature_widths: Sequence[int]) -> float:
+    """The float64 features of spaces `feature_widths` wide and FID's working memory on
+    them (module docstring): what a trial holds once its metrics run, streamed or held."""
     features = float(num_samples) * sum(feature_widths) * 8 * FEATURE_COPIES
     working = (METRIC_MATRICES * max(feature_widths, default=0) ** 2
                + 2 * REPLICATE_CHUNK_ELEMENTS) * 8
-    return kept * per_sample * HELD_COPIES + features + working
+    return features + working
 
 
-def check_streamed_host_memory(model: Any, dtype: torch.dtype, num_samples: int,
-                               batch_size: int, feature_widths: Sequence[int],
-                               available: Optional[float] = None) -> float:
-    """The streamed plan's check again, with the widths of the feature spaces the loaded
-    metrics declare; the bytes held, or `MemoryGuardError` (nothing drawn yet)."""
-    held = streamed_host_bytes(model, dtype, num_samples, batch_size, feature_widths)
+def streamed_host_bytes(model: Any, dtype: torch.dtype, num_samples: int,
+                        batch_size: int, feature_widths: Sequence[int]) -> float:
+    """What a streamed trial holds on the host (module docstring): the samples it keeps,
+    the features of spaces `feature_widths` wide and the metrics' working memory."""
+    per_sample = math.prod(model.data.shape) * torch.empty((), dtype=dtype).element_size()
+    kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
+    return kept * per_sample * HELD_COPIES + feature_bytes(num_samples, feature_widths)
+
+
+def trial_host_bytes(model: Any, dtype: torch.dtype, num_samples: int, batch_size: int,
+                     feature_widths: Sequence[int], stream: bool) -> float:
+    """What a trial holds on the host once its metrics' feature spaces are known: a held
+    trial its N samples and, as a streamed one, their features and FID's matrices."""
+    if stream:
+        return streamed_host_bytes(model, dtype, num_samples, batch_size, feature_widths)
+    per_sample = math.prod(model.data.shape) * torch.empty((), dtype=dtype).element_size()
+    return (float(num_samples) * per_sample * HELD_COPIES
+            + feature_bytes(num_samples, feature_widths))
+
+
+def check_trial_host_memory(model: Any, dtype: torch.dtype, num_samples: int,
+                            batch_size: int, feature_widths: Sequence[int], stream: bool,
+                            available: Optional[float] = None) -> float:
+    """The plan's check again once the metrics are loaded, with the widths of the feature
+    spaces they declare (the plan assumed one of InceptionV3's for a streamed trial and
+    none for a held one); the bytes held, or `MemoryGuardError` (nothing drawn yet)."""
+    held = trial_host_bytes(model, dtype, num_samples, batch_size, feature_widths, stream)
     cpu = available if available is not None else available_bytes(torch.device("cpu"))
     if held > HEADROOM * cpu:
-        kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
-        raise MemoryGuardError(_streamed_refusal(num_samples, held, kept, cpu,
-                                                 feature_widths))
+        kept = (min(num_samples, grid_samples(model) + CHUNK + batch_size) if stream
+                else num_samples)
+        spaces = " + ".join(f"{w:,}" for w in feature_widths) or "no"
+        how = "streamed " if stream else ""
+        raise MemoryGuardError(
+            f"num_samples = {num_samples:,} {how}needs about {_size(held)} of CPU memory "
+            f"({kept:,} samples, and the float64 features of {len(feature_widths)} "
+            f"feature space(s), {spaces} wide, with FID's working matrices), but "
+            f"{_size(cpu)} is available; lower num_samples"
+            + ("" if stream else " or stream the trials (--stream)")
+            + " (nothing was sampled)")
     return held
-
-
-def _streamed_refusal(num_samples: int, held: float, kept: int, cpu: float,
-                      widths: Sequence[int]) -> str:
-    spaces = " + ".join(f"{w:,}" for w in widths)
-    return (f"num_samples = {num_samples:,} streamed needs about {_size(held)} of CPU "
-            f"memory (float64 features of {len(widths)} feature space(s), {spaces} wide, "
-            f"and {kept:,} samples), but {_size(cpu)} is available; lower num_samples "
-            f"(nothing was sampled)")
 
 
 def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: int,
@@ -216,8 +235,11 @@ def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: in
     cpu = (available or {}).get("cpu", available_bytes(torch.device("cpu")))
     if held > HEADROOM * cpu:
         if stream:
-            raise MemoryGuardError(_streamed_refusal(num_samples, held, kept, cpu,
-                                                     ASSUMED_FEATURE_WIDTHS))
+            raise MemoryGuardError(
+                f"num_samples = {num_samples:,} streamed needs about {_size(held)} of CPU "
+                f"memory ({kept:,} samples, and the float64 features of a feature space "
+                f"as wide as InceptionV3's with FID's working matrices), but "
+                f"{_size(cpu)} is available; lower num_samples (nothing was allocated)")
         fits = streamed <= HEADROOM * cpu
         raise MemoryGuardError(
             f"num_samples = {num_samples:,} needs about {_size(held)} of CPU memory "

@@ -56,7 +56,7 @@ from ...core.network_clock import NetworkClock
 from ..recording.atomic import atomic_path
 from ..recording.sample_images import check_image_data, write_sample_images
 from .shield import interrupts_raise, shielded
-from .guards import check_streamed_host_memory
+from .guards import check_trial_host_memory
 from .stream import TrialStream, samples_kept
 from ...metrics.streamed_features import StreamedFeatures
 from ...metrics.trial_features import SampleFeatures
@@ -203,14 +203,15 @@ class SuiteRunner:
                                      self.suite.num_samples)
         for metric in applicable:
             metric.prepare(self.context)
-        if self.suite.stream:  # the guard's plan assumed one space; now they are known
-            check_streamed_host_memory(self.model, self.dtype, self.suite.num_samples,
-                                       self.plan.batch_size, self._feature_spaces().widths)
+        # The guard's plan guessed the feature spaces (`guards`); now they are known.
+        check_trial_host_memory(self.model, self.dtype, self.suite.num_samples,
+                                self.plan.batch_size, self._feature_spaces().widths,
+                                self.suite.stream)
         self._warm_up()
         return self.metrics
 
     def _feature_spaces(self) -> StreamedFeatures:
-        """The feature spaces a streamed trial extracts: every metric's declared ones."""
+        """The feature spaces a trial's metrics declare (a streamed trial extracts these)."""
         return StreamedFeatures([space for metric in self.metrics.per_trial
                                  for space in metric.feature_spaces(self.context)],
                                 self.model)
