@@ -329,6 +329,16 @@ def test_streamed_features_are_cut_into_held_extractions_chunks():
     assert torch.equal(features.stats.features_sum, held.stats.features_sum)
 
 
+def test_the_guard_counts_the_spaces_whose_width_is_declared():
+    class Undeclared(torch.nn.Module):  # a plugin's extractor need not say its width
+        sha256 = "undeclared"
+
+    spaces = StreamedFeatures([(BatchMeanFeatures(), "clamp"), (Undeclared(), "clamp"),
+                               (gaussian_images.RandomProjection(), "none")],
+                              gaussian_images.GaussianImages())
+    assert spaces.widths == [2, gaussian_images.FEATURES]
+
+
 def test_the_guard_suggests_streaming_when_held_samples_would_not_fit():
     model = gaussian_images.GaussianImages()
     per_sample = math.prod(gaussian_images.SHAPE) * 4

@@ -69,8 +69,10 @@ class StreamedFeatures:
 
     @property
     def widths(self) -> list[int]:
-        """The number of features of each space, as its extractor declares it."""
-        return [int(space.extractor.num_features) for space in self.spaces.values()]
+        """The number of features of each space whose extractor declares it
+        (`num_features`; a plugin's extractor may not)."""
+        return [int(space.extractor.num_features) for space in self.spaces.values()
+                if getattr(space.extractor, "num_features", None) is not None]
 
     def add(self, rows: Tensor) -> None:
         """Feed this process's next rows (on the CPU, as a held trial keeps them)."""
