@@ -156,6 +156,22 @@ def test_streamed_and_held_trials_give_the_same_values_and_grids(plugins, tmp_pa
     assert SubsetMetric.seen == 60  # the grid keeps up to 64: all 60, the 5 among them
 
 
+def test_a_png_file_another_process_could_not_write_is_in_the_record(plugins, tmp_path,
+                                                                     monkeypatch):
+    """Under torchrun each process writes its share of the PNG files; rank 0 records a
+    failure of any of them (the gather is the one collective stubbed here)."""
+    from harness.core import distributed
+
+    failed = "sample images not written to /x: [Errno 28] No space left on device"
+    monkeypatch.setattr(distributed, "gather_objects", lambda mine: [mine, [failed]])
+    results = [r for r in _run(plugins, tmp_path, True, {"fid": {"cache_dir": str(tmp_path)}},
+                               images=True) if r.trial.kind != "floor"]
+    for result in results:
+        assert result.status == FINISHED, result.error
+        assert f"rank 1: {failed}" in result.warnings
+        assert "sample_images" not in result.params
+
+
 def test_a_latent_models_streamed_images_are_its_held_decoded_images(tmp_path):
     """The decoder runs on each batch as it comes, in the batches a held trial decodes."""
     pytest.importorskip("diffusers")

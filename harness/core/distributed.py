@@ -180,6 +180,15 @@ def broadcast_object(value: T) -> T:
     return box[0]  # type: ignore[return-value]
 
 
+def gather_objects(value: T) -> list[T]:
+    """Every rank's `value` (picklable), in rank order, on every rank."""
+    if not is_distributed():
+        return [value]
+    every: list[Any] = [None] * world_size()
+    dist.all_gather_object(every, value, group=_cpu_group())
+    return every
+
+
 def on_rank0(work: Callable[[], T]) -> T:
     """`work()` run on rank 0 only (e.g. talking to MLflow); its result on every rank.
 

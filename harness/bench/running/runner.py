@@ -384,11 +384,15 @@ class SuiteRunner:
             result.metrics["decode_s"] = stream.decode_seconds
         written = distributed.all_reduce_sum(torch.tensor([stream.written],
                                                           dtype=torch.float64))
-        if self.samples_dir is not None and not stream.warnings:
+        # Each process writes its own share of the PNG files: rank 0 records them all.
+        warnings = [message if rank == 0 else f"rank {rank}: {message}"
+                    for rank, messages in enumerate(distributed.gather_objects(
+                        stream.warnings)) for message in messages]
+        if self.samples_dir is not None and not warnings:
             folder = self.samples_dir / portable_file_name(trial.name)
             result.params["sample_images"] = (f"{folder} ({int(written)} PNG files, "
                                               f"EDM's layout)")
-        for message in stream.warnings:
+        for message in warnings:
             _file_not_written(trial, result, message)
         return features
 
