@@ -24,7 +24,8 @@ last term,
                                       (`harness.metrics.feature_replicates`)
 
 which is O(batch + features), not O(N x D): FID-50k of 3x256x256 images is 39 GB per
-held copy, and streamed with FID and FD_DINOv2 (2,048 + 1,024 features) about 2.5 GB.
+held copy, and streamed with FID and FD_DINOv2 (2,048 + 1,024 features) about 3.3 GB
+(`benchmarks/scale_evaluation.py` measured 3.2 GiB at 64x64, its prediction 3.7).
 The plan, made before the metrics load their extractors, assumes one space as wide as
 InceptionV3's (`ASSUMED_FEATURE_WIDTHS`) for a streamed trial, and counts only the
 samples of a held one; once the metrics are loaded the runner checks again with the
