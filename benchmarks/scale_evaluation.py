@@ -242,13 +242,13 @@ def report(rows: list[dict], nets: dict, args, start_load) -> str:
             f"{row['growth'] / row['predicted']:.2f} | {row['wall_s']:.0f} s | "
             f"{row['samples_per_s']:,.0f} | {row.get('stream_s') or 0:.1f} | "
             f"{row['metrics_s']:.0f} | {row['fid']:.6g} |")
-    streamed = {r["mode"]: r for r in rows}
+    by_mode = {r["mode"]: r for r in rows}
     if all(r["status"] == "FINISHED" for r in rows) and len(rows) == 2:
+        streamed, held = by_mode["streamed"], by_mode["held"]
+        same = "equal" if streamed["fid"] == held["fid"] else "DIFFERENT"
         lines += ["", f"Streamed, the trial's peak memory grew by "
-                      f"{streamed['streamed']['growth'] / streamed['held']['growth']:.2f} of "
-                      f"the held trial's; both FIDs are "
-                      f"{'equal' if streamed['streamed']['fid'] == streamed['held']['fid'] else 'DIFFERENT'}"
-                      f" ({streamed['held']['fid']!r} held)."]
+                      f"{streamed['growth'] / held['growth']:.2f} of the held trial's; both "
+                      f"FIDs are {same} ({held['fid']!r} held)."]
     nfe = (10, 35)
     per = {n: args.samples * (n * nets["unet_s"] + nets["dinov2_s"]) / 3600 for n in nfe}
     lines += ["", f"Part 2, the real networks on this CPU, batch {args.net_batch}, "

@@ -388,8 +388,8 @@ class MMDOracleMetric(_OracleMetric):
         return {self.name: result.mmd2, f"{self.name}_bandwidth": result.bandwidth}
 
 
-METRICS = (FIDMetric, FDDINOv2Metric, FIDInfinityMetric, KIDMetric, NLLMetric, SlicedWassersteinMetric,
-           MMDOracleMetric)
+METRICS = (FIDMetric, FDDINOv2Metric, FIDInfinityMetric, KIDMetric, NLLMetric,
+           SlicedWassersteinMetric, MMDOracleMetric)
 
 
 @hookimpl

@@ -164,6 +164,16 @@ def available_bytes(device: torch.device) -> float:
         return math.inf
 
 
+def _sample_bytes(model: Any, dtype: torch.dtype) -> int:
+    """Bytes of one sample of `model`'s data in `dtype`."""
+    return math.prod(model.data.shape) * torch.empty((), dtype=dtype).element_size()
+
+
+def _streamed_kept(model: Any, num_samples: int, batch_size: int) -> int:
+    """Samples a streamed trial holds at once: the grid's, a chunk waiting, a batch."""
+    return min(num_samples, grid_samples(model) + CHUNK + batch_size)
+
+
 def feature_bytes(num_samples: int, feature_widths: Sequence[int]) -> float:
     """The float64 features of spaces `feature_widths` wide and FID's working memory on
     them (module docstring): what a trial holds once its metrics run, streamed or held."""
@@ -177,9 +187,9 @@ def streamed_host_bytes(model: Any, dtype: torch.dtype, num_samples: int,
                         batch_size: int, feature_widths: Sequence[int]) -> float:
     """What a streamed trial holds on the host (module docstring): the samples it keeps,
     the features of spaces `feature_widths` wide and the metrics' working memory."""
-    per_sample = math.prod(model.data.shape) * torch.empty((), dtype=dtype).element_size()
-    kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
-    return kept * per_sample * HELD_COPIES + feature_bytes(num_samples, feature_widths)
+    kept = _streamed_kept(model, num_samples, batch_size)
+    return (kept * _sample_bytes(model, dtype) * HELD_COPIES
+            + feature_bytes(num_samples, feature_widths))
 
 
 def trial_host_bytes(model: Any, dtype: torch.dtype, num_samples: int, batch_size: int,
@@ -188,8 +198,7 @@ def trial_host_bytes(model: Any, dtype: torch.dtype, num_samples: int, batch_siz
     trial its N samples and, as a streamed one, their features and FID's matrices."""
     if stream:
         return streamed_host_bytes(model, dtype, num_samples, batch_size, feature_widths)
-    per_sample = math.prod(model.data.shape) * torch.empty((), dtype=dtype).element_size()
-    return (float(num_samples) * per_sample * HELD_COPIES
+    return (float(num_samples) * _sample_bytes(model, dtype) * HELD_COPIES
             + feature_bytes(num_samples, feature_widths))
 
 
@@ -202,8 +211,7 @@ def check_trial_host_memory(model: Any, dtype: torch.dtype, num_samples: int,
     held = trial_host_bytes(model, dtype, num_samples, batch_size, feature_widths, stream)
     cpu = available if available is not None else available_bytes(torch.device("cpu"))
     if held > HEADROOM * cpu:
-        kept = (min(num_samples, grid_samples(model) + CHUNK + batch_size) if stream
-                else num_samples)
+        kept = _streamed_kept(model, num_samples, batch_size) if stream else num_samples
         spaces = " + ".join(f"{w:,}" for w in feature_widths) or "no"
         how = "streamed " if stream else ""
         raise MemoryGuardError(
@@ -227,9 +235,8 @@ def plan_memory(model: Any, dtype: torch.dtype, num_samples: int, batch_size: in
     `guided`: a guided evaluation runs the network on a doubled batch (its activations
     and its input count twice per sample); `stream`: streamed trials (module docstring).
     """
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    per_sample = math.prod(model.data.shape) * itemsize
-    kept = min(num_samples, grid_samples(model) + CHUNK + batch_size)
+    per_sample = _sample_bytes(model, dtype)
+    kept = _streamed_kept(model, num_samples, batch_size)
     streamed = streamed_host_bytes(model, dtype, num_samples, batch_size,
                                    ASSUMED_FEATURE_WIDTHS)
     held = streamed if stream else float(num_samples) * per_sample * HELD_COPIES
