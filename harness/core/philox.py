@@ -110,10 +110,11 @@ def normal_from_bits(bits: Sequence[Tensor], dtype: torch.dtype = torch.float32)
     return box_muller(*box_muller_inputs(bits), dtype)
 
 
-def box_muller_inputs(bits: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """u and theta of both pairs of words (w0, w1), (w2, w3): two float32 (*batch, 2)."""
-    uniform = torch.stack((bits[0], bits[2]), -1).float().add_(1.0).mul_(2.0**-32)
-    angle = torch.stack((bits[1], bits[3]), -1).float().mul_(2 * math.pi * 2.0**-32)
+def box_muller_inputs(bits: Sequence[Tensor], dim: int = -1) -> tuple[Tensor, Tensor]:
+    """u and theta of both pairs of words (w0, w1), (w2, w3): two float32 tensors, the
+    pairs stacked along `dim` ((*batch, 2) by default; (2, *batch) with dim=0)."""
+    uniform = torch.stack((bits[0], bits[2]), dim).float().add_(1.0).mul_(2.0**-32)
+    angle = torch.stack((bits[1], bits[3]), dim).float().mul_(2 * math.pi * 2.0**-32)
     return uniform, angle
 
 
