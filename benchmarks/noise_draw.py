@@ -1,11 +1,12 @@
 """Eager against compiled noise on the 64-D mixture oracle, in one process, interleaved.
 
-Two tables, CPU seconds of this single-threaded process (`time.process_time`):
+Three tables, CPU seconds of this single-threaded process (`time.process_time`):
 
 - one `SampleNoise` draw / one bare `model.score` call, per path, at batch 256 and 4096;
 - the loop overhead of the samplers that draw noise, and of two that draw only x_T:
   generate / the same number of bare network calls, as `test_oracle_overhead.py` measures
-  it (10 steps, karras grid, VP), per path.
+  it (10 steps, karras grid, VP), per path;
+- and, below them, where a compiled draw's time goes: each of its pieces run alone.
 
 Each round times every path back to back, so both see the same machine; medians over
 rounds, with their range. The compile time is that of the probe, paid before any round.
@@ -105,6 +106,40 @@ def overheads(model, name: str, batch: int, rounds: int) -> dict[str, list[float
     return ratios
 
 
+def draw_pieces(model, batch: int, rounds: int) -> dict[str, list[float]]:
+    """Where a compiled draw's time goes: each piece of `fused_noise.FusedDraw` run alone
+    on the same inputs / one network call, the pieces and a call interleaved per round."""
+    groups = -(-model.data.shape[0] // 4)
+    fused = fused_noise.fused_draw("cpu", fused_noise.draw_numbers(batch, 4 * groups))
+    words = torch.compile(fused_noise.draw_words, dynamic=True, options=fused_noise.FUSE_ALL)
+    index = torch.stack((torch.arange(batch), torch.zeros(batch, dtype=torch.int64)), 1)
+    keys, k = fused_noise.round_key_tensor(0, "cpu"), torch.tensor(1)
+    uniform, angle = fused.inputs(index, keys, k, groups)
+    radius = uniform.clone().log_().mul_(-2.0).sqrt_()
+    cos, sin = angle.cos(), angle.sin()
+    pieces = {
+        "the whole compiled draw": lambda: fused(index, keys, k, groups, model.dtype),
+        "kernel 1: counters, Philox, u and theta planes":
+            lambda: fused.inputs(index, keys, k, groups),
+        "of which the Philox rounds (int64 words out)": lambda: words(index, keys, k, groups),
+        "ATen: r = sqrt(-2 log u)": lambda: uniform.clone().log_().mul_(-2.0).sqrt_(),
+        "ATen: cos theta, sin theta": lambda: (angle.cos(), angle.sin()),
+        "kernel 2: products, interleaving, cast":
+            lambda: fused.normals(radius, cos, sin, model.dtype),
+    }
+    x = model.sde.prior_std * torch.randn(batch, model.data.shape[0], dtype=model.dtype)
+    ratios: dict[str, list[float]] = {name: [] for name in pieces}
+    for round_ in range(rounds + 1):  # round 0 warms up
+        call = calls_seconds(model, x, [0.5] * 10)
+        for name, piece in pieces.items():
+            start = CLOCK()
+            for _ in range(10):
+                piece()
+            if round_:
+                ratios[name].append((CLOCK() - start) / call)
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -130,6 +165,12 @@ def main() -> None:
             ratios = overheads(model, name, batch, args.rounds)
             lines.append(f"| {name}: run / its network calls | {batch} | "
                          f"{spread(ratios['eager'])} | {spread(ratios['compiled'])} |")
+    use("compiled")
+    lines += ["", f"Where a compiled draw's time goes, batch {BATCHES[-1]}, each piece alone "
+              f"/ one network call (CPU seconds; median [min-max] over {3 * args.rounds} "
+              f"rounds):", "", "| piece | / one network call |", "|---|---|"]
+    for name, ratios in draw_pieces(model, BATCHES[-1], 3 * args.rounds).items():
+        lines.append(f"| {name} | {spread(ratios)} |")
     lines += ["", load_line(start_load, load_average()),
               f"Wall time of this script: {time.perf_counter() - start:.0f} s."]
     text = "\n".join(lines) + "\n"
