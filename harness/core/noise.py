@@ -12,11 +12,21 @@ whether it is generated alone, in a batch of 4096 or on another process of a sha
 
 Exactness: the integer bits are identical on every device. The normals are computed
 from them in float32 (log, sqrt, cos, sin, element-wise) and cast to the requested dtype,
-so every dtype sees the same numbers to its rounding, and on one device type a sample's
+so every dtype sees the same numbers to its rounding, and on one machine a sample's
 noise is bit-identical for any batch size and sharding (`tests/test_noise_seeds.py`).
-Between the CPU and CUDA the libraries' float32 log/cos/sin may differ in the last bits:
-|difference| <= 1e-5 (about 20 units in the last place of the largest normal, 6.66;
-checked by `benchmarks/gpu_check.sh`).
+Between machines the float32 functions may differ in the last bits:
+
+- between CPUs: ATen takes float32 log and sqrt from MKL's vector math, whose code path
+  follows the processor's instruction set. Measured on one AVX-512 Xeon, 4.2 M normals:
+  MKL's AVX2 path (MKL_ENABLE_INSTRUCTIONS=AVX2) gives 3.7 % of them different, its
+  SSE4.2 path (as MKL_CBWR=COMPATIBLE) 17 %, each by at most 2.3e-7 relative (one unit
+  in the last place). cos and sin (Sleef) were the same on all three. So a run on an
+  AVX2 CPU reproduces an AVX-512 CPU's numbers to float rounding, not bit for bit
+  (`tests/test_metric_values_unchanged.py`'s tolerance is set for it). The same
+  Box-Muller in float64, rounded to float32, gave identical normals on all three paths
+  (`benchmarks/noise_across_cpus.py`, `results/microbench/noise_across_cpus.md`);
+- between the CPU and CUDA: |difference| <= 1e-5 (about 20 units in the last place of
+  the largest normal, 6.66; checked by `benchmarks/gpu_check.sh`).
 
 Speed: where `torch.compile` works, a large draw runs as two compiled kernels around
 ATen's log, cos and sin (`harness.core.fused_noise`, which says when they are used and
