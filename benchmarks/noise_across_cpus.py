@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from report_output import publish  # benchmarks/ is the script's folder
 
 SETTINGS = {
     "unconstrained (this CPU's own path)": {},
@@ -95,10 +96,7 @@ def main() -> None:
                      f"{differences(normals['float64 Box-Muller'], reference['float64 Box-Muller'])} |")
     lines += ["", f"Wall time of this script: {time.perf_counter() - start:.0f} s."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

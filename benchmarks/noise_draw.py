@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from machine_load import load_average, load_line
+from report_output import publish
 
 from harness.core import fused_noise
 from harness.core.host_allocator import keep_freed_memory
@@ -174,10 +175,7 @@ def main() -> None:
     lines += ["", load_line(start_load, load_average()),
               f"Wall time of this script: {time.perf_counter() - start:.0f} s."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

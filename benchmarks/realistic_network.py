@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from harness.bench.recording import atomic
 from harness.core.counting import CountedModel
 from harness.core.network_clock import NetworkClock
 from harness.core.noise import SampleNoise
@@ -295,8 +296,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 def write(result: dict[str, Any], table: Optional[Path], numbers: Optional[Path]) -> None:
     for path, text in ((table, markdown(result)), (numbers, json.dumps(result, indent=1))):
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            atomic.write_text(path, text)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/plugins/gaussian_images.py, the model of part 1
 
 from machine_load import load_average, load_line  # noqa: E402
+from report_output import publish  # noqa: E402
 
 from harness import ModelSpec, hookimpl  # noqa: E402
 from tests.plugins import gaussian_images  # noqa: E402
@@ -290,10 +291,7 @@ def main() -> None:
     nets = network_rows(args.net_batch)
     args.frechet_s = frechet_seconds()
     text = report(rows, nets, args, start_load)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
