@@ -40,21 +40,21 @@ DIM, DRAWS, SEED = 64, 4, 3
 
 def draw(samples: int, out: str) -> None:
     """In this process: both definitions' normals, saved to `out`."""
+    from harness.core.fused_noise import draw_words
     from harness.core.noise import SampleNoise
-    from harness.core.philox import WORDS, box_muller_inputs, philox_words
+    from harness.core.philox import WORDS, box_muller_inputs
 
     torch.set_num_threads(1)
     noise = SampleNoise(SEED, range(samples), (DIM,))
     eager = torch.cat([noise.draw(k) for k in range(DRAWS)])
-    groups = DIM // WORDS
-    counters = torch.stack(torch.meshgrid(
-        torch.arange(groups), torch.arange(DRAWS), torch.arange(samples),
-        torch.zeros(1, dtype=torch.int64),
-        indexing="ij")).to(torch.int64).reshape(WORDS, -1)
-    uniform, angle = box_muller_inputs(philox_words(counters, (SEED, 0)))
+    # The same counters as the harness's draws, by its own construction (run eagerly).
+    words = [torch.cat(w) for w in zip(*(
+        draw_words(noise.index_words, noise.round_keys, torch.tensor(k), DIM // WORDS)
+        for k in range(DRAWS)))]
+    uniform, angle = box_muller_inputs(words)
     radius = uniform.double().log().mul(-2.0).sqrt()
     angle = angle.double()
-    float64 = torch.stack((radius * angle.cos(), radius * angle.sin()), -1).float()
+    float64 = torch.stack((radius * angle.cos(), radius * angle.sin()), -1).flatten(1).float()
     torch.save({"eager": eager, "float64 Box-Muller": float64}, out)
 
 
