@@ -30,7 +30,10 @@ Between machines the float32 functions may differ in the last bits:
 
 Speed: where `torch.compile` works, a large draw runs as two compiled kernels around
 ATen's log, cos and sin (`harness.core.fused_noise`, which says when they are used and
-why their draws are the eager ones bit for bit).
+why their draws are the eager ones bit for bit). In a captured loop (`--capture
+compiled`) each draw is traced and fused with the update that reads it; there the
+normals take inductor's log, sqrt, cos and sin and agree with these to float32 rounding
+(`harness.bench.running.capture`).
 """
 
 from __future__ import annotations
@@ -115,7 +118,8 @@ def normals_at(index: Tensor, round_keys: Tensor, k: int, numel: int,
     `round_keys` ((rounds, 2) int64, `harness.core.fused_noise.round_key_tensor`): the
     (B, numel) normals of the module docstring, on `index`'s device, by the compiled draw
     where `harness.core.fused_noise` chooses it. Every operation is on the device (no
-    host copy), so that a captured loop can hold it (`harness.bench.running.capture`)."""
+    host copy, nothing that waits for it). A captured loop traces the same draw into its
+    graph instead (`harness.bench.running.capture.traced_normals`)."""
     if not 0 <= k < MASK32:  # 2^32 - 1 is the labels' counter word (`labels.py`)
         raise ValueError(f"draw number must be in [0, 2^32 - 1), got {k}")
     batch, groups = index.shape[0], -(-numel // WORDS)
