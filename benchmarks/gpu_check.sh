@@ -6,7 +6,9 @@
 # A GPU machine without a package index gets MLflow and pydantic from carried wheels:
 # see benchmarks/gpu_wheels.sh.
 #
-#   1. the sync-debug tests (tests/test_cuda_sync.py: no host synchronisation per step)
+#   1. the CUDA tests: sync-debug (tests/test_cuda_sync.py: no host synchronisation per
+#      step), compiled and traced noise against the eager draw, captured loops against
+#      eager ones (the CUDA-named tests of test_fused_noise.py and test_capture.py)
 #   2. Philox on CUDA: bit-identical integers to the CPU; normals within the stated 1e-5;
 #      compiled draws (harness.core.fused_noise) bit-identical to eager ones on the device
 #   3. noise time / network time at batch 4096, eager and compiled draws (digits,
@@ -60,9 +62,10 @@ failed() { printf '**FAILED** (exit %s): see the log above this line in the cons
 } > "$REPORT"
 
 # --- 1 ---------------------------------------------------------------------------------
-section "1. No host synchronisation in the sampling loops (sync-debug tests)"
+section "1. CUDA tests: no host synchronisation in the loops, noise, captured loops"
 echo '```' >> "$REPORT"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_sync.py 2>&1 | tail -5 >> "$REPORT"
+"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda_sync.py tests/test_fused_noise.py \
+    tests/test_capture.py -k cuda 2>&1 | tail -8 >> "$REPORT"
 status=${PIPESTATUS[0]}
 echo '```' >> "$REPORT"
 [ "$status" -eq 0 ] || failed "$status"

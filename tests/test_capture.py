@@ -68,16 +68,16 @@ def _assert_same_samples(captured, eager):
     assert float(error.max()) < 1e-4, float(error.max())
 
 
-def _draws_inside_a_graph(backend):
-    """Draws 1 and 2 of four samples through `CapturableNoise` in one full graph, and the
-    eager `SampleNoise`'s draws 1 and 2 of the same samples."""
+def _draws_inside_a_graph(backend, device="cpu"):
+    """Draws 1 and 2 of four samples through `CapturableNoise` in one full graph on
+    `device`, and the eager `SampleNoise`'s draws 1 and 2 of the same samples there."""
     from harness.bench.running.capture import CapturableNoise
 
     indices = [5, 6, 2**32 + 6, 2**63 + 9]  # both words of the index
-    noise = SampleNoise(2**40 + 7, indices, (3, 5))  # 15 numbers: the last counter cut
+    noise = SampleNoise(2**40 + 7, indices, (3, 5), device)  # 15 numbers: a counter cut
     noise()
     compiled = torch.compile(lambda n: [n(), n()], fullgraph=True, backend=backend)
-    expected = [SampleNoise(2**40 + 7, indices, (3, 5)).draw(k) for k in (1, 2)]
+    expected = [SampleNoise(2**40 + 7, indices, (3, 5), device).draw(k) for k in (1, 2)]
     return compiled(CapturableNoise(noise)), expected
 
 
@@ -98,6 +98,17 @@ def test_the_traced_noise_compiled_by_inductor_is_the_sample_noise_to_float32_ro
         relative = ((draw - want).abs() / want.abs()).max()
         assert float(relative) <= 3 * 2.0**-24, float(relative)
         assert float((draw == want).float().mean()) >= 0.5
+
+
+@cuda
+def test_on_cuda_the_traced_noise_compiled_by_triton_is_the_sample_noise_to_rounding():
+    """On CUDA the traced draw runs in Triton (libdevice's log, sqrt, cos, sin) against
+    ATen's CUDA functions: the same integers, so normals a few float32 units apart."""
+    got, expected = _draws_inside_a_graph("inductor", "cuda")
+    for draw, want in zip(got, expected):
+        assert draw.device.type == "cuda" and draw.shape == want.shape
+        relative = ((draw - want).abs() / want.abs()).max()
+        assert float(relative) <= 8 * 2.0**-24, float(relative)
 
 
 def test_a_traced_draw_number_out_of_range_is_refused():
