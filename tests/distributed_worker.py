@@ -127,7 +127,7 @@ def main() -> None:
         distributed.shutdown(clean=False)
         raise
     distributed.shutdown()
-    # Leave without the interpreter's teardown. In about 4 % of runs on this project's
+    # Leave without the interpreter's teardown. In about 3-4 % of runs on this project's
     # machine (torch 2.13, gloo), rank 0 aborted there ("terminate called without an
     # active exception", no Python frame left, a garbage collection after the group's
     # destruction did not help), after its results were saved and its group destroyed.
