@@ -112,6 +112,13 @@ class SampleNoise:
         return draw
 
 
+def check_draw_number(k: int) -> None:
+    """Refuse a draw number outside [0, 2^32 - 1): 2^32 - 1 is the labels' counter word
+    (`labels.py`)."""
+    if not 0 <= k < MASK32:
+        raise ValueError(f"draw number must be in [0, 2^32 - 1), got {k}")
+
+
 def normals_at(index: Tensor, round_keys: Tensor, k: int, numel: int,
                dtype: torch.dtype = torch.float32) -> Tensor:
     """Draw k of the samples whose index words are `index` ((B, 2) int64), under a seed's
@@ -120,8 +127,7 @@ def normals_at(index: Tensor, round_keys: Tensor, k: int, numel: int,
     where `harness.core.fused_noise` chooses it. Every operation is on the device (no
     host copy, nothing that waits for it). A captured loop traces the same draw into its
     graph instead (`harness.bench.running.capture.traced_normals`)."""
-    if not 0 <= k < MASK32:  # 2^32 - 1 is the labels' counter word (`labels.py`)
-        raise ValueError(f"draw number must be in [0, 2^32 - 1), got {k}")
+    check_draw_number(k)
     batch, groups = index.shape[0], -(-numel // WORDS)
     fused = fused_draw(index.device, draw_numbers(batch, numel))
     if fused is None:

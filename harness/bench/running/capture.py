@@ -76,8 +76,8 @@ from torch import Tensor
 from ...core.counting import CountedModel, NFECounter
 from ...core.fused_noise import draw_words
 from ...core.model import ScoreModel
-from ...core.noise import SampleNoise
-from ...core.philox import MASK32, WORDS, box_muller_inputs
+from ...core.noise import SampleNoise, check_draw_number
+from ...core.philox import WORDS, box_muller_inputs
 from ...core.sampler import Sampler
 
 #: Per-sample |captured - eager| / |eager| that 90 % of a batch must not exceed.
@@ -101,8 +101,7 @@ def traced_normals(index: Tensor, round_keys: Tensor, draw: int, numel: int,
     written for dynamo to trace: `harness.core.noise.normals_at`'s counters and rounds
     (`draw_words`), and `harness.core.philox.normal_from_bits`' Box-Muller without its
     writes into strided views, which dynamo refuses."""
-    if not 0 <= draw < MASK32:
-        raise ValueError(f"draw number must be in [0, 2^32 - 1), got {draw}")
+    check_draw_number(draw)
     groups = -(-numel // WORDS)
     number = torch.full((), draw, dtype=torch.int64, device=index.device)
     uniform, angle = box_muller_inputs(draw_words(index, round_keys, number, groups))
